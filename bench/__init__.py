@@ -1,0 +1,1 @@
+"""The benchmark harness: config, loop, profiling, metrics, results, reports."""

@@ -1,0 +1,79 @@
+"""Experiments: presets (JSON under experiments/presets) and strategy variants (experiments/strategies) expanded
+into the list of runs of a sweep.
+
+A variant file names a registered strategy family and its parameters, e.g. ``side_spatial.json``:
+``{"family": "side", "description": "...", "params": {"temporal": false}}``; it may also override ``model`` keys.
+The runnable strategy names are the registered families plus every variant file.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from bench.config import EXPERIMENTS_DIR, ConfigError, RunConfig, load_json, merge
+from bench.sweep import RunSpec
+from strategies import registry
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in (EXPERIMENTS_DIR / "presets").glob("*.json"))
+
+
+def load_preset(name: str | None) -> dict:
+    """defaults.json deep-merged with presets/<name>.json (``default``/None = the defaults alone)."""
+    config = load_json(EXPERIMENTS_DIR / "defaults.json")
+    if name in (None, "default"):
+        return config
+    path = EXPERIMENTS_DIR / "presets" / f"{name}.json"
+    if not path.exists():
+        raise ConfigError(f"--preset {name!r}: no such preset; available: {', '.join(preset_names())}")
+    return merge(config, load_json(path))
+
+
+def _variant(path: Path) -> dict:
+    spec = load_json(path)
+    unknown = sorted(set(spec) - {"family", "description", "params", "model"})
+    if unknown or "family" not in spec:
+        raise ConfigError(f"{path}: expected keys family, description, params, model; got {sorted(spec)}")
+    return {"family": spec["family"], "description": spec.get("description", ""),
+            "params": spec.get("params", {}), "model": spec.get("model", {})}
+
+
+def strategy_catalog() -> dict[str, dict]:
+    """name -> {family, description, params, model}: registered families first, then variants."""
+    catalog = {name: {"family": name, "description": registry.get(name).description, "params": {}, "model": {}}
+               for name in registry.names()}
+    for path in sorted((EXPERIMENTS_DIR / "strategies").glob("*.json")):
+        catalog[path.stem] = _variant(path)
+    return catalog
+
+
+def resolve_strategies(text: str) -> list[str]:
+    catalog = strategy_catalog()
+    if text.strip() == "all":
+        return list(catalog)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in catalog]
+    if unknown or not names:
+        raise ConfigError(f"--strategies: unknown {unknown or text!r}; available: all, {', '.join(catalog)}")
+    return names
+
+
+def run_config(base: dict, strategy: str, *, seed: int, frames: int, batch_size: int) -> RunConfig:
+    entry = strategy_catalog()[strategy]
+    config = merge(base, {"model": entry["model"], "data": {"frames": frames},
+                          "train": {"seed": seed, "batch_size": batch_size},
+                          "strategy": {"name": strategy, "family": entry["family"], "params": entry["params"]}})
+    run = RunConfig.from_dict(config)
+    registry.build_config(run.strategy.registered, run.strategy.params)  # validate strategy params early
+    return run
+
+
+def expand(base: dict, *, strategies: list[str], seeds: list[int], frames: list[int], batch_sizes: list[int]
+           ) -> list[RunSpec]:
+    """The cross product of the sweep axes, one RunSpec per run, with a readable run id."""
+    specs = []
+    for strategy, frame_count, batch, seed in itertools.product(strategies, frames, batch_sizes, seeds):
+        cfg = run_config(base, strategy, seed=seed, frames=frame_count, batch_size=batch)
+        specs.append(RunSpec(f"{strategy}__f{frame_count}_b{batch}_s{seed}", cfg))
+    return specs

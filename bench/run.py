@@ -1,0 +1,109 @@
+"""One benchmark run: config -> data -> model -> strategy -> train (val chooses the checkpoint) -> test once ->
+metrics -> profile -> one result dict. Runs inside a worker process (bench/worker.py) so peak memory is clean."""
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import torch
+
+from bench import metrics, profile
+from bench.config import RunConfig
+from bench.datasets import build_loaders
+from bench.train import TrainOutcome, cosine_with_warmup, make_optimizer, predict, snapshot, train_epoch
+from data.schema import get_schema
+from models.backbone import image_size_of
+from models.loss import WeightedBCE
+from models.par_model import FusionSpec, build_par_model
+from strategies import registry
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device {name!r}: CUDA is not available on this machine (use --device cpu)")
+    return torch.device(name)
+
+
+def build_model(cfg: RunConfig):
+    """The PAR model with the strategy applied; also returns the ids of the parameters that existed before it."""
+    schema = get_schema(cfg.data.dataset)
+    fusion = FusionSpec(width=cfg.model.fusion_width, heads=cfg.model.fusion_heads,
+                        mlp_ratio=cfg.model.fusion_mlp_ratio)
+    model = build_par_model(backbone=cfg.model.backbone, pretrained=cfg.model.pretrained,
+                            sentences=schema.sentences(), fusion=fusion, temporal=cfg.model.temporal)
+    base_ids = {id(p) for p in model.parameters()}
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    model = registry.apply_strategy(model, cfg.strategy.registered, cfg.strategy.params,
+                                    train_head=cfg.train.train_head)
+    return model, base_ids, backbone_ids
+
+
+def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow
+        ) -> tuple[TrainOutcome, dict]:
+    """Train for ``cfg.train.epochs``; keep the weights with the best validation ``select_metric``."""
+    schema = get_schema(cfg.data.dataset)
+    steps_per_epoch = min(len(loaders["train"]), cfg.train.max_steps_per_epoch or len(loaders["train"]))
+    scheduler = cosine_with_warmup(optimizer, total_steps=steps_per_epoch * cfg.train.epochs,
+                                   warmup_steps=int(cfg.train.warmup_epochs * steps_per_epoch))
+    outcome, best_state, start = TrainOutcome(), snapshot(model), time.perf_counter()
+    for epoch in range(cfg.train.epochs):
+        with memory:
+            loss = train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
+                               device=device, outcome=outcome, epoch=epoch, max_steps=cfg.train.max_steps_per_epoch)
+        probs, labels = predict(model, loaders["val"], device, desc="val")
+        val = metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold)
+        outcome.history.append({"epoch": epoch + 1, "train_loss": loss, f"val_{cfg.train.select_metric}":
+                                val[cfg.train.select_metric], "elapsed_s": time.perf_counter() - start})
+        if val[cfg.train.select_metric] > outcome.best_val:
+            outcome.best_val, outcome.best_epoch, best_state = val[cfg.train.select_metric], epoch + 1, snapshot(model)
+    outcome.train_time_s = time.perf_counter() - start
+    model.load_state_dict(best_state, strict=False)
+    return outcome, val
+
+
+def evaluate_test(model, loaders, *, cfg: RunConfig, device) -> tuple[dict, float]:
+    schema = get_schema(cfg.data.dataset)
+    start = time.perf_counter()
+    probs, labels = predict(model, loaders["test"], device, desc="test")
+    elapsed = time.perf_counter() - start
+    return metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold), elapsed
+
+
+def majority_baseline(loaders, cfg: RunConfig) -> dict:
+    schema = get_schema(cfg.data.dataset)
+    train_labels, test_labels = loaders["train"].dataset.labels, loaders["test"].dataset.labels
+    probs = metrics.majority_probs(train_labels, len(test_labels), schema)
+    return metrics.evaluate(probs, test_labels, schema, threshold=cfg.train.threshold)
+
+
+def run_one(cfg: RunConfig) -> dict:
+    """Execute one run and return its ``metrics`` and ``profile`` sections."""
+    seed_everything(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    model, base_ids, backbone_ids = build_model(cfg)
+    model.to(device)
+    loaders = build_loaders(cfg.data, image_size=image_size_of(model.backbone), batch_size=cfg.train.batch_size,
+                            seed=cfg.train.seed, pin_memory=device.type == "cuda")
+    loss_fn = WeightedBCE(metrics.positive_rates(loaders["train"].dataset.labels)).to(device)
+    optimizer = make_optimizer(model, cfg.train, backbone_ids)
+    memory = profile.MemoryWindow(device)
+    outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory)
+    test, eval_time_s = evaluate_test(model, loaders, cfg=cfg, device=device)
+    prof = {**profile.count_parameters(model, base_ids),
+            **profile.step_time_stats(outcome.step_times_s, warmup_steps=cfg.profile.warmup_steps,
+                                      batch_size=cfg.train.batch_size),
+            **memory.summary(), "train_time_s": outcome.train_time_s, "eval_time_s": eval_time_s,
+            "train_steps": outcome.steps}
+    result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
+                      "best_epoch": outcome.best_epoch, "history": outcome.history}
+    return {"metrics": result_metrics, "profile": prof}
+

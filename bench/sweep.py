@@ -1,0 +1,103 @@
+"""A sweep: every (strategy, seed, frames, batch size) run in its own worker subprocess.
+
+Finished runs (status ok, identical config digest) are skipped when a sweep is started again. A run that raises,
+runs out of memory or is killed by a signal becomes a failed record and the sweep goes on. A failure never replaces
+an earlier good result of the same run: it is then written beside it as ``<run_id>.failed.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.config import RunConfig
+from bench.results import ResultFileError, read_result, write_json_atomic
+from bench.worker import run_record
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_id: str
+    config: RunConfig
+
+
+def is_finished(path: Path, cfg: RunConfig) -> bool:
+    if not path.exists():
+        return False
+    try:
+        record = read_result(path)
+    except ResultFileError:
+        return False
+    return record["run"]["status"] == "ok" and record["run"]["config_digest"] == cfg.digest()
+
+
+def _failure_record(spec: RunSpec, returncode: int) -> dict:
+    if returncode < 0:
+        reason = f"killed by signal {signal.Signals(-returncode).name}"
+    else:
+        reason = f"worker exited with code {returncode} without writing a result"
+    return run_record(spec.config, run_id=spec.run_id, status="failed", error=reason)
+
+
+def _settle(spec: RunSpec, attempt: Path, final: Path, returncode: int) -> dict:
+    """Move the attempt's record into place without ever overwriting a good result with a failure."""
+    record = None
+    if attempt.exists():
+        try:
+            record = read_result(attempt)
+        except ResultFileError:
+            record = None
+    if record is None:
+        record = _failure_record(spec, returncode)
+    attempt.unlink(missing_ok=True)
+    ok = record["run"]["status"] == "ok"
+    keep_old = not ok and final.exists() and _is_ok(final)
+    write_json_atomic(final.with_suffix(".failed.json") if keep_old else final, record)
+    if ok:
+        final.with_suffix(".failed.json").unlink(missing_ok=True)
+    return record
+
+
+def _is_ok(path: Path) -> bool:
+    try:
+        return read_result(path)["run"]["status"] == "ok"
+    except ResultFileError:
+        return False
+
+
+def run_spec(spec: RunSpec, out_dir: Path) -> dict:
+    """Run one spec in a fresh Python process and return its settled record."""
+    attempts = out_dir / ".attempts"
+    attempts.mkdir(parents=True, exist_ok=True)
+    config_path, attempt = attempts / f"{spec.run_id}.config.json", attempts / f"{spec.run_id}.json"
+    attempt.unlink(missing_ok=True)
+    config_path.write_text(json.dumps(spec.config.to_dict(), indent=2))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "bench.worker", str(config_path), str(attempt), spec.run_id]
+    returncode = subprocess.run(command, cwd=ROOT, env=env).returncode
+    config_path.unlink(missing_ok=True)
+    return _settle(spec, attempt, out_dir / f"{spec.run_id}.json", returncode)
+
+
+def run_sweep(specs: list[RunSpec], out_dir: Path, *, resume: bool = True) -> list[dict]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for index, spec in enumerate(specs, 1):
+        final = out_dir / f"{spec.run_id}.json"
+        if resume and is_finished(final, spec.config):
+            print(f"[{index}/{len(specs)}] {spec.run_id}: finished earlier, skipped", flush=True)
+            records.append(read_result(final))
+            continue
+        print(f"[{index}/{len(specs)}] {spec.run_id}: running", flush=True)
+        record = run_spec(spec, out_dir)
+        print(f"[{index}/{len(specs)}] {spec.run_id}: {record['run']['status']}"
+              + (f" ({record['run']['error']})" if record["run"]["error"] else ""), flush=True)
+        records.append(record)
+    return records

@@ -1,0 +1,56 @@
+"""Worker process for one run: ``python -m bench.worker CONFIG.json RESULT.json``.
+
+Running each run in its own process keeps peak-memory figures clean (allocator state and ``ru_maxrss`` are per
+process) and turns a crash or an out-of-memory kill into a recorded failed run while the sweep goes on.
+The result is written atomically; an exception is recorded with its message and traceback, and the exit code is 1.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.config import RunConfig, load_json
+from bench.results import SCHEMA_VERSION, environment, git_state, write_json_atomic
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_record(cfg: RunConfig, *, run_id: str, status: str, error: str | None = None, started_at: str | None = None,
+               duration_s: float | None = None) -> dict:
+    commit, dirty = git_state()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run": {"id": run_id, "strategy": cfg.strategy.name, "family": cfg.strategy.registered, "status": status,
+                "error": error, "config": cfg.to_dict(), "config_digest": cfg.digest(), "git_commit": commit,
+                "git_dirty": dirty, "started_at": started_at, "finished_at": now_iso(), "duration_s": duration_s},
+        "metrics": {}, "profile": {}, "environment": environment(),
+    }
+
+
+def execute(config_path: Path, result_path: Path, run_id: str) -> int:
+    from bench.run import run_one
+
+    cfg = RunConfig.from_dict(load_json(config_path))
+    started, start = now_iso(), time.perf_counter()
+    try:
+        outcome = run_one(cfg)
+    except Exception as error:  # recorded, not hidden: the sweep reports it as a failed run
+        record = run_record(cfg, run_id=run_id, status="failed", started_at=started,
+                            error=f"{type(error).__name__}: {error}", duration_s=time.perf_counter() - start)
+        record["run"]["traceback"] = traceback.format_exc()
+        write_json_atomic(result_path, record)
+        print(f"run {run_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    record = run_record(cfg, run_id=run_id, status="ok", started_at=started, duration_s=time.perf_counter() - start)
+    record.update(outcome)
+    write_json_atomic(result_path, record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(execute(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]))

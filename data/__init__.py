@@ -1,0 +1,1 @@
+"""Attribute schemas, the synthetic video PAR dataset, real MARS / Duke loaders and frame sampling."""

@@ -1,0 +1,105 @@
+"""The VTF PAR model: visual tokens + cached attribute-text tokens -> one fusion block -> per-attribute head.
+
+Zhu et al. (VTF, CVPR-W 2023) and Wang et al. (VTFPAR++, 2024): visual and text tokens are projected to the fusion
+width, concatenated as [text; visual], passed through one transformer block and a LayerNorm; attribute j is read from
+text token j by its own Linear(width -> 1), and a BatchNorm1d over the A logits follows. VTF uses width 768 / 12
+heads, VTFPAR++ width 240 / 6 heads / MLP 960. The fusion block here is open_clip's pre-norm residual block (VTFPAR++
+adds drop-path 0.1; we use none, which only changes regularisation).
+
+Attach points for strategies: ``model.vision`` (replaceable, see ``replace_vision``), ``model.backbone`` (the CLIP
+visual tower), ``model.backbone_blocks`` and ``model.vision.frames.prompts`` while the plain CLIP path is in use.
+``model.step_hooks`` is a list of callables ``hook(step)`` the training loop calls after every optimizer step.
+
+Legend for shape comments: B batch, T frames, N tokens, D width, A attribute columns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from open_clip.transformer import ResidualAttentionBlock
+from torch import nn
+
+from models.backbone import create_clip, tokenizer_for
+from models.text import encode_sentences
+from models.vision import ClipFrameEncoder, VideoEncoder
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    width: int = 128
+    heads: int = 4
+    mlp_ratio: float = 4.0
+
+
+class AttributeHead(nn.Module):
+    """Attribute j's logit = w_j . h_j + b_j on its own text token h_j, then BatchNorm1d over the A logits."""
+
+    def __init__(self, num_attributes: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_attributes, width) * width ** -0.5)
+        self.bias = nn.Parameter(torch.zeros(num_attributes))
+        self.norm = nn.BatchNorm1d(num_attributes)
+
+    def forward(self, text_tokens: torch.Tensor) -> torch.Tensor:
+        logits = (text_tokens * self.weight).sum(-1) + self.bias  # (B, A, W) -> (B, A)
+        return self.norm(logits)
+
+
+class PARModel(nn.Module):
+    """video (B, T, 3, H, W) -> attribute logits (B, A)."""
+
+    def __init__(self, *, vision: nn.Module, text_features: torch.Tensor, fusion: FusionSpec):
+        super().__init__()
+        self.vision = vision
+        self.register_buffer("text_features", text_features.clone(), persistent=True)  # (A, D_text)
+        self.vision_proj = nn.Linear(vision.out_dim, fusion.width)
+        self.text_proj = nn.Linear(text_features.shape[1], fusion.width)
+        self.fusion = ResidualAttentionBlock(fusion.width, fusion.heads, mlp_ratio=fusion.mlp_ratio)
+        self.fusion_norm = nn.LayerNorm(fusion.width)
+        self.head = AttributeHead(text_features.shape[0], fusion.width)
+        self.step_hooks: list = []
+
+    @property
+    def num_attributes(self) -> int:
+        return self.text_features.shape[0]
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The CLIP visual tower (frozen, trained or adapted depending on the strategy)."""
+        return self._backbone
+
+    @property
+    def backbone_blocks(self) -> nn.ModuleList:
+        return self.backbone.transformer.resblocks
+
+    def head_modules(self) -> list[nn.Module]:
+        """The shared, strategy-independent trainable part: temporal aggregator, projections, fusion, head."""
+        modules = [self.vision_proj, self.text_proj, self.fusion, self.fusion_norm, self.head]
+        temporal = getattr(self.vision, "temporal", None)
+        return modules + ([temporal] if temporal is not None else [])
+
+    def replace_vision(self, vision: nn.Module) -> None:
+        """Swap the visual path (side tuning does this); the visual projection follows its output width."""
+        self.vision = vision
+        if vision.out_dim != self.vision_proj.in_features:
+            self.vision_proj = nn.Linear(vision.out_dim, self.vision_proj.out_features)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        visual = self.vision_proj(self.vision(video))  # (B, N, D_vis) -> (B, N, W)
+        text = self.text_proj(self.text_features).expand(video.shape[0], -1, -1)  # (A, D_text) -> (B, A, W)
+        tokens = self.fusion(torch.cat([text, visual], dim=1))  # (B, A+N, W)
+        tokens = self.fusion_norm(tokens[:, : self.num_attributes])  # text tokens only: (B, A, W)
+        return self.head(tokens)  # (B, A)
+
+
+def build_par_model(*, backbone: str, pretrained: str | None, sentences: list[str], fusion: FusionSpec,
+                    temporal: str = "mean") -> PARModel:
+    """Create CLIP, cache the attribute-text features, keep only the visual tower inside the PAR model."""
+    clip_model = create_clip(backbone, pretrained)
+    text_features = encode_sentences(clip_model, tokenizer_for(backbone), sentences)
+    visual = clip_model.visual
+    model = PARModel(vision=VideoEncoder(ClipFrameEncoder(visual), temporal=temporal),
+                     text_features=text_features, fusion=fusion)
+    object.__setattr__(model, "_backbone", visual)  # a reference, not a second registration of its parameters
+    return model

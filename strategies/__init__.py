@@ -1,0 +1,1 @@
+"""Fine-tuning strategies: one module per strategy, each registering itself with ``strategies.registry``."""

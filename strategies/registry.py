@@ -1,0 +1,93 @@
+"""The strategy registry: name -> (config dataclass, apply function, description).
+
+A strategy module calls ``register(...)`` once at import. Every module in this package except the ones listed in
+``_NOT_STRATEGIES`` is imported on first use, so adding a strategy is one file. The bench only ever talks to this
+module (``apply_strategy``, ``build_config``, ``names``); it never imports a concrete strategy.
+
+Rules every strategy follows (checked by the registry-parametrized contract tests): ``apply_strategy`` freezes the
+whole model, the strategy enables only its own parameters, and the shared fusion/head are enabled by one shared flag
+(``train_head``), never per strategy. Parameters a strategy adds carry its prefix (``lora_``, ``adapter_``,
+``prompt_``, ``side_`` ...), listed in ``prefixes``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+_NOT_STRATEGIES = {"registry", "common"}
+_REGISTRY: dict[str, StrategyEntry] = {}
+
+
+class StrategyError(ValueError):
+    """Unknown strategy or invalid strategy parameters."""
+
+
+@dataclass(frozen=True)
+class StrategyEntry:
+    name: str
+    config: type
+    apply: Callable[[nn.Module, Any], nn.Module]
+    description: str
+    prefixes: tuple[str, ...] = ()
+    zero_init: bool = False  # step-0 output equals the frozen base model's
+
+
+def register(name: str, *, config: type, apply: Callable, description: str, prefixes: tuple[str, ...] = (),
+             zero_init: bool = False) -> None:
+    if name in _REGISTRY and _REGISTRY[name].apply is not apply:
+        raise StrategyError(f"strategy {name!r} registered twice")
+    _REGISTRY[name] = StrategyEntry(name, config, apply, description, tuple(prefixes), zero_init)
+
+
+def _load_builtin() -> None:
+    package = importlib.import_module("strategies")
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in _NOT_STRATEGIES:
+            importlib.import_module(f"strategies.{module.name}")
+
+
+def names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> StrategyEntry:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise StrategyError(f"unknown strategy {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def build_config(name: str, params: dict | None = None):
+    """Strategy parameters (from JSON) -> the strategy's frozen config dataclass; unknown keys are rejected."""
+    entry = get(name)
+    params = dict(params or {})
+    known = {f.name for f in dataclasses.fields(entry.config)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise StrategyError(f"strategy {name!r}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+    try:
+        return entry.config(**params)
+    except (TypeError, ValueError) as error:
+        raise StrategyError(f"strategy {name!r}: {error}") from error
+
+
+def config_to_json(cfg) -> str:
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+
+
+def apply_strategy(model: nn.Module, name: str, params: dict | None = None, *, train_head: bool = True
+                   ) -> nn.Module:
+    """Freeze everything, let the strategy enable its own parameters, then set the shared head by one flag."""
+    cfg = build_config(name, params)
+    model.requires_grad_(False)
+    model = get(name).apply(model, cfg)
+    for module in model.head_modules():
+        module.requires_grad_(train_head)
+    return model
