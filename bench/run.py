@@ -85,6 +85,23 @@ def majority_baseline(loaders, cfg: RunConfig) -> dict:
     return metrics.evaluate(probs, test_labels, schema, threshold=cfg.train.threshold)
 
 
+def measure_steps(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device,
+                  memory: profile.MemoryWindow) -> TrainOutcome:
+    """Profile-only mode: ``warmup_steps + measured_steps`` training steps, no training to convergence."""
+    outcome, needed = TrainOutcome(), cfg.profile.warmup_steps + cfg.profile.measured_steps
+    start = time.perf_counter()
+    while outcome.steps < needed:
+        with memory:
+            train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer, scheduler=_constant(optimizer),
+                        device=device, outcome=outcome, epoch=0, max_steps=needed - outcome.steps)
+    outcome.train_time_s = time.perf_counter() - start
+    return outcome
+
+
+def _constant(optimizer):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
 def run_one(cfg: RunConfig) -> dict:
     """Execute one run and return its ``metrics`` and ``profile`` sections."""
     seed_everything(cfg.train.seed)
@@ -96,14 +113,19 @@ def run_one(cfg: RunConfig) -> dict:
     loss_fn = WeightedBCE(metrics.positive_rates(loaders["train"].dataset.labels)).to(device)
     optimizer = make_optimizer(model, cfg.train, backbone_ids)
     memory = profile.MemoryWindow(device)
-    outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory)
-    test, eval_time_s = evaluate_test(model, loaders, cfg=cfg, device=device)
+    result_metrics, eval_time_s = {}, None
+    if cfg.profile.only:
+        outcome = measure_steps(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device,
+                                memory=memory)
+    else:
+        outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device,
+                           memory=memory)
+        test, eval_time_s = evaluate_test(model, loaders, cfg=cfg, device=device)
+        result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
+                          "best_epoch": outcome.best_epoch, "history": outcome.history}
     prof = {**profile.count_parameters(model, base_ids),
             **profile.step_time_stats(outcome.step_times_s, warmup_steps=cfg.profile.warmup_steps,
                                       batch_size=cfg.train.batch_size),
             **memory.summary(), "train_time_s": outcome.train_time_s, "eval_time_s": eval_time_s,
-            "train_steps": outcome.steps}
-    result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
-                      "best_epoch": outcome.best_epoch, "history": outcome.history}
+            "train_steps": outcome.steps, "mode": "profile-only" if cfg.profile.only else "train"}
     return {"metrics": result_metrics, "profile": prof}
-

@@ -1,0 +1,34 @@
+"""Shared test fixtures: the micro CLIP backbone (32 px, 2 layers) so every test runs on CPU in seconds."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from data.schema import MARS  # noqa: E402
+from models.par_model import FusionSpec, build_par_model  # noqa: E402
+
+MICRO = "par-vit-micro"
+
+
+def micro_model(temporal: str = "mean") -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_par_model(backbone=MICRO, pretrained=None, sentences=MARS.sentences(),
+                           fusion=FusionSpec(width=64, heads=2), temporal=temporal)
+
+
+def micro_video(batch: int = 2, frames: int = 3, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, frames, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def model():
+    return micro_model()
+
+
+@pytest.fixture
+def video():
+    return micro_video()

@@ -1,0 +1,49 @@
+"""run_bench.main(argv) end to end on the smoke preset, determinism, and failures that must be clear."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import run_bench
+from bench.experiments import expand, load_preset
+from bench.run import run_one
+
+
+def test_main_end_to_end_writes_one_json_per_run_and_prints_a_table(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = run_bench.main(["--preset", "smoke", "--strategies", "full,frozen", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    files = sorted(p.name for p in out.glob("*.json"))
+    assert files == ["frozen__f2_b16_s0.json", "full__f2_b16_s0.json"]
+    for name in files:
+        record = json.loads((out / name).read_text())
+        assert record["run"]["status"] == "ok"
+        assert record["run"]["git_commit"] is None or len(record["run"]["git_commit"]) == 40
+        test = record["metrics"]["test"]
+        assert 0.0 <= test["macro_f1"] <= 1.0 and 0.0 <= test["paper_f1"] <= 1.0 and 0.0 <= test["mA"] <= 1.0
+        assert "per_group" in test and "majority_test" in record["metrics"]
+    assert "majority macro-F1" in printed and "full" in printed and "frozen" in printed
+    # a second invocation skips the finished runs
+    assert run_bench.main(["--preset", "smoke", "--strategies", "full,frozen", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 2
+
+
+def test_same_seed_gives_same_metrics():
+    spec = expand(load_preset("smoke"), strategies=["frozen"], seeds=[3], frames=[2], batch_sizes=[16])[0]
+    first, second = run_one(spec.config), run_one(spec.config)
+    assert first["metrics"]["test"] == second["metrics"]["test"]
+
+
+def test_bad_arguments_exit_non_zero_with_one_line(capsys):
+    assert run_bench.main(["--strategies", "nope", "--preset", "smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --strategies") and "\n" not in err
+
+
+def test_help_explains(capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_bench.main(["--help"])
+    assert stop.value.code == 0
+    assert "--strategies" in capsys.readouterr().out
