@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tabulate import tabulate
+
 from bench import experiments, report
 from bench.config import ConfigError, merge
 from bench.sweep import run_sweep
@@ -26,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_bench.py", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--strategies", default="all", help="comma-separated strategy names, or 'all' (default)")
-    p.add_argument("--list-strategies", action="store_true", help="print every strategy with a description")
+    p.add_argument("--list-strategies", action="store_true",
+                   help="print every strategy with a description; with --backbone, also its "
+                   "trainable / total parameter counts, computed by building the model")
     p.add_argument("--preset", default="default",
                    help=f"experiment preset: default, {', '.join(experiments.preset_names())}")
     p.add_argument("--dataset", choices=("synthetic", "mars", "duke"), help="dataset (default: synthetic)")
@@ -52,17 +56,27 @@ def overrides(args: argparse.Namespace) -> dict:
     return {"data": data, "model": model, "train": train}
 
 
-def list_strategies() -> str:
+def list_strategies(base: dict | None = None) -> str:
+    """One line per strategy; with ``base`` (a config), also its parameter counts, built and counted, not typed."""
     catalog = experiments.strategy_catalog()
-    rows = [f"{name:<16} {entry['description']}" for name, entry in catalog.items()]
-    return "\n".join(rows)
+    if base is None:
+        return "\n".join(f"{name:<16} {entry['description']}" for name, entry in catalog.items())
+    from bench.run import parameter_counts
+
+    rows = []
+    for name, counts in parameter_counts(base, list(catalog)):
+        share = 100.0 * counts["params_trainable"] / counts["params_total"]
+        rows.append([name, counts["params_trainable"], counts["params_total"], f"{share:.2f}",
+                     catalog[name]["description"]])
+    headers = ["strategy", "trainable params", "total params", "trainable %", "description"]
+    return tabulate(rows, headers=headers, tablefmt="github", intfmt=",")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.list_strategies:
-        print(list_strategies())
-        return 0
     base = merge(experiments.load_preset(args.preset), overrides(args))
+    if args.list_strategies:
+        print(list_strategies(base if args.backbone else None))
+        return 0
     specs = experiments.expand(base, strategies=experiments.resolve_strategies(args.strategies),
                                seeds=args.seeds or [base["train"]["seed"]],
                                frames=args.frames or [base["data"]["frames"]],

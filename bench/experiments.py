@@ -1,7 +1,8 @@
 """Experiments: presets (JSON under experiments/presets) and strategy variants (experiments/strategies) expanded
 into the list of runs of a sweep.
 
-A variant file names a registered strategy family and its parameters, e.g. ``side_spatial.json``:
+A preset may scale a family to its backbone with ``strategy_defaults`` (e.g. a narrower side network for the tiny
+CLIP); a variant's own parameters win over those. A variant file names a registered strategy family and its parameters, e.g. ``side_spatial.json``:
 ``{"family": "side", "description": "...", "params": {"temporal": false}}``; it may also override ``model`` keys.
 The runnable strategy names are the registered families plus every variant file.
 """
@@ -60,10 +61,14 @@ def resolve_strategies(text: str) -> list[str]:
 
 
 def run_config(base: dict, strategy: str, *, seed: int, frames: int, batch_size: int) -> RunConfig:
+    """One run's config: preset, then the preset's ``strategy_defaults`` for the family, then the variant."""
     entry = strategy_catalog()[strategy]
+    base = dict(base)
+    family_defaults = base.pop("strategy_defaults", {}).get(entry["family"], {})
+    params = {**family_defaults, **entry["params"]}
     config = merge(base, {"model": entry["model"], "data": {"frames": frames},
                           "train": {"seed": seed, "batch_size": batch_size},
-                          "strategy": {"name": strategy, "family": entry["family"], "params": entry["params"]}})
+                          "strategy": {"name": strategy, "family": entry["family"], "params": params}})
     run = RunConfig.from_dict(config)
     registry.build_config(run.strategy.registered, run.strategy.params)  # validate strategy params early
     return run

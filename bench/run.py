@@ -33,18 +33,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: RunConfig):
-    """The PAR model with the strategy applied; also returns the ids of the parameters that existed before it."""
+def build_base_model(cfg: RunConfig):
+    """The PAR model before any strategy: CLIP visual tower, cached text features, fusion and head."""
     schema = get_schema(cfg.data.dataset)
     fusion = FusionSpec(width=cfg.model.fusion_width, heads=cfg.model.fusion_heads,
                         mlp_ratio=cfg.model.fusion_mlp_ratio)
-    model = build_par_model(backbone=cfg.model.backbone, pretrained=cfg.model.pretrained,
-                            sentences=schema.sentences(), fusion=fusion, temporal=cfg.model.temporal)
+    return build_par_model(backbone=cfg.model.backbone, pretrained=cfg.model.pretrained,
+                           sentences=schema.sentences(), fusion=fusion, temporal=cfg.model.temporal)
+
+
+def with_strategy(model, cfg: RunConfig):
+    """Apply the run's strategy; also return the ids of all parameters and of the backbone's, taken before it."""
     base_ids = {id(p) for p in model.parameters()}
     backbone_ids = {id(p) for p in model.backbone.parameters()}
     model = registry.apply_strategy(model, cfg.strategy.registered, cfg.strategy.params,
                                     train_head=cfg.train.train_head)
     return model, base_ids, backbone_ids
+
+
+def build_model(cfg: RunConfig):
+    return with_strategy(build_base_model(cfg), cfg)
 
 
 def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow
@@ -129,3 +137,21 @@ def run_one(cfg: RunConfig) -> dict:
             **memory.summary(), "train_time_s": outcome.train_time_s, "eval_time_s": eval_time_s,
             "train_steps": outcome.steps, "mode": "profile-only" if cfg.profile.only else "train"}
     return {"metrics": result_metrics, "profile": prof}
+
+
+def parameter_counts(base: dict, strategies: list[str]) -> list[tuple[str, dict]]:
+    """Build the base model once, then each strategy on a copy of it, and count its parameters."""
+    import copy
+
+    from bench.experiments import run_config
+
+    frames, batch = base["data"]["frames"], base["train"]["batch_size"]
+    first = run_config(base, strategies[0], seed=0, frames=frames, batch_size=batch)
+    seed_everything(0)
+    base_model, rows = build_base_model(first), []
+    for name in strategies:
+        cfg = run_config(base, name, seed=0, frames=frames, batch_size=batch)
+        model = build_base_model(cfg) if cfg.model != first.model else copy.deepcopy(base_model)
+        model, base_ids, _ = with_strategy(model, cfg)
+        rows.append((name, profile.count_parameters(model, base_ids)))
+    return rows

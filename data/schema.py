@@ -85,14 +85,14 @@ class AttributeSchema:
 
 
 _PERSON = "a photo of a pedestrian {}"
-_POSE = ("frontal", "lateral-frontal", "lateral", "lateral-back", "back", "pose varies")
+_POSE = ("frontal", "lateral-frontal", "lateral", "lateral-back", "back", "varies")
 _POSE_WORDS = {
     "frontal": "seen from the front", "lateral-frontal": "seen from the front side", "lateral": "seen from the side",
-    "lateral-back": "seen from the back side", "back": "seen from the back", "pose varies": "whose pose varies",
+    "lateral-back": "seen from the back side", "back": "seen from the back", "varies": "whose pose varies",
 }
-_MOTION = ("walking", "running", "riding", "staying", "motion varies")
+_MOTION = ("walking", "running", "riding", "staying", "varies")
 _MOTION_WORDS = {"walking": "who is walking", "running": "who is running", "riding": "who is riding",
-                 "staying": "who is standing still", "motion varies": "whose motion varies"}
+                 "staying": "who is standing still", "varies": "whose motion varies"}
 
 
 def _binary(name: str, words: str) -> AttributeGroup:
