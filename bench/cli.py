@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench import experiments, report
+from bench import experiments, gate, report
 from bench.config import ConfigError, merge
 from bench.sweep import run_sweep
 
@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, help="output folder for result JSONs (default: runs/<preset>)")
     p.add_argument("--no-resume", action="store_true", help="re-run runs that already finished in --out")
+    p.add_argument("--check", type=Path, metavar="BASELINE",
+                   help="regression gate: compare this sweep with a baseline JSON (e.g. results/baselines/ci.json); "
+                        "exits non-zero if any strategy got less accurate, hungrier for memory, or changed its "
+                        "parameters / FLOPs")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="write this sweep as the new baseline (to --check's path, default "
+                        "results/baselines/<preset>.json) instead of checking")
     return p
 
 
@@ -85,8 +92,27 @@ def run(args: argparse.Namespace) -> int:
     records = run_sweep(specs, out, resume=not args.no_resume)
     frame = report.to_frame(records)
     print(report.summary_table(frame))
-    print(f"results: {out}/")
+    written = report.write_reports(out)
+    print(f"results: {out}/  report: {written[0].parent}/ ({len(written)} files)")
+    if args.update_baseline or args.check:
+        return gate_step(records, args)
     return 0 if (frame["status"] == "ok").all() else 1
+
+
+def gate_step(records: list[dict], args: argparse.Namespace) -> int:
+    """--update-baseline writes the sweep as the baseline; --check compares with it and fails on regressions."""
+    path = args.check or Path("results") / "baselines" / f"{args.preset}.json"
+    if args.update_baseline:
+        gate.write_baseline(path, gate.make_baseline(records, preset=args.preset))
+        print(f"baseline written: {path}")
+        return 0
+    verdicts = gate.compare(records, gate.read_baseline(path))
+    print(gate.verdict_table(verdicts))
+    failures = gate.failure_lines(verdicts)
+    for line in failures:
+        print(f"REGRESSION {line}", file=sys.stderr)
+    print(f"gate: {'FAILED' if failures else 'passed'} against {path} ({len(failures)} regression(s))")
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

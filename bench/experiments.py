@@ -2,7 +2,8 @@
 into the list of runs of a sweep.
 
 A preset may scale a family to its backbone with ``strategy_defaults`` (e.g. a narrower side network for the tiny
-CLIP); a variant's own parameters win over those. A variant file names a registered strategy family and its parameters, e.g. ``side_spatial.json``:
+CLIP); a variant's own parameters win over those. A variant file names a registered strategy family and its
+parameters, e.g. ``side_spatial.json``:
 ``{"family": "side", "description": "...", "params": {"temporal": false}}``; it may also override ``model`` keys.
 The runnable strategy names are the registered families plus every variant file.
 """

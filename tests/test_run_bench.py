@@ -47,3 +47,18 @@ def test_help_explains(capsys):
         run_bench.main(["--help"])
     assert stop.value.code == 0
     assert "--strategies" in capsys.readouterr().out
+
+
+def test_run_bench_trains_on_a_prepared_mars_fixture(tmp_path):
+    from data.prepare import main as prepare_main
+    from tests.real_fixtures import make_mars_fixture
+
+    raw = make_mars_fixture(tmp_path / "download")
+    assert prepare_main(["mars", "--raw", str(raw), "--out", str(tmp_path / "mars")]) == 0
+    out = tmp_path / "runs"
+    code = run_bench.main(["--preset", "smoke", "--dataset", "mars", "--data-root", str(tmp_path / "mars"),
+                           "--strategies", "frozen", "--epochs", "1", "--out", str(out)])
+    assert code == 0
+    record = json.loads(next(out.glob("frozen__*.json")).read_text())
+    assert record["run"]["config"]["data"]["dataset"] == "mars"
+    assert record["metrics"]["test"]["num_samples"] == 8
