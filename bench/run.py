@@ -39,7 +39,8 @@ def build_base_model(cfg: RunConfig):
     fusion = FusionSpec(width=cfg.model.fusion_width, heads=cfg.model.fusion_heads,
                         mlp_ratio=cfg.model.fusion_mlp_ratio)
     return build_par_model(backbone=cfg.model.backbone, pretrained=cfg.model.pretrained,
-                           sentences=schema.sentences(), fusion=fusion, temporal=cfg.model.temporal)
+                           sentences=schema.sentences(), fusion=fusion, temporal=cfg.model.temporal,
+                           num_frames=cfg.data.frames)
 
 
 def with_strategy(model, cfg: RunConfig):
@@ -114,6 +115,7 @@ def run_one(cfg: RunConfig) -> dict:
     """Execute one run and return its ``metrics`` and ``profile`` sections."""
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
+    gpu_before = profile.gpu_memory_guard(device) if cfg.profile.memory else None  # before this process uses CUDA
     model, base_ids, backbone_ids = build_model(cfg)
     model.to(device)
     loaders = build_loaders(cfg.data, image_size=image_size_of(model.backbone), batch_size=cfg.train.batch_size,
@@ -131,11 +133,14 @@ def run_one(cfg: RunConfig) -> dict:
         test, eval_time_s = evaluate_test(model, loaders, cfg=cfg, device=device)
         result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
                           "best_epoch": outcome.best_epoch, "history": outcome.history}
+    extras = profile.profile_extras(model, next(iter(loaders["train"])), loss_fn=loss_fn, optimizer=optimizer,
+                                    device=device, cfg=cfg.profile)  # after training: the batch draw is extra
     prof = {**profile.count_parameters(model, base_ids),
             **profile.step_time_stats(outcome.step_times_s, warmup_steps=cfg.profile.warmup_steps,
                                       batch_size=cfg.train.batch_size),
-            **memory.summary(), "train_time_s": outcome.train_time_s, "eval_time_s": eval_time_s,
-            "train_steps": outcome.steps, "mode": "profile-only" if cfg.profile.only else "train"}
+            **memory.summary(), **extras, **(gpu_before or {}), "train_time_s": outcome.train_time_s,
+            "eval_time_s": eval_time_s, "train_steps": outcome.steps,
+            "mode": "profile-only" if cfg.profile.only else "train"}
     return {"metrics": result_metrics, "profile": prof}
 
 

@@ -8,7 +8,8 @@ adds drop-path 0.1; we use none, which only changes regularisation).
 
 Attach points for strategies: ``model.vision`` (replaceable, see ``replace_vision``), ``model.backbone`` (the CLIP
 visual tower), ``model.backbone_blocks`` and ``model.vision.frames.prompts`` while the plain CLIP path is in use.
-``model.step_hooks`` is a list of callables ``hook(step)`` the training loop calls after every optimizer step.
+``model.num_frames`` is the clip length the model is built for. ``model.step_hooks`` is a list of callables
+``hook(step)`` the training loop calls after every optimizer step.
 
 Legend for shape comments: B batch, T frames, N tokens, D width, A attribute columns.
 """
@@ -49,8 +50,9 @@ class AttributeHead(nn.Module):
 class PARModel(nn.Module):
     """video (B, T, 3, H, W) -> attribute logits (B, A)."""
 
-    def __init__(self, *, vision: nn.Module, text_features: torch.Tensor, fusion: FusionSpec):
+    def __init__(self, *, vision: nn.Module, text_features: torch.Tensor, fusion: FusionSpec, num_frames: int):
         super().__init__()
+        self.num_frames = num_frames  # clip length the model is built for (per-frame modules may size by it)
         self.vision = vision
         self.register_buffer("text_features", text_features.clone(), persistent=True)  # (A, D_text)
         self.vision_proj = nn.Linear(vision.out_dim, fusion.width)
@@ -94,12 +96,12 @@ class PARModel(nn.Module):
 
 
 def build_par_model(*, backbone: str, pretrained: str | None, sentences: list[str], fusion: FusionSpec,
-                    temporal: str = "mean") -> PARModel:
+                    num_frames: int, temporal: str = "mean") -> PARModel:
     """Create CLIP, cache the attribute-text features, keep only the visual tower inside the PAR model."""
     clip_model = create_clip(backbone, pretrained)
     text_features = encode_sentences(clip_model, tokenizer_for(backbone), sentences)
     visual = clip_model.visual
     model = PARModel(vision=VideoEncoder(ClipFrameEncoder(visual), temporal=temporal),
-                     text_features=text_features, fusion=fusion)
+                     text_features=text_features, fusion=fusion, num_frames=num_frames)
     object.__setattr__(model, "_backbone", visual)  # a reference, not a second registration of its parameters
     return model

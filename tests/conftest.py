@@ -14,10 +14,10 @@ from models.par_model import FusionSpec, build_par_model  # noqa: E402
 MICRO = "par-vit-micro"
 
 
-def micro_model(temporal: str = "mean") -> torch.nn.Module:
+def micro_model(temporal: str = "mean", num_frames: int = 3) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_par_model(backbone=MICRO, pretrained=None, sentences=MARS.sentences(),
-                           fusion=FusionSpec(width=64, heads=2), temporal=temporal)
+                           fusion=FusionSpec(width=64, heads=2), temporal=temporal, num_frames=num_frames)
 
 
 def micro_video(batch: int = 2, frames: int = 3, seed: int = 0) -> torch.Tensor:

@@ -34,7 +34,7 @@ def test_local_checkpoint_file_loads_exactly(tmp_path):
     path = tmp_path / "micro.pt"
     torch.save(source.state_dict(), path)
     loaded = create_clip("par-vit-micro", str(path))
-    for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
+    for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 

@@ -25,7 +25,7 @@ def _base(backbone: str):
         return micro_model()
     torch.manual_seed(0)
     return build_par_model(backbone="par-vit-tiny", pretrained=None, sentences=MARS.sentences(),
-                           fusion=FusionSpec(width=64, heads=2))
+                           fusion=FusionSpec(width=64, heads=2), num_frames=3)
 
 
 def tiny_model():

@@ -1,0 +1,305 @@
+"""VTFPAR++ spatiotemporal side tuning (Wang et al., 2024): a small side network replaces the visual path.
+
+The whole CLIP visual tower is frozen and runs under ``torch.no_grad()``: its own output is not used, only
+intermediate token maps ("taps") are read, so no backbone activation is kept for backward and the backward pass
+never enters the backbone. Two randomly initialised side networks of width ``width`` (240 in the paper; plain
+pre-norm ViT blocks, 6 heads, MLP 4x, qkv bias: open_clip's ``ResidualAttentionBlock``) consume the taps:
+
+* Spatial side network (SSN), per frame: Conv2d(3 -> W, kernel = stride = the backbone's patch size) on the raw
+  frame -> P patch tokens + its own class token + positional embedding. Fusing a tap = LayerNorm(D_clip) ->
+  Linear(D_clip -> W) (the released code's 1x1 conv) -> added to the P patch tokens, the class token untouched.
+  The first tap is fused before side block 1, tap i after side block i (paper: tap 0 before block 1, taps 3, 6,
+  9, 11 after blocks 1..4); the positional embedding is re-added after every block but the last; ``ssn_depth``
+  (7) blocks run. Per frame (B*T, 1+P, W), then the mean over frames -> (B, 1+P, W).
+* Temporal side network (TSN): one stream per tap, all streams sharing the TSN blocks; block t processes frame t
+  (one block per frame, at most ``max_frames``: 8 in the paper). Frame 0: Linear(D_clip -> W) of the tap's
+  frame-0 patches + class token
+  + positional embedding -> block 0. Frame t >= 1: block t, then LayerNorm + Linear(D_clip -> W) of frame t's tap
+  added to the patch tokens. The output is the last frame's tokens, averaged over the streams -> (B, 1+P, W).
+
+Visual tokens = SSN + TSN (B, 1+P, W); ``spatial`` / ``temporal`` switch one network off (ablations). The shared
+projection, fusion block and head of models/par_model.py follow (``replace_vision`` resizes the projection).
+
+Choices where the released code (Event-AHU/OpenPAR, folder VTFPAR++) and the paper differ or are silent:
+- TSN order: block-then-add as in the code (the paper's figure draws add-then-block).
+- TSN frame-0 input: one Linear shared by all streams, no LayerNorm, as in the code; the frame t >= 1 fusions have
+  their own LayerNorm + Linear per stream. One class token and one positional embedding shared by the streams,
+  added at frame 0 only (the code never re-adds it in the TSN).
+- Only what the forward uses is registered: the code builds an 8-block SSN and runs 7 (694,320 unused params),
+  gives the TSN a patch embedding and five 240x240 projections it never calls. Here the SSN has ``ssn_depth``
+  blocks and the TSN none of those extras. The TSN has one block per frame index (the method's design, at most
+  ``max_frames``, 8 in the paper): the model's clip length (``model.num_frames``, 6 at paper scale) decides how many
+  are built, and with one frame the frame t >= 1 fusions are not built either (the released count includes the
+  paper's 2 idle blocks at 6 frames).
+- No final LayerNorm on either network (the code replaces it with identity); the backbone runs in its own dtype
+  (the code casts CLIP to fp16) and the taps are cast to the side network's dtype.
+- The backbone runs only up to the deepest tap: with taps (0, 3, 6, 9, 11) CLIP's 12th block and ``ln_post`` are
+  skipped, because their output is not used.
+- Taps for backbones shallower than ViT-B/16's 12 blocks: ``default_taps(depth)`` scales the paper's indices,
+  ``floor(k * depth / 12 + 0.5)`` for k in (0, 3, 6, 9, 11), duplicates dropped (depth 4 -> (0, 1, 2, 3, 4),
+  depth 2 -> (0, 1, 2)). Tap index 0 = after ``ln_pre``, tap k = output of block k (1-based), class token dropped.
+- Initialisation as timm's ViT (the code builds its side blocks with timm): truncated normal std 0.02 for block
+  weights, zero biases; class token / positions N(0, 0.02); fusion linears kaiming-uniform(a=1) with zero bias
+  (the code's ``c2_xavier_fill``).
+
+Legend for shape comments: B batch, T frames, N tokens, D width, A attribute columns; P patches, S streams (taps),
+W side width, B' = B*T frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from open_clip.transformer import ResidualAttentionBlock
+from torch import nn
+
+from models.vision import ClipFrameEncoder
+from strategies.registry import register
+
+PAPER_DEPTH = 12
+PAPER_TAPS = (0, 3, 6, 9, 11)
+
+
+class SideError(ValueError):
+    """Invalid side-tuning parameters, or an input the side network cannot take."""
+
+
+def _check_int(field: str, value, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SideError(f"{field}: expected an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SideConfig:
+    """width / heads / mlp_ratio: the side blocks (paper 240 / 6 / 4); ssn_depth: SSN blocks (paper 7);
+    taps: CLIP outputs to read (0 = after ln_pre, k = block k), None = ``default_taps(depth)``; spatial /
+    temporal: which side networks run; max_frames: most TSN blocks, one per frame (paper 8; the
+    model's clip length decides how many are built)."""
+
+    width: int = 240
+    heads: int = 6
+    ssn_depth: int = 7
+    taps: tuple[int, ...] | None = None
+    spatial: bool = True
+    temporal: bool = True
+    max_frames: int = 8
+    mlp_ratio: float = 4.0
+
+    def __post_init__(self):
+        _check_int("width", self.width, minimum=1)
+        _check_int("heads", self.heads, minimum=1)
+        if self.width % self.heads:
+            raise SideError(f"heads: must divide width {self.width}, got {self.heads}")
+        _check_int("ssn_depth", self.ssn_depth, minimum=1)
+        _check_int("max_frames", self.max_frames, minimum=1)
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or self.mlp_ratio <= 0:
+            raise SideError(f"mlp_ratio: expected a number > 0, got {self.mlp_ratio!r}")
+        if not isinstance(self.spatial, bool) or not isinstance(self.temporal, bool):
+            raise SideError(f"spatial/temporal: expected booleans, got {self.spatial!r} / {self.temporal!r}")
+        if not (self.spatial or self.temporal):
+            raise SideError("spatial/temporal: at least one side network must be on")
+        if self.taps is not None:
+            object.__setattr__(self, "taps", _checked_taps(self.taps))
+            if len(self.taps) - 1 > self.ssn_depth:
+                raise SideError(f"taps: {len(self.taps)} taps need ssn_depth >= {len(self.taps) - 1} "
+                                f"(one fused before block 1, one after each block), got {self.ssn_depth}")
+
+
+def _checked_taps(taps) -> tuple[int, ...]:
+    if isinstance(taps, (str, bytes)) or not hasattr(taps, "__iter__"):
+        raise SideError(f"taps: expected a list of CLIP output indices, got {taps!r}")
+    taps = tuple(taps)
+    if not taps or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in taps):
+        raise SideError(f"taps: expected a non-empty list of integers >= 0, got {list(taps)}")
+    if list(taps) != sorted(set(taps)):
+        raise SideError(f"taps: expected strictly increasing indices, got {list(taps)}")
+    return taps
+
+
+def default_taps(depth: int) -> tuple[int, ...]:
+    """The paper's taps (0, 3, 6, 9, 11 of 12 blocks) scaled to a backbone of ``depth`` blocks (module docstring)."""
+    return tuple(sorted({int(k * depth / PAPER_DEPTH + 0.5) for k in PAPER_TAPS}))
+
+
+def _init_like_timm(module: nn.Module) -> nn.Module:
+    """timm ViT init for a side block: truncated normal (std 0.02) weights, zero biases, LayerNorm (1, 0)."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.trunc_normal_(sub.weight, std=0.02)
+            nn.init.zeros_(sub.bias)
+        elif isinstance(sub, nn.MultiheadAttention):
+            nn.init.trunc_normal_(sub.in_proj_weight, std=0.02)
+            nn.init.zeros_(sub.in_proj_bias)
+    return module
+
+
+def side_block(width: int, heads: int, mlp_ratio: float = 4.0) -> nn.Module:
+    """One plain pre-norm ViT block (qkv bias); width 240, 6 heads, MLP 960 -> 694,320 parameters."""
+    return _init_like_timm(ResidualAttentionBlock(width, heads, mlp_ratio=mlp_ratio))
+
+
+def _fusion_linear(d_in: int, d_out: int) -> nn.Linear:
+    """The released code's 1x1 conv (kaiming-uniform a=1, zero bias), as a Linear over the token axis."""
+    linear = nn.Linear(d_in, d_out)
+    nn.init.kaiming_uniform_(linear.weight, a=1)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
+class TapFusion(nn.Module):
+    """LayerNorm(D_clip) -> Linear(D_clip -> W): a CLIP tap mapped to side tokens, to be added to the patches."""
+
+    def __init__(self, clip_width: int, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(clip_width)
+        self.proj = _fusion_linear(clip_width, width)
+
+    def forward(self, tap: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(tap))  # (..., P, D_clip) -> (..., P, W)
+
+
+def _add_to_patches(x: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """Add (.., P, W) to the patch tokens of x (.., 1+P, W); the class token stays as it is."""
+    return torch.cat([x[..., :1, :], x[..., 1:, :] + patches], dim=-2)
+
+
+def _tokens_param(count: int, width: int) -> nn.Parameter:
+    return nn.Parameter(nn.init.normal_(torch.empty(count, width), std=0.02))
+
+
+class SpatialSideNet(nn.Module):
+    """SSN: per frame, own patch embedding + taps fused into the first blocks -> (B', 1+P, W)."""
+
+    def __init__(self, cfg: SideConfig, *, clip_width: int, patch_size: int, num_patches: int, num_taps: int):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, cfg.width, kernel_size=patch_size, stride=patch_size)
+        self.class_token = _tokens_param(1, cfg.width)  # (1, W)
+        self.positions = _tokens_param(1 + num_patches, cfg.width)  # (1+P, W)
+        self.fusions = nn.ModuleList(TapFusion(clip_width, cfg.width) for _ in range(num_taps))
+        self.blocks = nn.ModuleList(side_block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.ssn_depth))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B', W, h, w) -> (B', P, W)
+        if x.shape[1] + 1 != self.positions.shape[0]:
+            raise SideError(f"side: frames give {x.shape[1]} patches, the backbone's grid has "
+                            f"{self.positions.shape[0] - 1}: feed frames at the backbone's input size")
+        cls = self.class_token.expand(x.shape[0], 1, -1)  # (B', 1, W)
+        return torch.cat([cls, x], dim=1) + self.positions  # (B', 1+P, W)
+
+    def forward(self, images: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
+        """images (B', 3, H, W), taps [(B', P, D_clip)] -> (B', 1+P, W)."""
+        x = _add_to_patches(self.embed(images), self.fusions[0](taps[0]))
+        for index, block in enumerate(self.blocks, start=1):
+            if index > 1:
+                x = x + self.positions  # re-added after every block but the last
+            x = block(x)
+            if index < len(taps):
+                x = _add_to_patches(x, self.fusions[index](taps[index]))
+        return x
+
+
+class TemporalSideNet(nn.Module):
+    """TSN: one stream per tap, block t reads frame t; streams share the blocks -> (B, 1+P, W) (stream mean)."""
+
+    def __init__(self, cfg: SideConfig, *, clip_width: int, num_patches: int, num_taps: int, num_frames: int):
+        super().__init__()
+        self.first_proj = nn.Linear(clip_width, cfg.width)  # frame 0, shared by the streams (released code)
+        self.class_token = _tokens_param(1, cfg.width)  # (1, W)
+        self.positions = _tokens_param(1 + num_patches, cfg.width)  # (1+P, W)
+        fusions = num_taps if num_frames > 1 else 0  # frame t >= 1 fusions, one per stream
+        self.fusions = nn.ModuleList(TapFusion(clip_width, cfg.width) for _ in range(fusions))
+        self.blocks = nn.ModuleList(side_block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(num_frames))
+
+    def check_frames(self, frames: int) -> None:
+        if frames > len(self.blocks):
+            raise SideError(f"side: the clip has {frames} frames but the temporal side network was built with one "
+                            f"block per frame for {len(self.blocks)}-frame clips")
+
+    def first_frame(self, taps: list[torch.Tensor]) -> torch.Tensor:
+        """Frame 0 of every stream: [(B, T, P, D_clip)] -> (S*B, 1+P, W) after block 0."""
+        x = torch.stack([self.first_proj(tap[:, 0]) for tap in taps]).flatten(0, 1)  # (S, B, P, W) -> (S*B, P, W)
+        cls = self.class_token.expand(x.shape[0], 1, -1)  # (S*B, 1, W)
+        return self.blocks[0](torch.cat([cls, x], dim=1) + self.positions)  # (S*B, 1+P, W)
+
+    def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
+        """taps [(B, T, P, D_clip)], one per stream -> (B, 1+P, W)."""
+        frames = taps[0].shape[1]
+        x = self.first_frame(taps)
+        if frames > 1:
+            fused = [fusion(tap[:, 1:]) for fusion, tap in zip(self.fusions, taps, strict=True)]  # [(B, T-1, P, W)]
+            fused = torch.stack(fused).flatten(0, 1)  # (S, B, T-1, P, W) -> (S*B, T-1, P, W)
+            for t in range(1, frames):
+                x = _add_to_patches(self.blocks[t](x), fused[:, t - 1])  # block-then-add (released code)
+        return x.unflatten(0, (len(taps), -1)).mean(dim=0)  # (S*B, 1+P, W) -> (S, B, 1+P, W) -> (B, 1+P, W)
+
+
+class SideVision(nn.Module):
+    """video (B, T, 3, H, W) -> (B, 1+P, W) visual tokens from the frozen CLIP taps and the side networks.
+
+    ``frames`` wraps the frozen CLIP visual tower (its parameters keep the base model's names ``vision.frames.
+    visual.*``); the added networks are ``side_ssn`` and ``side_tsn`` (None when switched off).
+    """
+
+    def __init__(self, backbone: nn.Module, cfg: SideConfig, *, num_frames: int):
+        super().__init__()
+        if cfg.temporal and num_frames > cfg.max_frames:
+            raise SideError(f"side: clips of {num_frames} frames, but the temporal side network has at most "
+                            f"max_frames={cfg.max_frames} blocks (one per frame); raise max_frames")
+        self.frames = ClipFrameEncoder(backbone)
+        depth, clip_width = len(self.frames.blocks), self.frames.width
+        self.taps = cfg.taps if cfg.taps is not None else default_taps(depth)
+        if self.taps[-1] > depth:
+            raise SideError(f"taps: the backbone has outputs 0..{depth}, got {list(self.taps)}")
+        if len(self.taps) - 1 > cfg.ssn_depth:
+            raise SideError(f"ssn_depth: {len(self.taps)} taps need at least {len(self.taps) - 1} SSN blocks, "
+                            f"got {cfg.ssn_depth}")
+        patch_size, num_patches = backbone.conv1.kernel_size[0], backbone.positional_embedding.shape[0] - 1
+        self.side_ssn = SpatialSideNet(cfg, clip_width=clip_width, patch_size=patch_size, num_patches=num_patches,
+                                       num_taps=len(self.taps)) if cfg.spatial else None
+        self.side_tsn = TemporalSideNet(cfg, clip_width=clip_width, num_patches=num_patches,
+                                        num_taps=len(self.taps), num_frames=num_frames) if cfg.temporal else None
+        self.out_dim = cfg.width
+
+    def side_modules(self) -> list[nn.Module]:
+        return [module for module in (self.side_ssn, self.side_tsn) if module is not None]
+
+    @torch.no_grad()
+    def clip_taps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """(B', 3, H, W) -> [(B', P, D_clip)] CLIP outputs at ``taps`` (class token dropped), without autograd."""
+        x = self.frames.embed(images)  # output 0: after ln_pre, (B', 1+P, D_clip)
+        outputs = [x]
+        for block in self.frames.blocks[: self.taps[-1]]:  # blocks past the deepest tap are not needed
+            x = block(x)
+            outputs.append(x)
+        return [outputs[k][:, 1:] for k in self.taps]
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        if video.dim() != 5:
+            raise SideError(f"side: expected a video (B, T, 3, H, W), got shape {tuple(video.shape)}")
+        b, t = video.shape[:2]
+        if self.side_tsn is not None:
+            self.side_tsn.check_frames(t)  # before the backbone runs
+        dtype = self.side_modules()[0].class_token.dtype
+        images = video.flatten(0, 1)  # (B*T, 3, H, W)
+        taps = [tap.to(dtype) for tap in self.clip_taps(images.to(self.frames.visual.conv1.weight.dtype))]
+        out = 0
+        if self.side_ssn is not None:
+            per_frame = self.side_ssn(images.to(dtype), taps)  # (B*T, 1+P, W)
+            out = out + per_frame.unflatten(0, (b, t)).mean(dim=1)  # (B, T, 1+P, W) -> (B, 1+P, W)
+        if self.side_tsn is not None:
+            out = out + self.side_tsn([tap.unflatten(0, (b, t)) for tap in taps])  # [(B, T, P, D_clip)] -> (B, 1+P, W)
+        return out
+
+
+def apply(model, cfg: SideConfig):
+    """Replace the visual path by the side network; the backbone stays frozen, the side networks train."""
+    side = SideVision(model.backbone, cfg, num_frames=model.num_frames)
+    side.frames.requires_grad_(False)
+    for module in side.side_modules():
+        module.requires_grad_(True)
+    model.replace_vision(side)
+    return model
+
+
+register("side", config=SideConfig, apply=apply, prefixes=("side_",), zero_init=False,
+         description="VTFPAR++ spatiotemporal side tuning: frozen CLIP taps feed spatial + temporal side networks")
