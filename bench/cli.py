@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_ints, help="batch size; a list sweeps it, e.g. 4,8,16")
     p.add_argument("--seed", "--seeds", dest="seeds", type=_ints, help="training seed(s), e.g. 0,1,2")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--profile-only", action="store_true",
+                   help="measure a few training steps per run (memory, time, FLOPs) without training to convergence")
     p.add_argument("--out", type=Path, help="output folder for result JSONs (default: runs/<preset>)")
     p.add_argument("--no-resume", action="store_true", help="re-run runs that already finished in --out")
     p.add_argument("--check", type=Path, metavar="BASELINE",
@@ -60,7 +62,7 @@ def overrides(args: argparse.Namespace) -> dict:
     model = {k: v for k, v in {"backbone": args.backbone, "pretrained": args.pretrained,
                                "temporal": args.temporal}.items() if v is not None}
     train = {k: v for k, v in {"epochs": args.epochs, "device": args.device}.items() if v is not None}
-    return {"data": data, "model": model, "train": train}
+    return {"data": data, "model": model, "train": train, "profile": {"only": True} if args.profile_only else {}}
 
 
 def list_strategies(base: dict | None = None) -> str:

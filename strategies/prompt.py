@@ -85,15 +85,15 @@ def _check_int(field: str, value: object, *, minimum: int) -> None:
 def stripe_rows(rows: int, *, regions: int, overlap_rows: int) -> list[tuple[int, int]]:
     """Patch-row ranges [start, stop) of ``regions`` overlapping horizontal stripes covering ``rows`` rows.
 
-    Every stripe is ``height = min(rows, ceil(rows / regions) + overlap_rows)`` rows high and starts at
-    ``min(r * ceil(rows / regions), rows - height)``, so the last stripe is moved up rather than cut short.
-    ViT-B/16 at 224 px (14 rows), 4 stripes, overlap 1: (0, 5), (4, 9), (8, 13), (9, 14).
+    Every stripe is ``height = min(rows, ceil(rows / regions) + overlap_rows)`` rows high; the starts are spread
+    evenly from row 0 to ``rows - height`` (rounded half up), so the stripes cover the image from head to feet with
+    even overlaps. ViT-B/16 at 224 px (14 rows), 4 stripes, overlap 1: (0, 5), (3, 8), (6, 11), (9, 14).
     """
     if not 1 <= regions <= rows:
         raise PromptError(f"regions: expected 1..{rows} (the patch rows of this backbone), got {regions}")
-    step = math.ceil(rows / regions)
-    height = min(rows, step + overlap_rows)
-    starts = [min(r * step, rows - height) for r in range(regions)]
+    height = min(rows, math.ceil(rows / regions) + overlap_rows)
+    spacing = (rows - height) / max(1, regions - 1)
+    starts = [math.floor(r * spacing + 0.5) for r in range(regions)]
     return [(start, start + height) for start in starts]
 
 

@@ -1,7 +1,9 @@
 """The strategy registry: name -> (config dataclass, apply function, description).
 
 A strategy module calls ``register(...)`` once at import. Every module in this package except the ones listed in
-``_NOT_STRATEGIES`` is imported on first use, so adding a strategy is one file. The bench only ever talks to this
+``_NOT_STRATEGIES`` is imported on first use, so adding a strategy is one file. Strategies kept outside the project
+are loaded from the modules named in the environment variable ``PAR_BENCH_PLUGINS`` (comma-separated, importable
+from ``PYTHONPATH``); worker processes inherit it. The bench only ever talks to this
 module (``apply_strategy``, ``build_config``, ``names``); it never imports a concrete strategy.
 
 Rules every strategy follows (checked by the registry-parametrized contract tests): ``apply_strategy`` freezes the
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -50,6 +53,11 @@ def _load_builtin() -> None:
     for module in pkgutil.iter_modules(package.__path__):
         if module.name not in _NOT_STRATEGIES:
             importlib.import_module(f"strategies.{module.name}")
+    for name in filter(None, os.environ.get("PAR_BENCH_PLUGINS", "").split(",")):
+        try:
+            importlib.import_module(name.strip())
+        except ImportError as error:
+            raise StrategyError(f"PAR_BENCH_PLUGINS: cannot import {name.strip()!r} ({error})") from None
 
 
 def names() -> list[str]:

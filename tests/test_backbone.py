@@ -11,7 +11,7 @@ from models.backbone import CONFIG_DIR, BackboneError, create_clip, image_size_o
 
 def test_small_configs_are_registered_with_open_clip():
     model = create_clip("par-vit-tiny")
-    assert image_size_of(model.visual) == 64
+    assert image_size_of(model.visual) == 48
     assert tokenizer_for("par-vit-tiny")(["a pedestrian"]).shape == (1, 32)
 
 

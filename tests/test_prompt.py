@@ -57,9 +57,10 @@ def first_block(model, images: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("rows, regions, overlap, expected", [
     (4, 2, 1, [(0, 3), (1, 4)]),
-    (8, 4, 1, [(0, 3), (2, 5), (4, 7), (5, 8)]),
+    (8, 4, 1, [(0, 3), (2, 5), (3, 6), (5, 8)]),
+    (6, 4, 1, [(0, 3), (1, 4), (2, 5), (3, 6)]),  # par-vit-tiny at 48 px
     (8, 4, 0, [(0, 2), (2, 4), (4, 6), (6, 8)]),
-    (14, 4, 1, [(0, 5), (4, 9), (8, 13), (9, 14)]),  # ViT-B/16 at 224 px
+    (14, 4, 1, [(0, 5), (3, 8), (6, 11), (9, 14)]),  # ViT-B/16 at 224 px
     (4, 1, 1, [(0, 4)]),
 ])
 def test_stripe_rows_hand_computed(rows, regions, overlap, expected):
@@ -160,14 +161,14 @@ def test_mask_confines_each_stripe_and_keeps_the_base_path_clean():
 def test_mask_at_tiny_scale_blocks_patches_outside_each_stripe():
     model = prompted({"num_prompts": 2, "regions": 4, "global_prompts": 2}, model=tiny_model())
     prompts = model.vision.frames.prompts
-    mask, groups = prompts.attn_mask(1 + 64), prompts.token_groups()
+    mask, groups = prompts.attn_mask(1 + 36), prompts.token_groups()
     patches = set(groups["patches"])
-    for r, (start, stop) in enumerate([(0, 3), (2, 5), (4, 7), (5, 8)]):
-        inside = {1 + 2 + row * 8 + col for row in range(start, stop) for col in range(8)}
+    for r, (start, stop) in enumerate([(0, 3), (1, 4), (2, 5), (3, 6)]):  # 48 px / patch 8: 6x6 patches
+        inside = {1 + 2 + row * 6 + col for row in range(start, stop) for col in range(6)}
         for q in [groups["region_cls"][r], *groups["region_prompts"][r]]:
             assert all(mask[q, k] == 0 for k in inside)
             assert all(mask[q, k] == float("-inf") for k in patches - inside)
-    assert shapes_seen(model, torch.randn(2, 3, 64, 64))["ln_post"] == (2, 1 + 64 + 4, 128)
+    assert shapes_seen(model, torch.randn(2, 3, 48, 48))["ln_post"] == (2, 1 + 36 + 4, 128)
 
 
 def test_stripe_tokens_ignore_patches_outside_their_stripe_at_the_first_block():
@@ -208,10 +209,10 @@ def test_depth_below_the_block_count_carries_the_last_prompts_on():
     model = prompted({"num_prompts": 2, "regions": 4, "global_prompts": 1, "depth": 2}, model=tiny_model())
     prompts = model.vision.frames.prompts
     assert prompts.prompt_global.shape == (2, 1, 128) and prompts.prompt_region.shape == (2, 8, 128)
-    x = torch.randn(2, 1 + 64 + prompts.num_extra, 128)
+    x = torch.randn(2, 1 + 36 + prompts.num_extra, 128)
     assert prompts.before_block(2, x) is x and prompts.before_block(3, x) is x  # blocks 2, 3 keep the prompts
-    seen = shapes_seen(model, torch.randn(2, 3, 64, 64))
-    assert seen["block"] == (2, 1 + 1 + 64 + 4 + 4 * 2, 128) and seen["ln_post"] == (2, 1 + 64 + 4, 128)
+    seen = shapes_seen(model, torch.randn(2, 3, 48, 48))
+    assert seen["block"] == (2, 1 + 1 + 36 + 4 + 4 * 2, 128) and seen["ln_post"] == (2, 1 + 36 + 4, 128)
 
 
 @pytest.mark.parametrize("params", [{"num_prompts": 4}, REGION])

@@ -61,7 +61,7 @@ def test_paper_width_runs_on_the_tiny_backbone():
     torch.manual_seed(0)
     side = SideVision(create_clip("par-vit-tiny").visual, SideConfig(ssn_depth=4), num_frames=2)  # width 240, 6 heads
     assert side.taps == (0, 1, 2, 3, 4)
-    assert side(torch.randn(1, 2, 3, 64, 64)).shape == (1, 1 + 64, 240)  # 64 px / patch 8 -> 8x8 patches
+    assert side(torch.randn(1, 2, 3, 48, 48)).shape == (1, 1 + 36, 240)  # 48 px / patch 8 -> 6x6 patches
 
 
 def test_single_frame_clip_uses_block_zero_only():

@@ -1,0 +1,88 @@
+"""A sweep survives a strategy that raises mid-run and one killed by a signal; a rerun redoes only what is missing."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+import run_bench
+from bench.results import read_result
+
+PLUGIN = '''
+"""Strategies that fail on purpose, for the sweep's fault tests."""
+import os
+import signal
+from dataclasses import dataclass
+
+from strategies.registry import register
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    pass
+
+
+def _raise_at_step_two(step):
+    if step == 2:
+        raise RuntimeError("injected failure at step 2")
+
+
+def explode(model, cfg):
+    model.step_hooks.append(_raise_at_step_two)
+    return model
+
+
+def _kill(step):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def killed(model, cfg):
+    model.step_hooks.append(_kill)
+    return model
+
+
+register("explode", config=FaultConfig, apply=explode, description="raises at step 2")
+register("killed", config=FaultConfig, apply=killed, description="killed by SIGKILL at step 1")
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    (tmp_path / "fault_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PAR_BENCH_PLUGINS", "fault_plugin")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_failures_are_recorded_and_the_sweep_goes_on(plugin, tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["--preset", "smoke", "--strategies", "explode,frozen,killed", "--out", str(out)]
+    assert run_bench.main(args) == 1  # some runs failed
+    explode = read_result(out / "explode__f2_b16_s0.json")
+    killed = read_result(out / "killed__f2_b16_s0.json")
+    frozen = read_result(out / "frozen__f2_b16_s0.json")
+    assert explode["run"]["status"] == "failed" and "injected failure at step 2" in explode["run"]["error"]
+    assert killed["run"]["status"] == "failed" and "SIGKILL" in killed["run"]["error"]
+    assert frozen["run"]["status"] == "ok" and frozen["metrics"]["test"]["macro_f1"] > 0
+    assert not list(out.glob("*.tmp")) and not list((out / ".attempts").iterdir())
+    frozen_bytes = (out / "frozen__f2_b16_s0.json").read_bytes()
+    capsys.readouterr()
+
+    assert run_bench.main(args) == 1  # the rerun re-runs only the failed runs
+    printed = capsys.readouterr().out
+    assert "frozen__f2_b16_s0: finished earlier, skipped" in printed
+    assert "explode__f2_b16_s0: running" in printed and "killed__f2_b16_s0: running" in printed
+    assert (out / "frozen__f2_b16_s0.json").read_bytes() == frozen_bytes
+
+
+def test_a_failed_rerun_never_replaces_a_good_result(plugin, tmp_path):
+    out = tmp_path / "runs"
+    assert run_bench.main(["--preset", "smoke", "--strategies", "frozen", "--out", str(out)]) == 0
+    good = (out / "frozen__f2_b16_s0.json").read_bytes()
+    # same run id, different config: a failure of the new config is written beside the good result
+    assert run_bench.main(["--preset", "smoke", "--strategies", "frozen", "--out", str(out), "--device", "cuda:7"]
+                          ) == 1
+    assert (out / "frozen__f2_b16_s0.json").read_bytes() == good
+    failed = json.loads((out / "frozen__f2_b16_s0.failed.json").read_text())
+    assert failed["run"]["status"] == "failed" and "cuda:7" in failed["run"]["error"]
