@@ -18,6 +18,7 @@ import open_clip
 import torch
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 NO_WEIGHTS = (None, "", "none")
 _HUB_HOST = ("huggingface.co", 443)
 
@@ -48,6 +49,14 @@ def _force_hub_offline() -> None:
     hub_constants.HF_HUB_OFFLINE = True
 
 
+def _local_weights(pretrained: str) -> Path | None:
+    """A weights file given as a path, relative to the working directory or to the project (shipped weights)."""
+    for candidate in (Path(pretrained), PROJECT_DIR / pretrained):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _check_tag(name: str, tag: str) -> None:
     tags = open_clip.list_pretrained_tags_by_model(name)
     if tag not in tags:
@@ -70,8 +79,9 @@ def create_clip(name: str, pretrained: str | None = None) -> torch.nn.Module:
         raise BackboneError(f"--backbone {name!r} is not an open_clip architecture; see open_clip.list_models()")
     if pretrained in NO_WEIGHTS:
         return open_clip.create_model(name, pretrained=None)
-    if Path(pretrained).exists():
-        return open_clip.create_model(name, pretrained=str(pretrained))
+    local = _local_weights(pretrained)
+    if local is not None:
+        return open_clip.create_model(name, pretrained=str(local))
     _check_tag(name, pretrained)
     if not _hub_reachable():
         _force_hub_offline()
