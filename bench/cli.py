@@ -29,10 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--strategies", default="all", help="comma-separated strategy names, or 'all' (default)")
     p.add_argument("--list-strategies", action="store_true",
-                   help="print every strategy with a description; with --backbone, also its "
-                   "trainable / total parameter counts, computed by building the model")
-    p.add_argument("--preset", default="default",
-                   help=f"experiment preset: default, {', '.join(experiments.preset_names())}")
+                   help="print every strategy with a description; with --backbone, also its trainable / total "
+                   "parameter counts, computed by building each model (random weights) at the settings of "
+                   "--preset, which defaults to 'paper' here (VTFPAR++: fusion width 240, side width 240)")
+    p.add_argument("--preset", help=f"experiment preset: default (if omitted), {', '.join(experiments.preset_names())}")
     p.add_argument("--dataset", choices=("synthetic", "mars", "duke"), help="dataset (default: synthetic)")
     p.add_argument("--data-root", help="prepared dataset root or re-encoded layout (mars / duke)")
     p.add_argument("--backbone", help="open_clip architecture, e.g. ViT-B-16 (default: par-vit-tiny)")
@@ -81,11 +81,26 @@ def list_strategies(base: dict | None = None) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", intfmt=",")
 
 
-def run(args: argparse.Namespace) -> int:
-    base = merge(experiments.load_preset(args.preset), overrides(args))
-    if args.list_strategies:
-        print(list_strategies(base if args.backbone else None))
+def print_strategies(args: argparse.Namespace) -> int:
+    """--list-strategies: descriptions; with --backbone, parameter counts at the paper's settings unless --preset
+    says otherwise. Counting needs no weights, so models are built from random initialisation (offline)."""
+    if not args.backbone:
+        print(list_strategies())
         return 0
+    preset = args.preset or "paper"
+    base = merge(experiments.load_preset(preset), overrides(args))
+    base = merge(base, {"model": {"pretrained": None}})
+    print(f"parameter counts of --backbone {args.backbone} at preset {preset!r} "
+          f"(fusion width {base['model']['fusion_width']}, {base['data']['frames']} frames):")
+    print(list_strategies(base))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list_strategies:
+        return print_strategies(args)
+    args.preset = args.preset or "default"
+    base = merge(experiments.load_preset(args.preset), overrides(args))
     specs = experiments.expand(base, strategies=experiments.resolve_strategies(args.strategies),
                                seeds=args.seeds or [base["train"]["seed"]],
                                frames=args.frames or [base["data"]["frames"]],

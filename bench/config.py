@@ -77,6 +77,7 @@ class TrainConfig:
     device: str = "auto"
     train_head: bool = True          # the shared fusion + head train under every strategy (one flag, not per strategy)
     select_metric: str = "macro_f1"  # val metric that chooses the checkpoint
+    head_prior_init: bool = True     # start the head's output offset at the loss-optimal constant (models/loss.py)
     max_steps_per_epoch: int | None = None
 
     def __post_init__(self):

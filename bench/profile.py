@@ -184,13 +184,15 @@ def cpu_peak_memory(model: nn.Module, video: torch.Tensor, target: torch.Tensor,
 
     CPU has no allocator statistics and tracemalloc does not see tensors, so the torch profiler's memory timeline
     is used: deterministic, and it names what is live at the peak (params, grads, optimizer state, activations).
-    One un-profiled warm-up step runs first so Adam's state exists, as in steady-state training. Both steps use
-    the training loop's own ``train_step``; the model and optimizer are restored afterwards, so the call may sit
-    before or after evaluation. If the profiler fails, a sampled RSS delta is reported under another kind.
+    The step must find Adam's state allocated, as in steady-state training: after training it is; otherwise one
+    un-profiled warm-up step runs first. Both use the training loop's own ``train_step``; the model and optimizer
+    are restored afterwards, so the call may sit before or after evaluation. If the profiler fails, a sampled RSS
+    delta is reported under another kind.
     """
     with preserved_training_state(model, optimizer):
         model.train()
-        train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)  # warm-up: optimizer state exists
+        if not optimizer.state:  # called before any training step: create the optimizer state first
+            train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
         try:
             return _profiled_step_peak(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
         except Exception as error:  # the memory profiler is private API whose internals change between releases

@@ -121,6 +121,8 @@ def run_one(cfg: RunConfig) -> dict:
     loaders = build_loaders(cfg.data, image_size=image_size_of(model.backbone), batch_size=cfg.train.batch_size,
                             seed=cfg.train.seed, pin_memory=device.type == "cuda")
     loss_fn = WeightedBCE(metrics.positive_rates(loaders["train"].dataset.labels)).to(device)
+    if cfg.train.head_prior_init:
+        model.head.init_prior(loss_fn.constant_optimum_logits())
     optimizer = make_optimizer(model, cfg.train, backbone_ids)
     memory = profile.MemoryWindow(device)
     result_metrics, eval_time_s = {}, None

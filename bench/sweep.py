@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def run_spec(spec: RunSpec, out_dir: Path) -> dict:
 def run_sweep(specs: list[RunSpec], out_dir: Path, *, resume: bool = True) -> list[dict]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
+    records, start = [], time.perf_counter()
     for index, spec in enumerate(specs, 1):
         final = out_dir / f"{spec.run_id}.json"
         if resume and is_finished(final, spec.config):
@@ -100,4 +101,5 @@ def run_sweep(specs: list[RunSpec], out_dir: Path, *, resume: bool = True) -> li
         print(f"[{index}/{len(specs)}] {spec.run_id}: {record['run']['status']}"
               + (f" ({record['run']['error']})" if record["run"]["error"] else ""), flush=True)
         records.append(record)
+    print(f"sweep: {len(specs)} run(s) in {time.perf_counter() - start:.0f} s wall time", flush=True)
     return records

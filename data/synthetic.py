@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from data.render_cache import TrackletCache, source_digest
 from data.sampling import sample_frame_indices
 from data.schema import MARS, AttributeSchema
 from data.transforms import clip_normalize
@@ -63,6 +64,8 @@ _CROP_STRETCH = 1 / 1.75
 # Per age class: body height (fraction of the frame) and head height / body height.
 _HEIGHT = (0.55, 0.78, 0.9, 0.86)
 _HEAD = (0.22, 0.16, 0.135, 0.135)
+#: A split whose rendered tracklets fit in this many bytes keeps them in memory (the default run: ~85 MiB for train).
+CACHE_LIMIT_BYTES = 512 * 2**20
 
 
 class SyntheticDataError(ValueError):
@@ -439,6 +442,12 @@ class SyntheticVideoPAR(torch.utils.data.Dataset):
                                      tracklet_length=cfg.tracklet_length) for i in range(size)]
         self.labels = np.stack([labels_of(p) for p in self.people])  # (N, A)
         self._draws = np.zeros(size, np.int64)
+        shape = (cfg.tracklet_length, self.image_size, self.image_size, 3)
+        self._cache = None
+        if size * int(np.prod(shape)) <= CACHE_LIMIT_BYTES:
+            key = {"renderer": source_digest(__file__), "seed": cfg.seed, "split": split, "count": size,
+                   "shape": shape}
+            self._cache = TrackletCache(count=size, shape=shape, key=key, render=self._render_whole)
 
     def __len__(self) -> int:
         return len(self.people)
@@ -457,9 +466,21 @@ class SyntheticVideoPAR(torch.utils.data.Dataset):
         return sample_frame_indices(self.cfg.tracklet_length, self.num_frames, train=True, rng=rng)
 
     def render_tracklet(self, i: int, frame_indices: list[int] | None = None) -> np.ndarray:
-        """(T, S, S, 3) uint8 frames of item ``i``; all ``tracklet_length`` frames when no indices are given."""
-        indices = range(self.cfg.tracklet_length) if frame_indices is None else frame_indices
-        return render_frames(self.people[i], indices, image_size=self.image_size)
+        """(T, S, S, 3) uint8 frames of item ``i``; all ``tracklet_length`` frames when no indices are given.
+
+        A frame depends only on (person, frame index), so when the split fits in ``CACHE_LIMIT_BYTES`` the whole
+        tracklet is rendered once and later accesses index it (data/render_cache.py; a 2-frame clip costs about
+        60 % of a 16-frame render, per-tracklet set-up dominates): epochs after the first, and later runs of a
+        sweep, render nothing.
+        """
+        if self._cache is None:
+            indices = range(self.cfg.tracklet_length) if frame_indices is None else frame_indices
+            return render_frames(self.people[i], indices, image_size=self.image_size)
+        frames = self._cache.get(i)
+        return frames.copy() if frame_indices is None else frames[list(frame_indices)]
+
+    def _render_whole(self, i: int) -> np.ndarray:
+        return render_frames(self.people[i], range(self.cfg.tracklet_length), image_size=self.image_size)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= i < len(self):

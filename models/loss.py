@@ -20,3 +20,13 @@ class WeightedBCE(nn.Module):
         weights = torch.where(labels > 0.5, torch.exp(1.0 - r), torch.exp(r))  # (B, A)
         loss = F.binary_cross_entropy_with_logits(logits, labels, weight=weights, reduction="none")
         return loss.sum(dim=1).mean()
+
+    def constant_optimum_logits(self) -> torch.Tensor:
+        """(A,) the logits of the best input-blind predictor under this loss: the head's natural starting point.
+
+        Minimising r e^(1-r) log(1 + e^-z) + (1-r) e^r log(1 + e^z) over z gives
+        z* = log(r / (1 - r)) + 1 - 2r (the prior log-odds, shifted by the weighting). Rates are clamped away from
+        0 and 1 so an attribute absent from the training split gets a finite logit.
+        """
+        r = self.positive_rates.clamp(1e-3, 1 - 1e-3)
+        return torch.log(r / (1 - r)) + 1.0 - 2.0 * r

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Rendered synthetic splits are cached on disk (data/render_cache.py): tests, and the runs they spawn, use their own.
+os.environ["PAR_BENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="par-bench-test-cache-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -62,3 +62,21 @@ def test_run_bench_trains_on_a_prepared_mars_fixture(tmp_path):
     record = json.loads(next(out.glob("frozen__*.json")).read_text())
     assert record["run"]["config"]["data"]["dataset"] == "mars"
     assert record["metrics"]["test"]["num_samples"] == 8
+
+
+def test_list_strategies_describes_every_strategy_and_counts_parameters_by_building(capsys):
+    from bench.experiments import strategy_catalog
+
+    assert run_bench.main(["--list-strategies"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
+    assert listed == list(strategy_catalog())
+    assert run_bench.main(["--list-strategies", "--backbone", "par-vit-micro"]) == 0
+    printed = capsys.readouterr().out
+    assert "preset 'paper' (fusion width 240, 6 frames)" in printed  # paper scale unless --preset says otherwise
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in printed.splitlines()
+            if line.startswith("| ") and "strategy" not in line}
+    trainable = {name: int(cells[0].replace(",", "")) for name, cells in rows.items()}
+    total = {name: int(cells[1].replace(",", "")) for name, cells in rows.items()}
+    assert set(trainable) == set(strategy_catalog())
+    assert trainable["frozen"] < trainable["lora"] < trainable["full"] == total["full"]
+    assert total["lora"] - total["frozen"] == trainable["lora"] - trainable["frozen"]  # LoRA adds what it trains

@@ -148,3 +148,44 @@ def test_render_frames_rejects_bad_requests():
         render_frames(person, [0], image_size=8)
     with pytest.raises(SyntheticDataError, match="hat"):
         person.with_attribute("hat", 2)
+
+
+def test_cached_tracklets_give_the_frames_a_direct_render_gives(monkeypatch):
+    cached = SyntheticVideoPAR(SMALL, "train", num_frames=3, train=True)
+    assert cached._cache is not None
+    for i, indices in ((0, [1, 7, 12]), (3, [0, 5, 15]), (0, [2, 3, 4])):
+        np.testing.assert_array_equal(cached.render_tracklet(i, indices),
+                                      render_frames(cached.people[i], indices, image_size=SMALL.image_size))
+    assert np.flatnonzero(cached._cache.ready).tolist() == [0, 3]  # whole tracklets, rendered once per item
+    monkeypatch.setattr("data.synthetic.CACHE_LIMIT_BYTES", 0)
+    uncached = SyntheticVideoPAR(SMALL, "train", num_frames=3, train=True)
+    assert uncached._cache is None
+    np.testing.assert_array_equal(uncached.render_tracklet(3, [0, 5, 15]), cached.render_tracklet(3, [0, 5, 15]))
+
+
+def test_a_completely_rendered_split_is_reused_from_disk_by_the_next_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAR_BENCH_CACHE_DIR", str(tmp_path))
+    first = SyntheticVideoPAR(SMALL, "val", num_frames=2, train=False)
+    expected = [first.render_tracklet(i) for i in range(len(first))]  # the last item completes and saves the split
+    assert len(list(tmp_path.glob("tracklets-*.npy"))) == 1
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("a cached split must not be rendered again")
+
+    monkeypatch.setattr("data.synthetic.render_frames", no_rendering)
+    second = SyntheticVideoPAR(SMALL, "val", num_frames=2, train=False)
+    for i, frames in enumerate(expected):
+        np.testing.assert_array_equal(second.render_tracklet(i), frames)
+    other_split = SyntheticVideoPAR(SMALL, "test", num_frames=2, train=False)
+    with pytest.raises(AssertionError, match="must not be rendered"):
+        other_split.render_tracklet(0)  # a different key: not served from the val file
+
+
+def test_cache_files_that_do_not_fit_are_ignored_and_off_disables_the_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAR_BENCH_CACHE_DIR", str(tmp_path))
+    ds = SyntheticVideoPAR(SMALL, "val", num_frames=2, train=False)
+    ds._cache.path.write_bytes(b"not an npy file")
+    again = SyntheticVideoPAR(SMALL, "val", num_frames=2, train=False)
+    assert not again._cache.ready.any()
+    monkeypatch.setenv("PAR_BENCH_CACHE_DIR", "off")
+    assert SyntheticVideoPAR(SMALL, "val", num_frames=2, train=False)._cache.path is None
