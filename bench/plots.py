@@ -198,13 +198,22 @@ def cost_curves_figure(runs: pd.DataFrame, *, reference: dict | None, title: str
 
 def _cost_subset(runs: pd.DataFrame, data: pd.DataFrame, *, x: str, reference: dict | None
                  ) -> tuple[pd.DataFrame, str]:
-    """Rows varying only ``x``: the other sweep axis held at the reference setting (same dataset and backbone)."""
+    """Rows varying only ``x`` (same dataset and backbone as the reference setting), the other sweep axis held at
+    the value under which ``x`` takes the most values: a frames sweep at batch 16 and a batch sweep at 2 frames,
+    written to one folder, give both curves. Ties go to the reference setting's value, then the larger one."""
     if reference is None:
         return data.iloc[0:0], ""
     other = "batch_size" if x == "frames" else "frames"
-    chosen = select_setting(runs, {key: reference[key] for key in ("dataset", "backbone", other)})
-    fixed = f" (batch {reference[other]})" if other == "batch_size" else f" ({reference[other]} frames)"
+    same = select_setting(runs, {key: reference[key] for key in ("dataset", "backbone")})
+    spread = same.groupby(same[other].astype("object"), dropna=False)[x].nunique()
+    held = max(spread.items(), key=lambda item: (item[1], item[0] == reference[other], _number(item[0])))[0]
+    chosen = select_setting(same, {other: held})
+    fixed = f" (batch {held})" if other == "batch_size" else f" ({held} frames)"
     return data.loc[chosen.index], fixed
+
+
+def _number(value) -> float:
+    return -1.0 if pd.isna(value) else float(value)
 
 
 def save_figure(fig: Figure, path: Path) -> Path:

@@ -193,6 +193,22 @@ def test_figures_have_axis_labels_with_units(frame):
     assert len(curves.axes[0].get_lines()) >= 2  # memory vs frames drawn for full / frozen / lora
 
 
+def test_cost_curves_hold_each_axis_where_the_other_one_was_swept():
+    """A frames sweep at batch 8 and a batch sweep at 2 frames in one folder: both curves are drawn."""
+    records = [fake_record(name, frames=f, batch=8, mem_mib=100 * f) for name in ("full", "frozen") for f in (1, 4, 8)]
+    records += [fake_record(name, frames=2, batch=b, mem_mib=10 * b) for name in ("full", "frozen") for b in (4, 8, 16)]
+    frame = report.to_frame(records)
+    setting = report.reference_setting(frame)
+    assert (setting["frames"], setting["batch_size"]) == (8, 8)  # most frames wins the tie
+    curves = plots.cost_curves_figure(frame, reference=setting, title="t")
+    titles = [ax.get_title() for ax in curves.axes]
+    assert titles[0] == "peak training memory vs frames per clip (batch 8)"
+    assert titles[1] == "peak training memory vs batch size (2 frames)"
+    frames_curve = curves.axes[0].get_lines()[0].get_xydata()[:, 0].tolist()
+    batch_curve = curves.axes[1].get_lines()[0].get_xydata()[:, 0].tolist()
+    assert frames_curve == [1, 2, 4, 8] and batch_curve == [4, 8, 16]
+
+
 def test_pareto_front_hand_computed():
     # (memory, F1): b dominates a; c costs more but is better; d is dominated by c.
     x, y = [10.0, 5.0, 20.0, 30.0], [0.5, 0.6, 0.7, 0.65]
