@@ -82,3 +82,23 @@ def test_weighted_bce_matches_hand_computation():
     # log(2) per column (logit 0), weights exp(1 - 0.25) for the positive, exp(0.5) for the negative
     expected = math.log(2) * (math.exp(0.75) + math.exp(0.5))
     assert WeightedBCE(rates)(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_prior_logits_are_where_the_weighted_loss_of_a_constant_predictor_is_flat(model):
+    """z* = logit(r) + 1 - 2r: the gradient of VTF's weighted BCE vanishes there, for every positive rate."""
+    from models.loss import WeightedBCE
+
+    rates = torch.tensor([0.1, 0.5, 0.8])
+    labels = (torch.arange(10).unsqueeze(1) < (rates * 10).unsqueeze(0)).float()  # (10, 3), exactly r*10 ones
+    loss_fn = WeightedBCE(rates)
+    prior = loss_fn.constant_optimum_logits()
+    torch.testing.assert_close(prior, torch.log(rates / (1 - rates)) + 1 - 2 * rates)
+    shared = prior.clone().requires_grad_(True)  # one logit per column, the same for every clip
+    loss_fn(shared.expand(10, 3), labels).backward()
+    torch.testing.assert_close(shared.grad, torch.zeros(3), atol=1e-6, rtol=0)
+    moved = (prior + 0.3).requires_grad_(True)
+    loss_fn(moved.expand(10, 3), labels).backward()
+    assert (moved.grad > 0).all()  # past the optimum the loss rises
+    wanted = torch.linspace(-2.0, 1.0, model.num_attributes)
+    model.head.init_prior(wanted)
+    torch.testing.assert_close(model.head.norm.bias.detach(), wanted)
