@@ -23,7 +23,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from bench.report import select_setting, strategy_order  # noqa: E402
+from bench.report import select_setting, sort_number, strategy_order  # noqa: E402
 
 DPI = 120
 F1_LABELS = {"paper_f1": "paper-F1 (%)", "macro_f1": "macro-F1 (%)"}
@@ -206,14 +206,10 @@ def _cost_subset(runs: pd.DataFrame, data: pd.DataFrame, *, x: str, reference: d
     other = "batch_size" if x == "frames" else "frames"
     same = select_setting(runs, {key: reference[key] for key in ("dataset", "backbone")})
     spread = same.groupby(same[other].astype("object"), dropna=False)[x].nunique()
-    held = max(spread.items(), key=lambda item: (item[1], item[0] == reference[other], _number(item[0])))[0]
+    held = max(spread.items(), key=lambda item: (item[1], item[0] == reference[other], sort_number(item[0])))[0]
     chosen = select_setting(same, {other: held})
     fixed = f" (batch {held})" if other == "batch_size" else f" ({held} frames)"
     return data.loc[chosen.index], fixed
-
-
-def _number(value) -> float:
-    return -1.0 if pd.isna(value) else float(value)
 
 
 def save_figure(fig: Figure, path: Path) -> Path:

@@ -221,11 +221,13 @@ def reference_setting(frame: pd.DataFrame) -> dict | None:
     if ok.empty:
         return None
     counts = ok.groupby([ok[k].astype("object") for k in SETTING], dropna=False)["strategy"].nunique()
-    best = max(counts.items(), key=lambda item: (item[1], _num(item[0][2]), _num(item[0][3]), str(item[0])))[0]
+    best = max(counts.items(),
+               key=lambda item: (item[1], sort_number(item[0][2]), sort_number(item[0][3]), str(item[0])))[0]
     return dict(zip(SETTING, best, strict=True))
 
 
-def _num(value) -> float:
+def sort_number(value) -> float:
+    """A setting value as a sort key: missing sorts below every real value."""
     return -1.0 if pd.isna(value) else float(value)
 
 

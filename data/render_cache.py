@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,19 +68,14 @@ class TrackletCache:
             self.frames, self.ready[:] = stored, True
 
     def _save(self) -> None:
-        if self.path is None or (self.path.exists() and self._readable()):
+        """Write the complete split atomically; a concurrent run writing the same file ends with identical bytes."""
+        if self.path is None:
             return
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.path.parent, suffix=".tmp", delete=False) as file:
+            with open(temporary, "wb") as file:
                 np.save(file, self.frames, allow_pickle=False)
-            os.replace(file.name, self.path)
+            os.replace(temporary, self.path)
         except OSError:  # a read-only or full disk only costs the next run a re-render
-            if "file" in locals():
-                Path(file.name).unlink(missing_ok=True)
-
-    def _readable(self) -> bool:
-        try:
-            return np.load(self.path, mmap_mode="r").shape == self.frames.shape
-        except (OSError, ValueError):
-            return False
+            temporary.unlink(missing_ok=True)

@@ -66,6 +66,7 @@ _HEIGHT = (0.55, 0.78, 0.9, 0.86)
 _HEAD = (0.22, 0.16, 0.135, 0.135)
 #: A split whose rendered tracklets fit in this many bytes keeps them in memory (the default run: ~85 MiB for train).
 CACHE_LIMIT_BYTES = 512 * 2**20
+_RENDERER_DIGEST = source_digest(__file__)  # part of every cache key: a changed renderer never reads old frames
 
 
 class SyntheticDataError(ValueError):
@@ -445,7 +446,7 @@ class SyntheticVideoPAR(torch.utils.data.Dataset):
         shape = (cfg.tracklet_length, self.image_size, self.image_size, 3)
         self._cache = None
         if size * int(np.prod(shape)) <= CACHE_LIMIT_BYTES:
-            key = {"renderer": source_digest(__file__), "seed": cfg.seed, "split": split, "count": size,
+            key = {"renderer": _RENDERER_DIGEST, "seed": cfg.seed, "split": split, "count": size,
                    "shape": shape}
             self._cache = TrackletCache(count=size, shape=shape, key=key, render=self._render_whole)
 

@@ -41,4 +41,3 @@ def test_compare_refuses_a_folder_without_results_and_mismatched_labels(tmp_path
     assert compare.main([str(good), str(empty)]) == 2
     assert compare.main([str(good), str(good), "--labels", "only-one"]) == 2
     assert "error:" in capsys.readouterr().err
-

@@ -86,8 +86,6 @@ def test_weighted_bce_matches_hand_computation():
 
 def test_prior_logits_are_where_the_weighted_loss_of_a_constant_predictor_is_flat(model):
     """z* = logit(r) + 1 - 2r: the gradient of VTF's weighted BCE vanishes there, for every positive rate."""
-    from models.loss import WeightedBCE
-
     rates = torch.tensor([0.1, 0.5, 0.8])
     labels = (torch.arange(10).unsqueeze(1) < (rates * 10).unsqueeze(0)).float()  # (10, 3), exactly r*10 ones
     loss_fn = WeightedBCE(rates)
