@@ -106,12 +106,24 @@ def _worker_main(arguments: tuple[str, ...], env: dict) -> None:
     os.chdir(ROOT)
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
     sys.path[:0] = extra
+    _thread_only_progress_lock()
     from bench.worker import execute
 
     code = execute(Path(arguments[0]), Path(arguments[1]), arguments[2])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # skip interpreter teardown of the preloaded libraries
+
+
+def _thread_only_progress_lock() -> None:
+    """tqdm's default lock includes a multiprocessing semaphore; a worker that leaves by ``os._exit`` never releases
+    it, and the resource tracker warns about it at the end of the sweep. One process writes each bar: a thread lock
+    is enough."""
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def run_spec(spec: RunSpec, out_dir: Path) -> dict:
