@@ -75,11 +75,16 @@ def run_config(base: dict, strategy: str, *, seed: int, frames: int, batch_size:
     return run
 
 
+def run_id(strategy: str, *, frames: int, batch_size: int, seed: int) -> str:
+    """The readable id of a run, also its result file's name."""
+    return f"{strategy}__f{frames}_b{batch_size}_s{seed}"
+
+
 def expand(base: dict, *, strategies: list[str], seeds: list[int], frames: list[int], batch_sizes: list[int]
            ) -> list[RunSpec]:
     """The cross product of the sweep axes, one RunSpec per run, with a readable run id."""
     specs = []
     for strategy, frame_count, batch, seed in itertools.product(strategies, frames, batch_sizes, seeds):
         cfg = run_config(base, strategy, seed=seed, frames=frame_count, batch_size=batch)
-        specs.append(RunSpec(f"{strategy}__f{frame_count}_b{batch}_s{seed}", cfg))
+        specs.append(RunSpec(run_id(strategy, frames=frame_count, batch_size=batch, seed=seed), cfg))
     return specs

@@ -2,9 +2,9 @@
 
 When every strategy scores low on a dataset, two explanations compete: the task is too hard for the training
 budget, or the CLIP pipeline is slow to learn it. A convolutional network has the locality prior that a tiny ViT
-trained for a few hundred steps lacks, so the same data, loaders, weighted BCE, prior-initialised output, Adam with
-warm-up and cosine decay, validation-selected checkpoint and single test evaluation (``bench.run.fit``,
-``evaluate_test``, ``majority_baseline``) applied to it tell the two apart. The figures are a yardstick for the
+trained for a few hundred steps lacks; trained by ``bench.run.fit_and_test`` on the same data and loaders, with
+the same weighted BCE, prior-initialised output, Adam with warm-up and cosine decay, validation-selected checkpoint,
+single test evaluation and majority baseline, it tells the two apart. The figures are a yardstick for the
 data, not a strategy of the benchmark: the network shares nothing with CLIP or VTF.
 
     python -m bench.reference --epochs 4 --out results/reference-cnn
@@ -16,21 +16,19 @@ import sys
 import time
 from pathlib import Path
 
-import open_clip
 import torch
 from torch import nn
 
-from bench import metrics, profile
+from bench import profile
 from bench.config import ConfigError, RunConfig, merge
 from bench.datasets import build_loaders
-from bench.experiments import load_preset, run_config
+from bench.experiments import load_preset, run_config, run_id
 from bench.results import write_json_atomic
-from bench.run import evaluate_test, fit, majority_baseline, resolve_device, seed_everything
+from bench.run import fit_and_test, resolve_device, seed_everything, weighted_loss
 from bench.train import make_optimizer
 from bench.worker import now_iso, run_record
 from data.schema import get_schema
-from models.backbone import register_local_configs
-from models.loss import WeightedBCE
+from models.backbone import BackboneError, configured_image_size
 
 NAME = "reference_cnn"
 
@@ -62,36 +60,23 @@ class FrameCNN(nn.Module):
         self.norm.bias.copy_(prior_logits.to(self.norm.bias))
 
 
-def input_size(backbone: str) -> int:
-    """The configured CLIP's input resolution, so the reference sees the frames the strategies see."""
-    register_local_configs()
-    config = open_clip.get_model_config(backbone)
-    if config is None:
-        raise ConfigError(f"model.backbone {backbone!r}: unknown open_clip architecture")
-    size = config["vision_cfg"]["image_size"]
-    return size[0] if isinstance(size, (list, tuple)) else int(size)
-
-
 def run_reference(cfg: RunConfig) -> dict:
     """Train and test the reference CNN under ``cfg`` (data and train sections); returns a result record."""
     started, start = now_iso(), time.perf_counter()
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
-    schema = get_schema(cfg.data.dataset)
-    model = FrameCNN(schema.num_columns).to(device)
-    loaders = build_loaders(cfg.data, image_size=input_size(cfg.model.backbone), batch_size=cfg.train.batch_size,
-                            seed=cfg.train.seed, pin_memory=device.type == "cuda")
-    loss_fn = WeightedBCE(metrics.positive_rates(loaders["train"].dataset.labels)).to(device)
+    model = FrameCNN(get_schema(cfg.data.dataset).num_columns).to(device)
+    loaders = build_loaders(cfg.data, image_size=configured_image_size(cfg.model.backbone),
+                            batch_size=cfg.train.batch_size, seed=cfg.train.seed, pin_memory=device.type == "cuda")
+    loss_fn = weighted_loss(loaders, device)
     if cfg.train.head_prior_init:
         model.init_prior(loss_fn.constant_optimum_logits())
-    optimizer = make_optimizer(model, cfg.train, backbone_ids=set())
-    outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device,
-                       memory=profile.MemoryWindow(device))
-    test, eval_time_s = evaluate_test(model, loaders, cfg=cfg, device=device)
-    record = run_record(cfg, run_id=f"{NAME}__f{cfg.data.frames}_b{cfg.train.batch_size}_s{cfg.train.seed}",
-                        status="ok", started_at=started, duration_s=time.perf_counter() - start)
-    record["metrics"] = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
-                         "best_epoch": outcome.best_epoch, "history": outcome.history}
+    outcome, result_metrics, eval_time_s = fit_and_test(
+        model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=make_optimizer(model, cfg.train, backbone_ids=set()),
+        device=device, memory=profile.MemoryWindow(device))
+    name = run_id(NAME, frames=cfg.data.frames, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
+    record = run_record(cfg, run_id=name, status="ok", started_at=started, duration_s=time.perf_counter() - start)
+    record["metrics"] = result_metrics
     record["profile"] = {"params_trainable": sum(p.numel() for p in model.parameters()),
                          "train_time_s": outcome.train_time_s, "eval_time_s": eval_time_s,
                          "train_steps": outcome.steps, "mode": "train"}
@@ -123,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.epochs is not None and args.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
         record = run_reference(reference_config(args.preset, epochs=args.epochs, seed=args.seed))
-    except ConfigError as error:
+    except (ConfigError, BackboneError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     path = args.out / f"{record['run']['id']}.json"

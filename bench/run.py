@@ -94,6 +94,21 @@ def majority_baseline(loaders, cfg: RunConfig) -> dict:
     return metrics.evaluate(probs, test_labels, schema, threshold=cfg.train.threshold)
 
 
+def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow
+                 ) -> tuple[TrainOutcome, dict, float]:
+    """Train (val chooses the weights), test once, and compare with the majority class: the run's ``metrics``."""
+    outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory)
+    test, eval_time_s = evaluate_test(model, loaders, cfg=cfg, device=device)
+    result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
+                      "best_epoch": outcome.best_epoch, "history": outcome.history}
+    return outcome, result_metrics, eval_time_s
+
+
+def weighted_loss(loaders, device) -> WeightedBCE:
+    """VTF's weighted BCE with the positive rates of the training split."""
+    return WeightedBCE(metrics.positive_rates(loaders["train"].dataset.labels)).to(device)
+
+
 def measure_steps(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device,
                   memory: profile.MemoryWindow) -> TrainOutcome:
     """Profile-only mode: ``warmup_steps + measured_steps`` training steps, no training to convergence."""
@@ -120,7 +135,7 @@ def run_one(cfg: RunConfig) -> dict:
     model.to(device)
     loaders = build_loaders(cfg.data, image_size=image_size_of(model.backbone), batch_size=cfg.train.batch_size,
                             seed=cfg.train.seed, pin_memory=device.type == "cuda")
-    loss_fn = WeightedBCE(metrics.positive_rates(loaders["train"].dataset.labels)).to(device)
+    loss_fn = weighted_loss(loaders, device)
     if cfg.train.head_prior_init:
         model.head.init_prior(loss_fn.constant_optimum_logits())
     optimizer = make_optimizer(model, cfg.train, backbone_ids)
@@ -130,11 +145,8 @@ def run_one(cfg: RunConfig) -> dict:
         outcome = measure_steps(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device,
                                 memory=memory)
     else:
-        outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device,
-                           memory=memory)
-        test, eval_time_s = evaluate_test(model, loaders, cfg=cfg, device=device)
-        result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
-                          "best_epoch": outcome.best_epoch, "history": outcome.history}
+        outcome, result_metrics, eval_time_s = fit_and_test(model, loaders, cfg=cfg, loss_fn=loss_fn,
+                                                            optimizer=optimizer, device=device, memory=memory)
     extras = profile.profile_extras(model, next(iter(loaders["train"])), loss_fn=loss_fn, optimizer=optimizer,
                                     device=device, cfg=cfg.profile)  # after training: the batch draw is extra
     prof = {**profile.count_parameters(model, base_ids),

@@ -96,7 +96,19 @@ def tokenizer_for(name: str):
     return open_clip.get_tokenizer(name)
 
 
+def _square(size) -> int:
+    return size[0] if isinstance(size, (tuple, list)) else int(size)
+
+
 def image_size_of(visual: torch.nn.Module) -> int:
     """Input resolution of an open_clip visual tower (square inputs)."""
-    size = visual.image_size
-    return size[0] if isinstance(size, (tuple, list)) else int(size)
+    return _square(visual.image_size)
+
+
+def configured_image_size(name: str) -> int:
+    """Input resolution of architecture ``name`` from its open_clip config, without building it."""
+    register_local_configs()
+    config = open_clip.get_model_config(name)
+    if config is None:
+        raise BackboneError(f"model.backbone {name!r}: unknown open_clip architecture")
+    return _square(config["vision_cfg"]["image_size"])

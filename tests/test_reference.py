@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bench import reference
-from bench.config import ConfigError
 from data.schema import MARS
+from models.backbone import BackboneError, configured_image_size
 
 
 @pytest.mark.parametrize("frames,size", [(3, 48), (1, 32)])
@@ -29,10 +29,10 @@ def test_frame_cnn_starts_at_the_prior_logits():
 
 
 def test_input_size_follows_the_configured_clip():
-    assert reference.input_size("par-vit-tiny") == 48 and reference.input_size("par-vit-micro") == 32
-    assert reference.input_size("ViT-B-16") == 224
-    with pytest.raises(ConfigError, match="nope"):
-        reference.input_size("nope")
+    assert configured_image_size("par-vit-tiny") == 48 and configured_image_size("par-vit-micro") == 32
+    assert configured_image_size("ViT-B-16") == 224
+    with pytest.raises(BackboneError, match="nope"):
+        configured_image_size("nope")
 
 
 def test_main_trains_with_the_benchmark_loop_and_writes_a_result(tmp_path, capsys):
