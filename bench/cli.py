@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
                                seeds=args.seeds or [base["train"]["seed"]],
                                frames=args.frames or [base["data"]["frames"]],
                                batch_sizes=args.batch_size or [base["train"]["batch_size"]])
+    experiments.preflight(specs)
     out = args.out or Path("runs") / args.preset
     records = run_sweep(specs, out, resume=not args.no_resume)
     frame = report.to_frame(records)

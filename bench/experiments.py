@@ -24,14 +24,24 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str | None) -> dict:
-    """defaults.json deep-merged with presets/<name>.json (``default``/None = the defaults alone)."""
-    config = load_json(EXPERIMENTS_DIR / "defaults.json")
+    """defaults.json deep-merged with presets/<name>.json (``default``/None = the defaults alone). A preset may name
+    another one under ``"extends"``; it is merged over that one (``paper-dryrun`` extends ``paper``)."""
     if name in (None, "default"):
-        return config
+        return load_json(EXPERIMENTS_DIR / "defaults.json")
+    return _load_preset(name, seen=())
+
+
+def _load_preset(name: str, *, seen: tuple[str, ...]) -> dict:
     path = EXPERIMENTS_DIR / "presets" / f"{name}.json"
     if not path.exists():
-        raise ConfigError(f"--preset {name!r}: no such preset; available: {', '.join(preset_names())}")
-    return merge(config, load_json(path))
+        where = f"presets/{seen[-1]}.json \"extends\"" if seen else "--preset"
+        raise ConfigError(f"{where} {name!r}: no such preset; available: {', '.join(preset_names())}")
+    if name in seen:
+        raise ConfigError(f"{path}: \"extends\" forms a cycle ({' -> '.join((*seen, name))})")
+    preset = load_json(path)
+    parent = preset.pop("extends", None)
+    base = _load_preset(parent, seen=(*seen, name)) if parent else load_json(EXPERIMENTS_DIR / "defaults.json")
+    return merge(base, preset)
 
 
 def _variant(path: Path) -> dict:
@@ -81,6 +91,15 @@ def resolved(run: RunConfig) -> RunConfig:
     strategy_cfg = registry.build_config(run.strategy.registered, run.strategy.params)
     params = json.loads(registry.config_to_json(strategy_cfg))
     return dataclasses.replace(run, strategy=dataclasses.replace(run.strategy, params=params))
+
+
+def preflight(specs: list[RunSpec]) -> None:
+    """Checks that need more than the config itself, done once before any run starts: every distinct backbone and
+    its weights load (a wrong checkpoint fails here in one line, not in every worker)."""
+    from models.backbone import check_weights
+
+    for model in {(s.config.model.backbone, s.config.model.pretrained, s.config.model.activation) for s in specs}:
+        check_weights(model[0], model[1], activation=model[2])
 
 
 def run_id(strategy: str, *, frames: int, batch_size: int, seed: int) -> str:

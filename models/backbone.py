@@ -307,10 +307,10 @@ def _quiet_library():
         logging.disable(previous)
 
 
-def _build(name: str, quick_gelu: bool) -> torch.nn.Module:
+def _build(name: str, quick_gelu: bool, device: str = "cpu") -> torch.nn.Module:
     """An open_clip architecture with random weights and the given activation (the config's flag overridden)."""
-    with _quiet_library():
-        return open_clip.create_model(name, pretrained=None, quick_gelu=quick_gelu)
+    with _quiet_library(), torch.device(device):
+        return open_clip.create_model(name, pretrained=None, quick_gelu=quick_gelu, device=device)
 
 
 def load_weights(name: str, path: Path, *, activation: str = "auto", weights_quick_gelu: bool | None = None,
@@ -360,6 +360,28 @@ def create_clip(name: str, pretrained: str | None = None, *, activation: str = "
         return load_weights(name, local, activation=activation)
     path, quick = _tag_weights(name, pretrained)
     return load_weights(name, path, activation=activation, weights_quick_gelu=quick, source="tag", tag=pretrained)
+
+
+def check_weights(name: str, pretrained: str | None, *, activation: str = "auto") -> None:
+    """Fail now, in one line, if ``create_clip(name, pretrained)`` would: unknown architecture or tag, weights not
+    available offline, an unreadable file, keys or shapes that do not fit. The architecture is built on the meta
+    device (no memory, no initialisation), so this costs about one read of the file."""
+    register_local_configs()
+    if name.startswith("local-dir:"):
+        _folder_weights(Path(name[len("local-dir:"):]))
+        return
+    if name not in open_clip.list_models():
+        raise BackboneError(f"--backbone {name!r} is not an open_clip architecture; see open_clip.list_models()")
+    choose_activation(name, None, activation)
+    if pretrained in NO_WEIGHTS:
+        return
+    local = _local_path(pretrained)
+    if local is not None and local.is_dir():
+        path = _folder_weights(local)[0]
+    else:
+        path = local if local is not None else _tag_weights(name, pretrained)[0]
+    model = _build(name, False, device="meta")
+    check_fits(_normalised(read_checkpoint(path).state_dict, model), model, path=path, name=name)
 
 
 def tokenizer_for(name: str):

@@ -194,7 +194,8 @@ def test_dataset_items(mars_root, mars):
     assert label.shape == (43,) and label.dtype == torch.float32 and torch.equal(label, torch.from_numpy(ds.labels[0]))
     n = len(mars.frames[ds.track_ids[0]])
     expected = [int((2 * k + 1) * n / 6) for k in range(3)]  # segment centres of 3 segments over n frames
-    red = (clip * CLIP_STD + CLIP_MEAN)[:, 0].mean(dim=(1, 2)) * 255  # un-normalised red channel per frame
+    # un-normalised red channel per frame, over the person: the 8x4 frame fills columns 4-11 of the padded 16x16
+    red = (clip * CLIP_STD + CLIP_MEAN)[:, 0, :, 4:12].mean(dim=(1, 2)) * 255
     assert torch.allclose(red, torch.tensor([RED_STEP * k for k in expected], dtype=torch.float32), atol=4)
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
     assert batch[0].shape == (4, 3, 3, 16, 16) and batch[1].shape == (4, 43)

@@ -218,3 +218,27 @@ def test_invalid_config_is_rejected(params, message):
 def test_taps_beyond_the_backbone_depth_are_rejected():
     with pytest.raises(SideError, match="outputs 0..2"):
         SideVision(micro_model().backbone, SideConfig(taps=(0, 3)), num_frames=3)
+
+
+def test_side_tokens_enter_the_fusion_directly_when_the_widths_match():
+    """VTFPAR++'s forward has no projection after the side networks (side and fusion width both 240)."""
+    straight = _side_model(fusion_width=48)
+    projected = _side_model(fusion_width=48, fusion_projection="linear")
+    assert isinstance(straight.vision_proj, torch.nn.Identity)
+    assert isinstance(projected.vision_proj, torch.nn.Linear)
+    assert _count(projected) - _count(straight) == 48 * 48 + 48  # 57,840 at the paper's 240
+    assert straight(micro_video(batch=2, frames=3)).shape == (2, MARS.num_columns)
+    assert isinstance(_side_model(fusion_width=64).vision_proj, torch.nn.Linear)  # widths differ: a Linear is needed
+
+
+def test_side_refuses_a_temporal_aggregator_it_would_ignore():
+    torch.manual_seed(0)
+    base = build_par_model(backbone="par-vit-micro", pretrained=None, sentences=MARS.sentences(),
+                           fusion=FusionSpec(width=64, heads=2), num_frames=3, temporal="tmd")
+    with pytest.raises(SideError, match="does not apply under side tuning"):
+        registry.apply_strategy(base, "side", SMALL)
+
+
+def test_fusion_projection_is_validated():
+    with pytest.raises(SideError, match="fusion_projection"):
+        SideConfig(fusion_projection="sometimes")
