@@ -15,10 +15,16 @@ class FullConfig:
     pass
 
 
+def trained(model, cfg: FullConfig | None = None):
+    """Every parameter of the visual path (the CLIP visual tower and the temporal aggregator)."""
+    return model.vision.parameters()
+
+
 def apply(model, cfg: FullConfig):
-    model.vision.requires_grad_(True)
+    for parameter in trained(model):
+        parameter.requires_grad_(True)
     return model
 
 
-register("full", config=FullConfig, apply=apply, zero_init=True,
+register("full", config=FullConfig, apply=apply, zero_init=True, trains_existing=trained,
          description="full fine-tuning of the CLIP visual tower (the reference for cost ratios)")

@@ -9,7 +9,9 @@ module (``apply_strategy``, ``build_config``, ``names``); it never imports a con
 Rules every strategy follows (checked by the registry-parametrized contract tests): ``apply_strategy`` freezes the
 whole model, the strategy enables only its own parameters, and the shared fusion/head are enabled by one shared flag
 (``train_head``), never per strategy. Parameters a strategy adds carry its prefix (``lora_``, ``adapter_``,
-``prompt_``, ``side_`` ...), listed in ``prefixes``.
+``prompt_``, ``side_`` ...), listed in ``prefixes``. A strategy that trains parameters the model already had (full
+fine-tuning: all of the visual tower; BitFit: its biases) declares them with ``trains_existing(model, cfg)``, so what it
+trains is stated by the strategy and checked, not special-cased by the tests.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import json
 import os
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from torch import nn
 
@@ -31,6 +33,10 @@ class StrategyError(ValueError):
     """Unknown strategy or invalid strategy parameters."""
 
 
+def _nothing(model: nn.Module, cfg: Any) -> tuple:
+    return ()
+
+
 @dataclass(frozen=True)
 class StrategyEntry:
     name: str
@@ -39,13 +45,15 @@ class StrategyEntry:
     description: str
     prefixes: tuple[str, ...] = ()
     zero_init: bool = False  # step-0 output equals the frozen base model's
+    trains_existing: Callable[[nn.Module, Any], Iterable[nn.Parameter]] = _nothing  # (model, cfg): pre-existing params
 
 
 def register(name: str, *, config: type, apply: Callable, description: str, prefixes: tuple[str, ...] = (),
-             zero_init: bool = False) -> None:
+             zero_init: bool = False, trains_existing: Callable[[nn.Module, Any], Iterable[nn.Parameter]] = _nothing
+             ) -> None:
     if name in _REGISTRY and _REGISTRY[name].apply is not apply:
         raise StrategyError(f"strategy {name!r} registered twice")
-    _REGISTRY[name] = StrategyEntry(name, config, apply, description, tuple(prefixes), zero_init)
+    _REGISTRY[name] = StrategyEntry(name, config, apply, description, tuple(prefixes), zero_init, trains_existing)
 
 
 def _load_builtin() -> None:

@@ -44,13 +44,16 @@ def test_output_shape_unchanged(applied):
 
 def test_only_the_strategys_own_parameters_and_head_train(applied):
     name, model, entry, base_ids, backbone_ids = applied
-    prefixes = registry.get(entry["family"]).prefixes
-    heads = _head_ids(model)
+    strategy = registry.get(entry["family"])
+    cfg = registry.build_config(entry["family"], entry["params"])
+    heads, declared = _head_ids(model), {id(p) for p in strategy.trains_existing(model, cfg)}
+    assert declared <= base_ids, f"{name}: trains_existing must name parameters the model already had"
     for pname, p in model.named_parameters():
         own = id(p) not in base_ids and id(p) not in heads
         if own:
-            assert any(part.startswith(prefixes) for part in pname.split(".")), f"{name}: {pname} lacks {prefixes}"
-        expected = own or id(p) in heads or (entry["family"] == "full" and id(p) in backbone_ids)
+            assert any(part.startswith(strategy.prefixes) for part in pname.split(".")), \
+                f"{name}: {pname} lacks {strategy.prefixes}"
+        expected = own or id(p) in heads or id(p) in declared
         assert p.requires_grad == expected, f"{name}: {pname} requires_grad={p.requires_grad}"
 
 
