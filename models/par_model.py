@@ -61,9 +61,13 @@ class AttributeHead(nn.Module):
 class PARModel(nn.Module):
     """video (B, T, 3, H, W) -> attribute logits (B, A)."""
 
-    def __init__(self, *, vision: nn.Module, text_features: torch.Tensor, fusion: FusionSpec, num_frames: int):
+    def __init__(self, *, vision: nn.Module, backbone: nn.Module, text_features: torch.Tensor, fusion: FusionSpec,
+                 num_frames: int):
+        """``backbone``: the CLIP visual tower inside ``vision``, kept as a reference (its parameters are registered
+        once, under ``vision``) so strategies can reach it whatever visual path replaces ``vision``."""
         super().__init__()
         self.num_frames = num_frames  # clip length the model is built for (per-frame modules may size by it)
+        object.__setattr__(self, "_backbone", backbone)  # a reference, not a second registration of its parameters
         self.vision = vision
         self.register_buffer("text_features", text_features.clone(), persistent=True)  # (A, D_text)
         self.vision_proj = nn.Linear(vision.out_dim, fusion.width)
@@ -124,8 +128,7 @@ def build_par_model(*, backbone: str, pretrained: str | None, sentences: list[st
     clip_model = create_clip(backbone, pretrained, activation=activation)
     text_features = encode_sentences(clip_model, tokenizer_for(backbone), sentences)
     visual = clip_model.visual
-    model = PARModel(vision=VideoEncoder(ClipFrameEncoder(visual), temporal=temporal),
+    model = PARModel(vision=VideoEncoder(ClipFrameEncoder(visual), temporal=temporal), backbone=visual,
                      text_features=text_features, fusion=fusion, num_frames=num_frames)
-    object.__setattr__(model, "_backbone", visual)  # a reference, not a second registration of its parameters
     model.weights_info = clip_model.weights_info
     return model

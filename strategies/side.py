@@ -276,13 +276,25 @@ class SideVision(nn.Module):
 
     @torch.no_grad()
     def clip_taps(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """(B', 3, H, W) -> [(B', P, D_clip)] CLIP outputs at ``taps`` (class token dropped), without autograd."""
+        """(B', 3, H, W) -> [(B', P, D_clip)] CLIP outputs at ``taps`` (class token dropped), without autograd.
+
+        Block outputs come from open_clip's ``forward_intermediates`` (stopping at the deepest tap: the blocks past
+        it are not run) where the installed open_clip has it, else from running the blocks here."""
         x = self.frames.embed(images)  # output 0: after ln_pre, (B', 1+P, D_clip)
-        outputs = [x]
-        for block in self.frames.blocks[: self.taps[-1]]:  # blocks past the deepest tap are not needed
-            x = block(x)
-            outputs.append(x)
-        return [outputs[k][:, 1:] for k in self.taps]
+        wanted = [k - 1 for k in self.taps if k > 0]  # block k's output is intermediate k - 1
+        transformer = self.frames.visual.transformer
+        if not wanted:
+            outputs = []
+        elif hasattr(transformer, "forward_intermediates"):
+            _, outputs = transformer.forward_intermediates(x, indices=wanted, stop_early=True)
+        else:
+            outputs, h = [], x
+            for index, block in enumerate(self.frames.blocks[: self.taps[-1]]):
+                h = block(h)
+                if index in wanted:
+                    outputs.append(h)
+        taps = ([x] if self.taps[0] == 0 else []) + list(outputs)
+        return [tap[:, 1:] for tap in taps]
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         if video.dim() != 5:

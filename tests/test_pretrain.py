@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from data.schema import MARS
-from models import captions
+from data import captions
 from models.backbone import CONFIG_DIR, create_clip, tokenizer_for
-from models.pretrain import (
+from bench.pretrain import (
     CONFIG_FILE,
     DEFAULT_OUT,
     METADATA_FILE,

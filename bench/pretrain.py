@@ -5,7 +5,7 @@ backbone + small tuned part" against full fine-tuning on a randomly initialised 
 command gives the embedded default ``par-vit-tiny`` such a start, offline: CLIP's symmetric InfoNCE loss
 (``open_clip.loss.ClipLoss``, with the model's learnable ``logit_scale`` clamped at 100 as open_clip's trainer does),
 AdamW with CLIP's ViT betas (0.9, 0.98) and eps 1e-6, no weight decay on gains / biases / ``logit_scale`` (open_clip
-``main.py``), linear warm-up then cosine decay. Data: models/captions.py (static appearance only; no motion, pose or
+``main.py``), linear warm-up then cosine decay. Data: data/captions.py (static appearance only; no motion, pose or
 age; people keyed with split ids >= 10, never a PAR person).
 
 Output (``--out``): ``open_clip_config.json`` + ``open_clip_model.safetensors`` (fp16 values; open_clip casts them to
@@ -13,7 +13,7 @@ the fp32 model on load), loadable as ``create_clip("local-dir:DIR")`` or ``creat
 "DIR/open_clip_model.safetensors")``, and ``metadata.json`` (arguments, data description, versions, wall time,
 losses, zero-shot checks of the stored model and of the same architecture at its random initialisation, sha256).
 
-    python -m models.pretrain --out models/weights/par-vit-tiny-synthclip --steps 1200 --batch-size 64 --seed 0
+    python -m bench.pretrain --out models/weights/par-vit-tiny-synthclip --steps 1200 --batch-size 64 --seed 0
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ from open_clip.loss import ClipLoss
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from data import captions
 from data.transforms import clip_normalize
-from models import captions
 from models.backbone import CONFIG_DIR, create_clip, image_size_of, tokenizer_for
 
 DEFAULT_OUT = "models/weights/par-vit-tiny-synthclip"
@@ -83,7 +83,7 @@ class PretrainConfig:
 def build_parser() -> argparse.ArgumentParser:
     """CLI whose defaults reproduce the committed checkpoint (tests compare them with its metadata.json)."""
     d = PretrainConfig()
-    p = argparse.ArgumentParser(prog="python -m models.pretrain", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=DEFAULT_OUT, help="output directory (checkpoint, config, metadata.json)")
     p.add_argument("--model", default=d.model, help="open_clip architecture (models/configs)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (one fresh batch each)")
@@ -267,7 +267,7 @@ def _metadata(argv: list[str], args: argparse.Namespace, cfg: PretrainConfig, *,
               losses: list[float], checks: dict, weights: Path, timing: dict) -> dict:
     """metadata.json: how the checkpoint was made and what it can do."""
     return {
-        "command": " ".join(["python -m models.pretrain", *argv]), "arguments": vars(args), "config": asdict(cfg),
+        "command": " ".join(["python -m bench.pretrain", *argv]), "arguments": vars(args), "config": asdict(cfg),
         "seed": cfg.seed, "steps": cfg.steps, "data": data_description(cfg, image_size),
         "loss": {"first": losses[0], "final_mean_last_20": float(np.mean(losses[-20:])),
                  "every_25_steps": [round(x, 4) for x in losses[::25]]},
