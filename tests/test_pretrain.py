@@ -12,9 +12,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from data.schema import MARS
-from data import captions
-from models.backbone import CONFIG_DIR, create_clip, tokenizer_for
 from bench.pretrain import (
     CONFIG_FILE,
     DEFAULT_OUT,
@@ -28,6 +25,9 @@ from bench.pretrain import (
     train,
     warmup_cosine,
 )
+from data import captions
+from data.schema import MARS
+from models.backbone import CONFIG_DIR, create_clip, tokenizer_for
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / DEFAULT_OUT
 FUNCTION_WORDS = {"a", "an", "the", "who", "is", "whose", "from", "seen"}
