@@ -70,7 +70,7 @@ def list_strategies(base: dict | None = None) -> str:
     catalog = experiments.strategy_catalog()
     if base is None:
         return "\n".join(f"{name:<16} {entry['description']}" for name, entry in catalog.items())
-    from bench.run import parameter_counts
+    from bench.experiments import parameter_counts
 
     rows = []
     for name, counts in parameter_counts(base, list(catalog)):

@@ -115,3 +115,22 @@ def expand(base: dict, *, strategies: list[str], seeds: list[int], frames: list[
         cfg = run_config(base, strategy, seed=seed, frames=frame_count, batch_size=batch)
         specs.append(RunSpec(run_id(strategy, frames=frame_count, batch_size=batch, seed=seed), cfg))
     return specs
+
+
+def parameter_counts(base: dict, strategies: list[str]) -> list[tuple[str, dict]]:
+    """Build the base model once, then each strategy on a copy of it, and count its parameters."""
+    import copy
+
+    from bench.profile import count_parameters
+    from bench.run import build_base_model, seed_everything, with_strategy
+
+    frames, batch = base["data"]["frames"], base["train"]["batch_size"]
+    first = run_config(base, strategies[0], seed=0, frames=frames, batch_size=batch)
+    seed_everything(0)
+    base_model, rows = build_base_model(first), []
+    for name in strategies:
+        cfg = run_config(base, name, seed=0, frames=frames, batch_size=batch)
+        model = build_base_model(cfg) if cfg.model != first.model else copy.deepcopy(base_model)
+        model, base_ids, _ = with_strategy(model, cfg)
+        rows.append((name, count_parameters(model, base_ids)))
+    return rows

@@ -162,21 +162,3 @@ def run_one(cfg: RunConfig) -> dict:
             "eval_time_s": eval_time_s, "train_steps": outcome.steps,
             "mode": "profile-only" if cfg.profile.only else "train"}
     return {"metrics": result_metrics, "profile": prof, "weights": weights}
-
-
-def parameter_counts(base: dict, strategies: list[str]) -> list[tuple[str, dict]]:
-    """Build the base model once, then each strategy on a copy of it, and count its parameters."""
-    import copy
-
-    from bench.experiments import run_config
-
-    frames, batch = base["data"]["frames"], base["train"]["batch_size"]
-    first = run_config(base, strategies[0], seed=0, frames=frames, batch_size=batch)
-    seed_everything(0)
-    base_model, rows = build_base_model(first), []
-    for name in strategies:
-        cfg = run_config(base, name, seed=0, frames=frames, batch_size=batch)
-        model = build_base_model(cfg) if cfg.model != first.model else copy.deepcopy(base_model)
-        model, base_ids, _ = with_strategy(model, cfg)
-        rows.append((name, profile.count_parameters(model, base_ids)))
-    return rows
