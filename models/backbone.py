@@ -326,7 +326,7 @@ def load_weights(name: str, path: Path, *, activation: str = "auto", weights_qui
     fmt = "open_clip-tag" if source == "tag" and checkpoint.format.startswith("open_clip") else checkpoint.format
     model.weights_info = WeightsInfo(source=source, format=fmt, activation=_activation_name(quick),
                                      activation_from=why, weights_activation=_activation_name(need),
-                                     path=str(path), sha256=file_sha256(path), tag=tag)
+                                     path=str(path.resolve()), sha256=file_sha256(path), tag=tag)
     return model
 
 
