@@ -137,7 +137,7 @@ def _bar_panel(ax: Axes, data: pd.DataFrame, column: str, *, xlabel: str, title:
     means = present.groupby("strategy")[column].mean()
     order = sorted(means.index, key=lambda s: (-means[s] if higher_is_better else means[s], s))
     sns.barplot(data=present, y="strategy", x=column, order=order, hue="strategy", hue_order=order,
-                palette=colours, errorbar="sd", legend=False, orient="h", ax=ax)
+                palette=colours, saturation=1.0, errorbar="sd", legend=False, orient="h", ax=ax)
     fmt = label_format(means)
     for container in ax.containers:
         ax.bar_label(container, labels=[format(bar.get_width(), fmt) for bar in container], fontsize=8, padding=2,
@@ -208,7 +208,9 @@ def pareto_figure(groups: pd.DataFrame, *, f1: str | None, title: str,
         note(ax, "no run with both F1 and cost figures")
         return fig
     x, y = points[x_column].astype("float64") * scale, points[f"{f1}_mean"].astype("float64") * 100
-    _draw_pareto(ax, points, x=x, y=y, families=families or {})
+    largest = _draw_pareto(ax, points, x=x, y=y, families=families or {})
+    ax.set_title(f"F1 vs training cost{caveat}\ndashed: Pareto front; marker area ∝ tunable parameters "
+                 f"(largest {largest:.3g} M)", fontsize=11)
     family_legend(fig, points["strategy"], families or {})
     fig.canvas.draw()  # lay the figure out, then freeze it, so labels are placed in final pixel positions
     fig.set_layout_engine("none")
@@ -222,7 +224,8 @@ def _marker_sizes(points: pd.DataFrame) -> tuple[pd.Series, float]:
     return 60 + 940 * params / largest, largest
 
 
-def _draw_pareto(ax: Axes, points: pd.DataFrame, *, x: pd.Series, y: pd.Series, families: dict[str, str]) -> None:
+def _draw_pareto(ax: Axes, points: pd.DataFrame, *, x: pd.Series, y: pd.Series, families: dict[str, str]) -> float:
+    """Markers and the Pareto staircase; returns the largest tunable parameter count (M), for the legend."""
     sizes, largest = _marker_sizes(points)
     colours = palette(points["strategy"], families)
     ax.scatter(x, y, s=sizes, c=[colours[s] for s in points["strategy"]], alpha=0.8, edgecolors="black",
@@ -230,14 +233,13 @@ def _draw_pareto(ax: Axes, points: pd.DataFrame, *, x: pd.Series, y: pd.Series, 
     front = pareto_front(list(x), list(y))
     front_x = [x.iloc[i] for i in front] + [float(x.max())]  # the last level holds up to the costliest point
     front_y = [y.iloc[i] for i in front] + [y.iloc[front[-1]]]
-    ax.plot(front_x, front_y, drawstyle="steps-post", color="0.4", linestyle="--", label="Pareto front", zorder=2)
-    ax.legend(loc="lower right", title=f"marker area ∝ tunable params (max {largest:.3g} M)", fontsize=8,
-              title_fontsize=8)
+    ax.plot(front_x, front_y, drawstyle="steps-post", color="0.4", linestyle="--", zorder=2)
     ax.margins(0.12)
+    return largest
 
 
 def _label_points(ax: Axes, points: pd.DataFrame, *, x: pd.Series, y: pd.Series) -> None:
-    """Name every marker (with its tunable parameters) where no label, marker or legend is in the way."""
+    """Name every marker (with its tunable parameters) where no other label, marker or line is in the way."""
     sizes, _ = _marker_sizes(points)
     params = points["params_trainable_mean"].astype("float64") / 1e6
     texts = [f"{name} ({p:.3g} M)" if pd.notna(p) else str(name) for name, p in zip(points["strategy"], params,
