@@ -35,13 +35,15 @@ def place_labels(ax: Axes, points: list[tuple[float, float]], texts: list[str], 
     obstacles = np.vstack([_squares(centres, radii), *_legend_boxes(ax, renderer), *_line_boxes(ax)])  # (O, 4)
     extent = ax.get_window_extent(renderer)
     frame = np.array([extent.x0, extent.y0, extent.x1, extent.y1])
-    placed = np.zeros((0, 4))
+    placed, leaders = np.zeros((0, 4)), np.zeros((0, 4))  # label boxes; small boxes along leader lines
     boxes: dict[int, np.ndarray] = {}
     for i in _crowded_first(centres):
         others = np.arange(len(centres)) != i
-        boxes[i] = _best_box(centres[i], radii[i], sizes[i], taken=placed, obstacles=obstacles, frame=frame,
-                             other_centres=centres[others], other_radii=radii[others])
+        boxes[i] = _best_box(centres[i], radii[i], sizes[i], taken=placed, obstacles=np.vstack([obstacles, leaders]),
+                             frame=frame, other_centres=centres[others], other_radii=radii[others])
         placed = np.vstack([placed, boxes[i]])
+        if _gaps(boxes[i], centres[i][None, :], radii[i:i + 1])[0] > LEADER_BEYOND_PX:
+            leaders = np.vstack([leaders, _segment_boxes(_nearest_point(boxes[i], centres[i]), centres[i])])
     return [_annotate(ax, points[i], texts[i], boxes[i], centres[i], radii[i], fontsize) for i in range(len(texts))]
 
 
@@ -78,6 +80,11 @@ def _line_boxes(ax: Axes, spacing_px: float = 6.0, half_width_px: float = 2.0) -
     return boxes
 
 
+def _segment_boxes(a: np.ndarray, b: np.ndarray, spacing_px: float = 4.0, half_width_px: float = 1.5) -> np.ndarray:
+    steps = np.linspace(0.0, 1.0, max(int(math.dist(a, b) / spacing_px), 1) + 1)[:, None]
+    return _squares(a + steps * (b - a), half_width_px)
+
+
 def _crowded_first(centres: np.ndarray) -> list[int]:
     """Points with the most neighbours within 80 px first; ties in input order."""
     distances = np.linalg.norm(centres[:, None, :] - centres[None, :, :], axis=-1)
@@ -107,6 +114,15 @@ def _overlap(box: np.ndarray, others: np.ndarray) -> float:
     return float((np.clip(width, 0, None) * np.clip(height, 0, None)).sum())
 
 
+def _overlap_each(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(N,) whether each of ``boxes`` touches any of ``others``."""
+    if not len(others) or not len(boxes):
+        return np.zeros(len(boxes), dtype=bool)
+    width = np.minimum(boxes[:, None, 2], others[None, :, 2]) - np.maximum(boxes[:, None, 0], others[None, :, 0])
+    height = np.minimum(boxes[:, None, 3], others[None, :, 3]) - np.maximum(boxes[:, None, 1], others[None, :, 1])
+    return ((width > 0) & (height > 0)).any(axis=1)
+
+
 def _nearest_point(box: np.ndarray, point: np.ndarray) -> np.ndarray:
     return np.clip(point, box[:2], box[2:])
 
@@ -126,15 +142,18 @@ def _segment_hits(a: np.ndarray, b: np.ndarray, centres: np.ndarray, radii: np.n
 
 def _cost(box: np.ndarray, distance: float, centre: np.ndarray, radius: float, *, taken: np.ndarray,
           obstacles: np.ndarray, frame: np.ndarray, other_centres: np.ndarray, other_radii: np.ndarray) -> float:
-    """Square pixels of overlap (labels weigh 3x, leaving the axes 10x), plus fixed costs for a label close to and
-    nearer to another marker, or a leader line through one, plus one per pixel of ring distance."""
+    """Square pixels of overlap (labels weigh 3x, leaving the axes 10x; other labels' leader lines count as
+    obstacles), plus fixed costs for a label close to and nearer to another marker, a leader line through another
+    marker or through a placed label, plus one per pixel of ring distance."""
     area = (box[2] - box[0]) * (box[3] - box[1])
     cost = 10 * (area - _overlap(box, frame[None, :])) + 3 * _overlap(box, taken) + _overlap(box, obstacles)
     own = float(_gaps(box, centre[None, :], np.array([radius]))[0])
     others = _gaps(box, other_centres, other_radii)
     cost += AMBIGUITY_COST * bool(((others < own) & (others < NEIGHBOUR_PX)).any())
     if own > LEADER_BEYOND_PX:
-        cost += CROSSING_COST * _segment_hits(_nearest_point(box, centre), centre, other_centres, other_radii)
+        start = _nearest_point(box, centre)
+        cost += CROSSING_COST * _segment_hits(start, centre, other_centres, other_radii)
+        cost += CROSSING_COST * bool(_overlap_each(_segment_boxes(start, centre), taken).any())
     return cost + distance
 
 
