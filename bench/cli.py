@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     frame = report.to_frame(records)
     print(report.summary_table(frame))
     written = report.write_reports(out)
-    print(f"results: {out}/  report: {written[0].parent}/ ({len(written)} files)")
+    print(f"results: {out}/  report: {written[0].parent}/ ({len(written)} files; start at "
+          f"{written[0].parent / 'README.md'} or index.html)")
     if args.update_baseline or args.check:
         return gate_step(records, args)
     return 0 if (frame["status"] == "ok").all() else 1

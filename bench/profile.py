@@ -26,6 +26,7 @@ from torch.profiler._memory_profiler import _CATEGORY_TO_INDEX, Category
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.config import ProfileConfig
+from bench.native_logs import KINETO_NOISE, native_stderr_without
 from bench.train import train_step
 
 
@@ -201,7 +202,8 @@ def cpu_peak_memory(model: nn.Module, video: torch.Tensor, target: torch.Tensor,
 
 
 def _profiled_step_peak(model, video, target, *, loss_fn, optimizer) -> dict:
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+    with native_stderr_without(KINETO_NOISE), profile(activities=[ProfilerActivity.CPU], profile_memory=True,
+                                                      record_shapes=True, with_stack=True) as prof:
         train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
     rows = _memory_timeline_rows(prof)
     totals = [sum(row) for row in rows]

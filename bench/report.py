@@ -14,6 +14,7 @@ the whole report folder from the JSONs alone (see ``results/README.md`` for ever
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,20 +67,45 @@ class Display:
     source: str
     scale: float = 1.0
     fmt: str = ".2f"
+    significant: int = 0  # > 0: that many significant digits in fixed notation (``fmt`` unused), never an exponent
 
     @property
     def better(self) -> str | None:
         return COLUMNS[self.source][1]
 
+    def spec(self, column) -> str:
+        """Format spec shared by a whole column of raw values: ``fmt``; or, with ``significant``, the fixed decimals
+        that give the column's smallest non-zero value that many significant digits, at most 4 (0.237 and 1.077;
+        0.951 and 87.144; 426 and 1270): one precision per column, so decimal points line up, never an exponent."""
+        if not self.significant:
+            return self.fmt
+        scaled = [abs(float(v)) * self.scale for v in column if v is not None and not pd.isna(v) and v != 0]
+        if not scaled:
+            return ".0f"
+        return f".{min(max(self.significant - 1 - math.floor(math.log10(min(scaled))), 0), 4)}f"
+
+    def text(self, value, spec: str | None = None) -> str:
+        """One raw value (bytes, counts, fractions) in this column's unit and format; "-" where missing."""
+        if value is None or pd.isna(value):
+            return "-"
+        return format(float(value) * self.scale, spec or self.spec([value]))
+
 
 DISPLAY = (
     Display("paper-F1 (%)", "paper_f1", 100.0), Display("macro-F1 (%)", "macro_f1", 100.0),
-    Display("mA (%)", "mA", 100.0), Display("params (M)", "params_trainable", 1e-6, ".3f"),
-    Display("train-step GFLOPs (2xMAC)", "train_step_flops", 1e-9, ".3g"),
+    Display("mA (%)", "mA", 100.0), Display("params (M)", "params_trainable", 1e-6, significant=3),
+    Display("train-step GFLOPs (2xMAC)", "train_step_flops", 1e-9, significant=3),
     Display("peak mem (MiB)", "peak_mem_bytes", 1 / 2**20, ".1f"),
     Display("step (ms)", "step_time_ms_median", 1.0, ".1f"),
-    Display("clips/s", "throughput_clips_per_s", 1.0, ".1f"),
+    Display("clips/s", "throughput_clips_per_s", 1.0, significant=3),
 )
+CONSOLE = (  # the table printed at the end of a sweep: one row per run, the units and formats of summary.md
+    *(d for d in DISPLAY if d.source in ("macro_f1", "paper_f1", "mA")),
+    Display("majority macro-F1 (%)", "majority_macro_f1", 100.0),
+    *(d for d in DISPLAY if d.source in ("params_trainable", "peak_mem_bytes", "step_time_ms_median")),
+    Display("train (s)", "train_time_s", 1.0, ".1f"),
+)
+TEXT_COLUMNS = ("strategy", "status", "dataset", "backbone", "device")  # left-aligned; numbers align right
 
 
 @dataclass
@@ -239,13 +265,16 @@ def select_setting(frame: pd.DataFrame, setting: dict) -> pd.DataFrame:
     return frame[mask]
 
 
-def _cell(mean: float, std: float, seeds: int, display: Display) -> str:
-    if pd.isna(mean):
-        return "-"
-    text = format(mean * display.scale, display.fmt)
-    if seeds > 1 and pd.notna(std) and std != 0:  # zero spread (parameter counts, FLOPs): the mean alone
-        text += " ± " + format(std * display.scale, display.fmt)
+def _cell(mean: float, std: float, seeds: int, display: Display, spec: str) -> str:
+    text = display.text(mean, spec)
+    if text != "-" and seeds > 1 and pd.notna(std) and std != 0:  # zero spread (parameter counts, FLOPs): mean alone
+        text += " ± " + display.text(std, spec)
     return text
+
+
+def column_alignment(view: pd.DataFrame) -> list[str]:
+    """Names left, numbers right (so decimal places line up in Markdown, LaTeX and the console alike)."""
+    return ["left" if str(column).split(" ")[0] in TEXT_COLUMNS else "right" for column in view.columns]
 
 
 def _varying(agg: pd.DataFrame, columns) -> list[str]:
@@ -260,26 +289,23 @@ def summary_view(agg: pd.DataFrame, *, arrows: bool) -> pd.DataFrame:
         view[key] = agg[key]
     view["frames"], view["batch"], view["seeds"] = agg["frames"], agg["batch_size"], agg["seeds"]
     for d in DISPLAY:
-        view[d.header + mark[d.better]] = [_cell(m, s, int(n), d) for m, s, n in
-                                          zip(agg[f"{d.source}_mean"], agg[f"{d.source}_std"], agg["seeds"],
-                                              strict=True)]
+        means, spec = agg[f"{d.source}_mean"], d.spec(agg[f"{d.source}_mean"])
+        view[d.header + mark[d.better]] = [_cell(m, s, int(n), d, spec) for m, s, n in
+                                          zip(means, agg[f"{d.source}_std"], agg["seeds"], strict=True)]
     for label in RATIOS:
         view[label + mark["lower"]] = [("-" if pd.isna(v) else f"{v:.2f}") for v in agg[label]]
     return view.astype("object").where(view.notna(), "-")
 
 
 def summary_table(frame: pd.DataFrame) -> str:
-    """The table printed at the end of a sweep."""
-    view = pd.DataFrame({
-        "strategy": frame["strategy"], "status": frame["status"],
-        "macro-F1": frame["macro_f1"], "paper-F1": frame["paper_f1"], "mA": frame["mA"],
-        "majority macro-F1": frame["majority_macro_f1"],
-        "trainable params": frame["params_trainable"],
-        "peak mem (MiB)": frame["peak_mem_bytes"].astype("float64") / 2**20,
-        "step (ms)": frame["step_time_ms_median"], "train (s)": frame["train_time_s"],
-    })
-    view = view.astype("object").where(view.notna(), None)  # NaN and <NA> print as "-"
-    return tabulate(view, headers="keys", tablefmt="github", showindex=False, floatfmt=".3f", missingval="-")
+    """The table printed at the end of a sweep: one row per run, in the units and number formats of summary.md."""
+    view = pd.DataFrame({"strategy": frame["strategy"], "status": frame["status"]})
+    for display in CONSOLE:
+        spec = display.spec(frame[display.source])
+        view[display.header] = [display.text(value, spec) for value in frame[display.source]]
+    view = view.astype("object").where(view.notna(), "-")
+    return tabulate(view, headers="keys", tablefmt="github", showindex=False, disable_numparse=True,
+                    colalign=column_alignment(view))
 
 
 LEGEND = {
@@ -329,6 +355,13 @@ def _provenance(frame: pd.DataFrame) -> list[str]:
             f"- git commit(s): {values('git_commit')}"]
 
 
+def results_markdown(agg: pd.DataFrame) -> str:
+    """The aggregated table of summary.md (also shown by the report index)."""
+    view = summary_view(agg, arrows=True)
+    return tabulate(view, headers="keys", tablefmt="github", showindex=False, disable_numparse=True,
+                    colalign=column_alignment(view))
+
+
 def summary_markdown(frame: pd.DataFrame, agg: pd.DataFrame, scan: Scan, *, source: str) -> str:
     profile_only = int(((frame["status"] == "ok") & frame["paper_f1"].isna() & frame["macro_f1"].isna()).sum())
     lines = ["# Benchmark summary", "",
@@ -336,8 +369,7 @@ def summary_markdown(frame: pd.DataFrame, agg: pd.DataFrame, scan: Scan, *, sour
              "regenerate, do not edit.", "", *_provenance(frame), "",
              "Cells are mean ± sample std (ddof = 1) over seeds when a group has several seeds; `-` = not measured "
              f"or no metrics ({profile_only} profile-only runs have no F1).", "", "## Legend", "", *legend_lines(),
-             "", "## Results", "", tabulate(summary_view(agg, arrows=True), headers="keys", tablefmt="github",
-                                            showindex=False, disable_numparse=True), "",
+             "", "## Results", "", results_markdown(agg), "",
              "## Failed runs", ""]
     failed = failed_view(frame, scan.failed_attempts)
     lines += [tabulate(failed, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
@@ -351,8 +383,9 @@ def summary_latex(agg: pd.DataFrame) -> str:
     """booktabs table; the better-direction of each column goes in a leading comment (no arrow glyphs in LaTeX)."""
     betters = {d.header: d.better for d in DISPLAY} | {label: "lower" for label in RATIOS}
     legend = "; ".join(f"{h}: {b}" for h, b in betters.items())
-    table = tabulate(summary_view(agg, arrows=False), headers="keys", tablefmt="latex_booktabs", showindex=False,
-                     disable_numparse=True)
+    view = summary_view(agg, arrows=False)
+    table = tabulate(view, headers="keys", tablefmt="latex_booktabs", showindex=False, disable_numparse=True,
+                     colalign=column_alignment(view))
     return (f"% Generated by python -m bench.report; mean ± sample std over seeds.\n"
             f"% Better direction -- {legend}.\n{table}\n")
 
@@ -496,7 +529,8 @@ def write_figures(frame: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Pat
     cost_title = (f"{_joined(ok, 'device', 'unknown device')} | backbone {_joined(ok, 'backbone', '-')} | "
                   f"{_joined(ok, 'dataset', '-')}")
     return [plots.save_figure(plots.efficiency_figure(runs, f1=f1, title=title), out / "fig1_efficiency.png"),
-            plots.save_figure(plots.pareto_figure(groups, f1=f1, title=title), out / "pareto.png"),
+            plots.save_figure(plots.pareto_figure(groups, f1=f1, title=title, families=plots.families_of(ok)),
+                              out / "pareto.png"),
             plots.save_figure(plots.cost_curves_figure(ok, reference=setting, title=cost_title),
                               out / "cost_curves.png")]
 
@@ -513,7 +547,15 @@ def write_reports(folder: Path, out: Path | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     frame = sort_runs(to_frame(scan.records))
     agg = aggregate(frame)
-    return write_tables(frame, agg, scan, out, source=folder.name) + write_figures(frame, agg, out)
+    written = write_tables(frame, agg, scan, out, source=folder.name) + write_figures(frame, agg, out)
+    return written + write_index(out, frame=frame, agg=agg, records=scan.records, source=folder.name)
+
+
+def write_index(out: Path, **content) -> list[Path]:
+    """The report's front page (README.md, index.html): see ``bench/index.py``."""
+    from bench import index  # it builds on this module's tables
+
+    return index.write_index(out, **content)
 
 
 def build_parser() -> argparse.ArgumentParser:

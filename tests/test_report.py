@@ -20,7 +20,7 @@ MIB = 2**20
 GPU = "NVIDIA H100 80GB HBM3"
 OUTPUTS = ("summary.csv", "summary.md", "summary.tex", "per_attribute_f1.md", "per_attribute_f1.csv",
            "per_group_f1.csv", "frames_ablation.md", "frames_ablation.csv", "fig1_efficiency.png", "pareto.png",
-           "cost_curves.png")
+           "cost_curves.png", "README.md", "index.html")
 
 
 def fake_record(strategy: str, *, seed: int = 0, frames: int = 2, batch: int = 8, f1: float | None = 0.5,
@@ -181,7 +181,7 @@ def test_figures_have_axis_labels_with_units(frame):
     title = report.figure_title(frame, setting)
     assert GPU in title and "ViT-B-16" in title
     fig1 = plots.efficiency_figure(runs, f1="paper_f1", title=title)
-    assert [y for _, y in _labels(fig1)] == ["peak training memory (MiB, cuda_max_allocated)", "paper-F1 (%)",
+    assert [x for x, _ in _labels(fig1)] == ["peak training memory (MiB, cuda_max_allocated)", "paper-F1 (%)",
                                              "training step time (ms)", "tunable parameters (M)"]
     assert fig1.get_suptitle() == title
     pareto = plots.pareto_figure(groups, f1="paper_f1", title=title)
