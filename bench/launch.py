@@ -93,7 +93,8 @@ def make_launcher(args: argparse.Namespace) -> Launcher:
     if args.launcher == "slurm":
         from bench.slurm import load_slurm_config, slurm_launcher
 
-        return slurm_launcher(load_slurm_config(args), wait=not args.no_wait, retry_failed=args.retry_failed)
+        return slurm_launcher(load_slurm_config(args), wait=not args.no_wait, retry_failed=args.retry_failed,
+                              threads=args.threads)
     if args.launcher == "ray":
         from bench.ray_tasks import ray_launcher
 

@@ -28,6 +28,7 @@ COLUMNS = {  # column -> (dtype, better): "higher" / "lower" / None (descriptive
     "status": ("string", None), "mode": ("string", None), "dataset": ("string", None),
     "backbone": ("string", None), "device": ("string", None),
     "seed": ("Int64", None), "frames": ("Int64", None), "batch_size": ("Int64", None),
+    "world_size": ("Int64", None), "batch_per_rank": ("Int64", None),
     "paper_f1": ("float64", "higher"), "paper_precision": ("float64", "higher"),
     "paper_recall": ("float64", "higher"), "paper_acc": ("float64", "higher"),
     "macro_f1": ("float64", "higher"), "macro_acc": ("float64", "higher"),
@@ -45,7 +46,8 @@ TEST_METRICS = ("paper_f1", "paper_precision", "paper_recall", "paper_acc", "mac
 PROFILE_KEYS = ("params_trainable", "params_total", "params_added", "fwd_flops_per_clip", "train_step_flops",
                 "peak_mem_bytes", "peak_mem_kind", "step_time_ms_median", "throughput_clips_per_s", "train_time_s",
                 "eval_time_s")
-SETTING = ["dataset", "backbone", "frames", "batch_size"]  # runs compared with each other share these
+# runs compared with each other share these; a DDP run's world size and per-rank batch are part of its setting
+SETTING = ["dataset", "backbone", "frames", "batch_size", "world_size", "batch_per_rank"]
 GROUP_KEYS = ["strategy", *SETTING]  # seeds of one group are averaged
 AGGREGATED = ("paper_f1", "macro_f1", "mA", "params_trainable", "params_added", "train_step_flops",
               "fwd_flops_per_clip", "peak_mem_bytes", "step_time_ms_median", "throughput_clips_per_s",
@@ -129,12 +131,19 @@ def flatten(record: dict) -> dict:
            "backbone": _dig(cfg, "model", "backbone"), "device": env.get("gpu") or env.get("cpu"),
            "seed": _dig(cfg, "train", "seed"), "frames": _dig(cfg, "data", "frames"),
            "batch_size": _dig(cfg, "train", "batch_size"), "best_epoch": _dig(record, "metrics", "best_epoch"),
+           **_ranks(cfg),
            "majority_paper_f1": _dig(record, "metrics", "majority_test", "paper_f1"),
            "majority_macro_f1": _dig(record, "metrics", "majority_test", "macro_f1"),
            "git_commit": run.get("git_commit"), "error": run.get("error")}
     row.update({key: test.get(key) for key in TEST_METRICS})
     row.update({key: prof.get(key) for key in PROFILE_KEYS})
     return row
+
+
+def _ranks(cfg: dict) -> dict:
+    """World size and per-rank batch of a run (records written before DDP existed: one process, whole batch)."""
+    world, batch = _dig(cfg, "train", "world_size") or 1, _dig(cfg, "train", "batch_size")
+    return {"world_size": world, "batch_per_rank": None if batch is None else batch // world}
 
 
 def to_frame(records: list[dict]) -> pd.DataFrame:
@@ -258,7 +267,10 @@ def summary_view(agg: pd.DataFrame, *, arrows: bool) -> pd.DataFrame:
     view = pd.DataFrame({"strategy": agg["strategy"]})
     for key in _varying(agg, ["dataset", "backbone"]):
         view[key] = agg[key]
-    view["frames"], view["batch"], view["seeds"] = agg["frames"], agg["batch_size"], agg["seeds"]
+    view["frames"], view["batch"] = agg["frames"], agg["batch_size"]
+    for key in _varying(agg, ["world_size", "batch_per_rank"]):
+        view[key] = agg[key]
+    view["seeds"] = agg["seeds"]
     for d in DISPLAY:
         view[d.header + mark[d.better]] = [_cell(m, s, int(n), d) for m, s, n in
                                           zip(agg[f"{d.source}_mean"], agg[f"{d.source}_std"], agg["seeds"],
@@ -398,8 +410,9 @@ def _percent_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _setting_text(setting: dict) -> str:
+    ranks = f" over {setting['world_size']} ranks" if (setting.get("world_size") or 1) > 1 else ""
     return (f"dataset {setting['dataset']}, backbone {setting['backbone']}, {setting['frames']} frames, "
-            f"batch {setting['batch_size']}")
+            f"batch {setting['batch_size']}{ranks}")
 
 
 def attribute_markdown(columns: pd.DataFrame, groups: pd.DataFrame, setting: dict) -> str:
