@@ -79,6 +79,9 @@ def _check_combination(args: argparse.Namespace) -> None:
         raise ConfigError("--jobs and --gpus: give one of them (--gpus runs one worker per listed GPU)")
     if args.no_wait and args.launcher != "slurm":
         raise ConfigError(f"--no-wait: only with --launcher slurm, got --launcher {args.launcher}")
+    if args.gpus and args.device not in (None, "auto", "cuda"):
+        raise ConfigError(f"--device {args.device}: with --gpus each worker sees only its slot's GPU(s); "
+                          "expected auto or cuda")
 
 
 def local_slots(args: argparse.Namespace) -> list[Slot]:

@@ -118,6 +118,7 @@ def test_slots_share_the_cores_and_split_the_gpus():
     (["--jobs", "2", "--gpus", "0"], "--jobs and --gpus"),
     (["--launcher", "ray", "--jobs", "2"], "only with --launcher local"),
     (["--no-wait"], "--no-wait: only with --launcher slurm"),
+    (["--gpus", "0,1", "--device", "cuda:1"], "--device cuda:1: with --gpus each worker sees only its slot's GPU"),
 ])
 def test_launch_flags_that_do_not_fit_together_exit_2(argv, message, tmp_path, capsys):
     assert run_bench.main(["--preset", "smoke", "--strategies", "frozen", "--out", str(tmp_path), *argv]) == 2
