@@ -10,6 +10,7 @@ source of truth: resume, reports and the gate read only those.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from bench.config import ConfigError
@@ -84,6 +85,11 @@ def _check_combination(args: argparse.Namespace) -> None:
                           "expected auto or cuda")
 
 
+def _require_engine(module: str, extra: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"--launcher {extra}: the {module} package is not installed; pip install -e '.[{extra}]'")
+
+
 def local_slots(args: argparse.Namespace) -> list[Slot]:
     if args.gpus:
         return gpu_slots(args.gpus, per_slot=args.nproc_per_node or 1, threads=args.threads)
@@ -93,6 +99,8 @@ def local_slots(args: argparse.Namespace) -> list[Slot]:
 def make_launcher(args: argparse.Namespace) -> Launcher:
     """The launcher the flags ask for; flags that do not fit together exit with code 2 (ConfigError)."""
     _check_combination(args)
+    if args.launcher in ("slurm", "ray"):
+        _require_engine("submitit" if args.launcher == "slurm" else "ray", args.launcher)
     if args.launcher == "slurm":
         from bench.slurm import load_slurm_config, slurm_launcher
 

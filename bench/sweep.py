@@ -36,8 +36,6 @@ from bench.results import ResultFileError, read_result, write_json_atomic
 from bench.worker import run_record
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
 SERIAL = Slot()  # the serial sweep's place: this machine's GPUs and all its cores
 
 
@@ -45,8 +43,6 @@ SERIAL = Slot()  # the serial sweep's place: this machine's GPUs and all its cor
 class RunSpec:
     run_id: str
     config: RunConfig
-
-
 
 
 def skip_reason(path: Path, cfg: RunConfig, *, retry_failed: bool = False) -> str | None:

@@ -137,3 +137,14 @@ def test_make_launcher_without_flags_is_the_serial_sweep():
     from bench.sweep import serial_launcher
 
     assert make_launcher(build_parser().parse_args([])) is serial_launcher
+
+
+def test_a_launcher_whose_engine_is_missing_exits_2_with_the_install_command(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "submitit" else real(name, *a))
+    code = run_bench.main(["--preset", "smoke", "--strategies", "frozen", "--launcher", "slurm", "--out",
+                           str(tmp_path)])
+    assert code == 2
+    assert "pip install -e '.[slurm]'" in capsys.readouterr().err
