@@ -6,8 +6,8 @@ subprocess, a Slurm array task or a Ray task -- records where it ran without kno
 intra-op thread count is set with ``torch.set_num_threads`` and the OpenMP / MKL variables.
 
 CPU results depend on the thread count: a different number of threads sums in a different order (on this
-project's smoke preset, 1 vs 2 threads moved paper-F1 by 0.0008, macro-F1 not at all). Runs are bit-identical only
-at the same ``threads``, which the record keeps.
+project's smoke preset, 1 vs 2 threads moved test metrics by up to 0.0035). Runs are bit-identical only at the
+same ``threads``, which the record keeps.
 """
 from __future__ import annotations
 
