@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench import experiments, gate, report
+from bench import experiments, gate, launch, report
 from bench.config import ConfigError, merge
 from bench.sweep import run_sweep
 
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update-baseline", action="store_true",
                    help="write this sweep as the new baseline (to --check's path, default "
                         "results/baselines/<preset>.json) instead of checking")
+    launch.add_arguments(p)
     return p
 
 
@@ -62,7 +63,8 @@ def overrides(args: argparse.Namespace) -> dict:
     model = {k: v for k, v in {"backbone": args.backbone, "pretrained": args.pretrained,
                                "temporal": args.temporal}.items() if v is not None}
     train = {k: v for k, v in {"epochs": args.epochs, "device": args.device}.items() if v is not None}
-    return {"data": data, "model": model, "train": train, "profile": {"only": True} if args.profile_only else {}}
+    plain = {"data": data, "model": model, "train": train, "profile": {"only": True} if args.profile_only else {}}
+    return merge(plain, launch.config_overrides(args))
 
 
 def list_strategies(base: dict | None = None) -> str:
@@ -107,7 +109,11 @@ def run(args: argparse.Namespace) -> int:
                                batch_sizes=args.batch_size or [base["train"]["batch_size"]])
     experiments.preflight(specs)
     out = args.out or Path("runs") / args.preset
-    records = run_sweep(specs, out, resume=not args.no_resume)
+    records = run_sweep(specs, out, resume=not args.no_resume, retry_failed=args.retry_failed,
+                        launcher=launch.make_launcher(args))
+    if records is None:
+        print(f"when the jobs have finished: python -m bench.report {out}")
+        return 0
     frame = report.to_frame(records)
     print(report.summary_table(frame))
     written = report.write_reports(out)

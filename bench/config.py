@@ -91,6 +91,7 @@ class TrainConfig:
     select_metric: str = "macro_f1"  # val metric that chooses the checkpoint
     head_prior_init: bool = True     # start the head's output offset at the loss-optimal constant (models/loss.py)
     max_steps_per_epoch: int | None = None
+    world_size: int = 1              # DDP processes of one run (torchrun); batch_size is the global batch over them
 
     def __post_init__(self):
         _require(self.epochs >= 1, f"train.epochs: expected >= 1, got {self.epochs}")
@@ -99,6 +100,8 @@ class TrainConfig:
         _require(0.0 < self.threshold < 1.0, f"train.threshold: expected in (0, 1), got {self.threshold}")
         _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
                  f"train.device: expected auto, cpu or cuda[:N], got {self.device!r}")
+        _require(self.world_size >= 1 and self.batch_size % self.world_size == 0,
+                 f"train.world_size: expected >= 1 and dividing batch_size {self.batch_size}, got {self.world_size}")
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import torch
 
-from bench import metrics, profile
+from bench import distributed, metrics, profile
 from bench.config import RunConfig
 from bench.datasets import build_loaders
-from bench.train import TrainOutcome, cosine_with_warmup, make_optimizer, predict, snapshot, train_epoch
+from bench.train import TrainOutcome, cosine_with_warmup, make_optimizer, snapshot, train_epoch
 from data.schema import get_schema
 from models.backbone import image_size_of
 from models.loss import WeightedBCE
@@ -73,7 +73,7 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
         with memory:
             loss = train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
                                device=device, outcome=outcome, epoch=epoch, max_steps=cfg.train.max_steps_per_epoch)
-        probs, labels = predict(model, loaders["val"], device, desc="val")
+        probs, labels = distributed.predict_split(model, loaders["val"], device, desc="val")
         val = metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold)
         outcome.history.append({"epoch": epoch + 1, "train_loss": loss, f"val_{cfg.train.select_metric}":
                                 val[cfg.train.select_metric], "elapsed_s": time.perf_counter() - start})
@@ -88,7 +88,7 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
 def evaluate_test(model, loaders, *, cfg: RunConfig, device) -> tuple[dict, float]:
     schema = get_schema(cfg.data.dataset)
     start = time.perf_counter()
-    probs, labels = predict(model, loaders["test"], device, desc="test")
+    probs, labels = distributed.predict_split(model, loaders["test"], device, desc="test")
     elapsed = time.perf_counter() - start
     return metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold), elapsed
 
@@ -133,25 +133,30 @@ def _constant(optimizer):
 
 
 def run_one(cfg: RunConfig) -> dict:
-    """Execute one run and return its ``metrics`` and ``profile`` sections."""
+    """Execute one run and return its ``metrics`` and ``profile`` sections. Under torchrun (``train.world_size``
+    > 1) this is one rank of a DDP run (bench/distributed.py); every rank returns the run's figures."""
     seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    ranks = distributed.start(cfg)  # None for a one-process run
+    device = ranks.device if ranks else resolve_device(cfg.train.device)
     gpu_before = profile.gpu_memory_guard(device) if cfg.profile.memory else None  # before this process uses CUDA
     model, base_ids, backbone_ids, weights = build_model(cfg)
     model.to(device)
     loaders = build_loaders(cfg.data, image_size=image_size_of(model.backbone), batch_size=cfg.train.batch_size,
                             seed=cfg.train.seed, pin_memory=device.type == "cuda")
+    if ranks:
+        loaders = distributed.shard_loaders(loaders, ranks, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
     loss_fn = weighted_loss(loaders, device)
     if cfg.train.head_prior_init:
         model.head.init_prior(loss_fn.constant_optimum_logits())
+    trained = distributed.wrap(model, ranks) if ranks else model  # the module the loop trains and evaluates
     optimizer = make_optimizer(model, cfg.train, backbone_ids)
     memory = profile.MemoryWindow(device)
     result_metrics, eval_time_s = {}, None
     if cfg.profile.only:
-        outcome = measure_steps(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device,
+        outcome = measure_steps(trained, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device,
                                 memory=memory)
     else:
-        outcome, result_metrics, eval_time_s = fit_and_test(model, loaders, cfg=cfg, loss_fn=loss_fn,
+        outcome, result_metrics, eval_time_s = fit_and_test(trained, loaders, cfg=cfg, loss_fn=loss_fn,
                                                             optimizer=optimizer, device=device, memory=memory)
     extras = profile.profile_extras(model, next(iter(loaders["train"])), loss_fn=loss_fn, optimizer=optimizer,
                                     device=device, cfg=cfg.profile)  # after training: the batch draw is extra
@@ -161,4 +166,7 @@ def run_one(cfg: RunConfig) -> dict:
             **memory.summary(), **extras, **(gpu_before or {}), "train_time_s": outcome.train_time_s,
             "eval_time_s": eval_time_s, "train_steps": outcome.steps,
             "mode": "profile-only" if cfg.profile.only else "train"}
+    if ranks:
+        prof = distributed.reduce_profile(prof, ranks, batch_size=cfg.train.batch_size)
+        distributed.stop(ranks)
     return {"metrics": result_metrics, "profile": prof, "weights": weights}

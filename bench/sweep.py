@@ -1,8 +1,13 @@
 """A sweep: every (strategy, seed, frames, batch size) run in its own worker process.
 
-Finished runs (status ok, identical config digest) are skipped when a sweep is started again. A run that raises,
-runs out of memory or is killed by a signal becomes a failed record and the sweep goes on. A failure never replaces
-an earlier good result of the same run: it is then written beside it as ``<run_id>.failed.json``.
+Finished runs (status ok, identical config digest) are skipped when a sweep is started again, and so are failed
+ones unless ``retry_failed``; preempted ones run again. A run that raises, runs out of memory or is killed by a
+signal becomes a failed record and the sweep goes on. A failure never replaces an earlier good result of the same
+run: it is then written beside it as ``<run_id>.failed.json`` (``settle``, the one writer of result files).
+
+Where the pending runs execute is a launcher's only decision (``Launcher``): one after the other here
+(``serial_launcher``), over CPU or GPU slots (bench/pool.py), as Slurm array tasks (bench/slurm.py) or Ray tasks
+(bench/ray_tasks.py). A run with ``train.world_size`` > 1 is started through torchrun (bench/distributed.py).
 
 Workers are forked from a ``multiprocessing`` fork server that has imported the heavy third-party libraries once
 (torch, torchvision, open_clip, peft: about 7 s a process on this project's CPU, 20 % of a default run). A forked
@@ -19,15 +24,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import RunConfig
+from bench.placement import THREADS_ENV, Slot
 from bench.results import ResultFileError, read_result, write_json_atomic
 from bench.worker import run_record
 
 ROOT = Path(__file__).resolve().parent.parent
+SERIAL = Slot()  # the serial sweep's place: this machine's GPUs and all its cores
 
 
 @dataclass(frozen=True)
@@ -36,41 +45,67 @@ class RunSpec:
     config: RunConfig
 
 
-def is_finished(path: Path, cfg: RunConfig) -> bool:
+def skip_reason(path: Path, cfg: RunConfig, *, retry_failed: bool = False) -> str | None:
+    """Why a resumed sweep need not run ``cfg`` again (None: run it). A result counts only for an identical config
+    digest; a failed one is kept unless ``retry_failed``, a preempted one is always run again."""
     if not path.exists():
-        return False
+        return None
     try:
-        record = read_result(path)
+        run = read_result(path)["run"]
     except ResultFileError:
-        return False
-    return record["run"]["status"] == "ok" and record["run"]["config_digest"] == cfg.digest()
+        return None
+    if run["config_digest"] != cfg.digest():
+        return None
+    if run["status"] == "ok":
+        return "finished earlier, skipped"
+    if run["status"] == "failed" and not retry_failed:
+        return "failed earlier, skipped (--retry-failed runs it again)"
+    return None
 
 
-def _failure_record(spec: RunSpec, returncode: int) -> dict:
+def is_finished(path: Path, cfg: RunConfig) -> bool:
+    return skip_reason(path, cfg, retry_failed=True) is not None
+
+
+def failure_record(spec: RunSpec, reason: str, *, status: str = "failed") -> dict:
+    return run_record(spec.config, run_id=spec.run_id, status=status, error=reason)
+
+
+def exit_reason(returncode: int) -> str:
     if returncode < 0:
-        reason = f"killed by signal {signal.Signals(-returncode).name}"
-    else:
-        reason = f"worker exited with code {returncode} without writing a result"
-    return run_record(spec.config, run_id=spec.run_id, status="failed", error=reason)
+        return f"killed by signal {signal.Signals(-returncode).name}"
+    return f"worker exited with code {returncode} without writing a result"
 
 
-def _settle(spec: RunSpec, attempt: Path, final: Path, returncode: int) -> dict:
-    """Move the attempt's record into place without ever overwriting a good result with a failure."""
+def collect(spec: RunSpec, attempt: Path, returncode: int, slot: Slot = SERIAL) -> dict:
+    """The record a finished worker left in ``attempt`` or, if it left none (killed, crashed), a failed record
+    placed where the worker ran."""
     record = None
     if attempt.exists():
         try:
             record = read_result(attempt)
         except ResultFileError:
             record = None
-    if record is None:
-        record = _failure_record(spec, returncode)
     attempt.unlink(missing_ok=True)
+    if record is None:
+        record = failure_record(spec, exit_reason(returncode))
+        record["run"]["placement"] = slot.placement(spec.config.train.device, spec.config.train.world_size)
+    return record
+
+
+def settle(record: dict, final: Path) -> dict:
+    """Write ``record`` as the run's result without ever overwriting a good result with a failure: a failure beside
+    a good result goes to ``<run_id>.failed.json``. The one writer of result files for every launcher."""
     ok = record["run"]["status"] == "ok"
     keep_old = not ok and final.exists() and _is_ok(final)
     write_json_atomic(final.with_suffix(".failed.json") if keep_old else final, record)
     if ok:
         final.with_suffix(".failed.json").unlink(missing_ok=True)
     return record
+
+
+def _settle(spec: RunSpec, attempt: Path, final: Path, returncode: int) -> dict:
+    return settle(collect(spec, attempt, returncode), final)
 
 
 def _is_ok(path: Path) -> bool:
@@ -86,6 +121,16 @@ PRELOAD = ["bench.preload"]  # third-party imports only: see bench/preload.py
 
 def _subprocess_worker(arguments: tuple[str, ...], env: dict) -> int:
     command = [sys.executable, "-m", "bench.worker", *arguments]
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
+
+
+def _torchrun_worker(arguments: tuple[str, ...], env: dict, world_size: int) -> int:
+    """One run over ``world_size`` processes (DDP) on this node, started by torchrun; rank 0 writes the record.
+    The slot's threads (default: all cores) are shared out among the ranks."""
+    threads = max(1, int(env.get(THREADS_ENV) or os.cpu_count() or 1) // world_size)
+    env = {**env, THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
+               "-m", "bench.worker", *arguments]
     return subprocess.run(command, cwd=ROOT, env=env).returncode
 
 
@@ -120,40 +165,96 @@ def _thread_only_progress_lock() -> None:
     it, and the resource tracker warns about it at the end of the sweep. One process writes each bar: a thread lock
     is enough."""
     import threading
+    from functools import partialmethod
 
     from tqdm import tqdm
 
     tqdm.set_lock(threading.RLock())
+    if os.environ.get("TQDM_DISABLE"):  # tqdm read its TQDM_* variables when the fork server imported it
+        tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
 
 
-def run_spec(spec: RunSpec, out_dir: Path) -> dict:
-    """Run one spec in a worker process of its own and return its settled record."""
+def run_spec(spec: RunSpec, out_dir: Path, slot: Slot = SERIAL) -> dict:
+    """Run one spec in a worker process of its own (in ``slot``) and return its settled record."""
+    return settle(attempt_spec(spec, out_dir, slot), out_dir / f"{spec.run_id}.json")
+
+
+def attempt_spec(spec: RunSpec, out_dir: Path, slot: Slot = SERIAL) -> dict:
+    """Run one spec in a worker process of its own and return its record, written nowhere but ``.attempts/``."""
     attempts = out_dir / ".attempts"
     attempts.mkdir(parents=True, exist_ok=True)
     config_path, attempt = attempts / f"{spec.run_id}.config.json", attempts / f"{spec.run_id}.json"
     attempt.unlink(missing_ok=True)
     config_path.write_text(json.dumps(spec.config.to_dict(), indent=2))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, **slot.env(),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     arguments = (str(config_path), str(attempt), spec.run_id)
-    returncode = _forked_worker(arguments, env) if FORK_SERVER else _subprocess_worker(arguments, env)
+    if spec.config.train.world_size > 1:
+        returncode = _torchrun_worker(arguments, env, spec.config.train.world_size)
+    elif FORK_SERVER:
+        returncode = _forked_worker(arguments, env)
+    else:
+        returncode = _subprocess_worker(arguments, env)
     config_path.unlink(missing_ok=True)
-    return _settle(spec, attempt, out_dir / f"{spec.run_id}.json", returncode)
+    return collect(spec, attempt, returncode, slot)
 
 
-def run_sweep(specs: list[RunSpec], out_dir: Path, *, resume: bool = True) -> list[dict]:
+class Progress:
+    """One line per started and finished run, numbered in sweep order; safe to call from several threads."""
+
+    def __init__(self, specs: list[RunSpec]):
+        self.number = {spec.run_id: index for index, spec in enumerate(specs, 1)}
+        self.total, self.lock = len(specs), threading.Lock()
+
+    def say(self, spec: RunSpec, text: str) -> None:
+        with self.lock:
+            print(f"[{self.number[spec.run_id]}/{self.total}] {spec.run_id}: {text}", flush=True)
+
+    def finished(self, spec: RunSpec, record: dict) -> None:
+        run = record["run"]
+        self.say(spec, run["status"] + (f" ({run['error']})" if run["error"] else ""))
+
+
+# A launcher runs the pending specs and returns their settled records by run id, or None when it only submitted
+# them (the records arrive in the output folder later).
+Launcher = Callable[[list[RunSpec], Path, Progress], "dict[str, dict] | None"]
+
+
+def serial_launcher(pending: list[RunSpec], out_dir: Path, progress: Progress) -> dict[str, dict]:
+    records = {}
+    for spec in pending:
+        progress.say(spec, "running")
+        records[spec.run_id] = run_spec(spec, out_dir)
+        progress.finished(spec, records[spec.run_id])
+    return records
+
+
+def plan(specs: list[RunSpec], out_dir: Path, progress: Progress, *, resume: bool, retry_failed: bool
+         ) -> tuple[list[RunSpec], dict[str, dict]]:
+    """Split the sweep into the runs to execute and the earlier results a resume keeps."""
+    pending, kept = [], {}
+    for spec in specs:
+        final = out_dir / f"{spec.run_id}.json"
+        reason = skip_reason(final, spec.config, retry_failed=retry_failed) if resume else None
+        if reason is None:
+            pending.append(spec)
+        else:
+            progress.say(spec, reason)
+            kept[spec.run_id] = read_result(final)
+    return pending, kept
+
+
+def run_sweep(specs: list[RunSpec], out_dir: Path, *, resume: bool = True, retry_failed: bool = False,
+              launcher: Launcher = serial_launcher) -> list[dict] | None:
+    """Run every spec not finished earlier with ``launcher``; the records in sweep order (None: only submitted)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records, start = [], time.perf_counter()
-    for index, spec in enumerate(specs, 1):
-        final = out_dir / f"{spec.run_id}.json"
-        if resume and is_finished(final, spec.config):
-            print(f"[{index}/{len(specs)}] {spec.run_id}: finished earlier, skipped", flush=True)
-            records.append(read_result(final))
-            continue
-        print(f"[{index}/{len(specs)}] {spec.run_id}: running", flush=True)
-        record = run_spec(spec, out_dir)
-        print(f"[{index}/{len(specs)}] {spec.run_id}: {record['run']['status']}"
-              + (f" ({record['run']['error']})" if record["run"]["error"] else ""), flush=True)
-        records.append(record)
+    start, progress = time.perf_counter(), Progress(specs)
+    pending, records = plan(specs, out_dir, progress, resume=resume, retry_failed=retry_failed)
+    executed = launcher(pending, out_dir, progress) if pending else {}
+    if executed is None:
+        print(f"sweep: {len(pending)} run(s) submitted; results arrive in {out_dir}/", flush=True)
+        return None
+    records.update(executed)
     print(f"sweep: {len(specs)} run(s) in {time.perf_counter() - start:.0f} s wall time", flush=True)
-    return records
+    return [records[spec.run_id] for spec in specs]

@@ -3,9 +3,13 @@
 Running each run in its own process keeps peak-memory figures clean (allocator state and ``ru_maxrss`` are per
 process) and turns a crash or an out-of-memory kill into a recorded failed run while the sweep goes on.
 The result is written atomically; an exception is recorded with its message and traceback, and the exit code is 1.
+SIGTERM or SIGUSR1 (what Slurm sends before it preempts or times out a job) ends the run as ``preempted``, exit code
+3: a resumed sweep runs it again. Under torchrun only rank 0 writes the record.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 import traceback
@@ -13,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.config import RunConfig, load_json
+from bench.placement import apply_threads, placement
 from bench.results import SCHEMA_VERSION, environment, git_state, write_json_atomic
 
 
@@ -27,28 +32,54 @@ def run_record(cfg: RunConfig, *, run_id: str, status: str, error: str | None = 
         "schema_version": SCHEMA_VERSION,
         "run": {"id": run_id, "strategy": cfg.strategy.name, "family": cfg.strategy.registered, "status": status,
                 "error": error, "config": cfg.to_dict(), "config_digest": cfg.digest(), "git_commit": commit,
-                "git_dirty": dirty, "started_at": started_at, "finished_at": now_iso(), "duration_s": duration_s},
+                "git_dirty": dirty, "started_at": started_at, "finished_at": now_iso(), "duration_s": duration_s,
+                "placement": placement(cfg.train.device)},
         "metrics": {}, "profile": {}, "environment": environment(),
     }
+
+
+PREEMPTED_EXIT_CODE = 3
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preempted(BaseException):
+    """Raised in the run by SIGTERM / SIGUSR1; a BaseException so that no ``except Exception`` swallows it."""
+
+
+def _raise_preempted(signum, _frame) -> None:
+    raise Preempted(f"preempted by {signal.Signals(signum).name}")
+
+
+def _write(result_path: Path, record: dict) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one record per run, from rank 0
+        write_json_atomic(result_path, record)
 
 
 def execute(config_path: Path, result_path: Path, run_id: str) -> int:
     from bench.run import run_one
 
     cfg = RunConfig.from_dict(load_json(config_path))
+    apply_threads()
+    for signum in PREEMPTION_SIGNALS:
+        signal.signal(signum, _raise_preempted)
     started, start = now_iso(), time.perf_counter()
     try:
         outcome = run_one(cfg)
+    except Preempted as stop:
+        _write(result_path, run_record(cfg, run_id=run_id, status="preempted", started_at=started, error=str(stop),
+                                       duration_s=time.perf_counter() - start))
+        print(f"run {run_id} {stop}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     except Exception as error:  # recorded, not hidden: the sweep reports it as a failed run
         record = run_record(cfg, run_id=run_id, status="failed", started_at=started,
                             error=f"{type(error).__name__}: {error}", duration_s=time.perf_counter() - start)
         record["run"]["traceback"] = traceback.format_exc()
-        write_json_atomic(result_path, record)
+        _write(result_path, record)
         print(f"run {run_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     record = run_record(cfg, run_id=run_id, status="ok", started_at=started, duration_s=time.perf_counter() - start)
     record.update(outcome)
-    write_json_atomic(result_path, record)
+    _write(result_path, record)
     return 0
 
 

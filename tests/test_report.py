@@ -176,7 +176,8 @@ def _labels(fig) -> list[tuple[str, str]]:
 def test_figures_have_axis_labels_with_units(frame):
     ok = frame[frame["status"] == "ok"]
     setting = report.reference_setting(frame)
-    assert setting == {"dataset": "synthetic", "backbone": "ViT-B-16", "frames": 2, "batch_size": 8}
+    assert setting == {"dataset": "synthetic", "backbone": "ViT-B-16", "frames": 2, "batch_size": 8,
+                       "world_size": 1, "batch_per_rank": 8}
     runs, groups = report.select_setting(ok, setting), report.select_setting(report.aggregate(frame), setting)
     title = report.figure_title(frame, setting)
     assert GPU in title and "ViT-B-16" in title

@@ -73,7 +73,13 @@ def test_failures_are_recorded_and_the_sweep_goes_on(plugin, tmp_path, capsys):
     frozen_bytes = (out / "frozen__f2_b16_s0.json").read_bytes()
     capsys.readouterr()
 
-    assert run_bench.main(args) == 1  # the rerun re-runs only the failed runs
+    assert run_bench.main(args) == 1  # a plain resume keeps the failed runs as they are
+    printed = capsys.readouterr().out
+    assert "frozen__f2_b16_s0: finished earlier, skipped" in printed
+    assert "explode__f2_b16_s0: failed earlier, skipped (--retry-failed runs it again)" in printed
+    assert "running" not in printed
+
+    assert run_bench.main([*args, "--retry-failed"]) == 1  # asked to: the rerun re-runs only the failed runs
     printed = capsys.readouterr().out
     assert "frozen__f2_b16_s0: finished earlier, skipped" in printed
     assert "explode__f2_b16_s0: running" in printed and "killed__f2_b16_s0: running" in printed
