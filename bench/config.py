@@ -17,6 +17,8 @@ from typing import Any
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 DATASETS = ("synthetic", "mars", "duke")
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/precision.py
+SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
 
 
 class ConfigError(ValueError):
@@ -79,8 +81,20 @@ class TrainConfig:
     select_metric: str = "macro_f1"  # val metric that chooses the checkpoint
     head_prior_init: bool = True     # start the head's output offset at the loss-optimal constant (models/loss.py)
     max_steps_per_epoch: int | None = None
+    precision: str = "fp32"              # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    half_frozen_backbone: bool = False   # frozen backbone weights held in the autocast dtype (VTFPAR++ holds fp16)
+    sdpa_backend: str = "auto"           # attention kernel policy for training and evaluation
+    tf32: bool = False                   # TF32 matmuls on CUDA (Ampere+); fp32 stays exact fp32 by default
+    compile: bool = False                # torch.compile the model
 
     def __post_init__(self):
+        _require(self.precision in PRECISIONS,
+                 f"train.precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _require(not self.half_frozen_backbone or self.precision != "fp32",
+                 "train.half_frozen_backbone: needs train.precision bf16 or fp16 (the dtype frozen weights are held "
+                 "in), got fp32")
+        _require(self.sdpa_backend in SDPA_POLICIES,
+                 f"train.sdpa_backend: expected one of {', '.join(SDPA_POLICIES)}, got {self.sdpa_backend!r}")
         _require(self.epochs >= 1, f"train.epochs: expected >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"train.batch_size: expected >= 1, got {self.batch_size}")
         _require(self.lr > 0, f"train.lr: expected > 0, got {self.lr}")
