@@ -22,6 +22,9 @@ SHOWN = {  # aggregated column -> (header, scale, format)
     "macro_f1_mean": ("macro-F1 (%)", 100.0, ".2f"),
     "paper_f1_mean": ("paper-F1 (%)", 100.0, ".2f"),
     "peak_mem_bytes_mean": ("peak mem (MiB)", 1 / 2**20, ".1f"),
+    "step_time_ms_median_mean": ("step (ms)", 1.0, ".0f"),
+    "mem / full": ("mem / full", 1.0, ".2f"),
+    "step / full": ("step / full", 1.0, ".2f"),
     "params_trainable_mean": ("params (M)", 1e-6, ".3f"),
 }
 
@@ -34,8 +37,8 @@ def sweep_summary(folder: Path) -> pd.DataFrame:
         raise report.ReportError(f"{folder}: no successful run to compare")
     settings = agg[report.SETTING].drop_duplicates()
     if len(settings) > 1:
-        raise report.ReportError(f"{folder}: holds {len(settings)} settings (frames / batch / backbone); compare "
-                                 "folders of one setting each")
+        raise report.ReportError(f"{folder}: holds {len(settings)} settings (frames / batch / backbone / precision); "
+                                 "compare folders of one setting each")
     return agg.set_index("strategy")[list(SHOWN)].astype("float64")
 
 
