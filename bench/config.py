@@ -17,8 +17,6 @@ from typing import Any
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 DATASETS = ("synthetic", "mars", "duke")
-PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/precision.py
-SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
 
 
 class ConfigError(ValueError):
@@ -64,6 +62,10 @@ class ModelConfig:
         _require(self.temporal in ("mean", "tmd"), f"model.temporal: expected 'mean' or 'tmd', got {self.temporal!r}")
         _require(self.fusion_width % self.fusion_heads == 0,
                  f"model.fusion_width ({self.fusion_width}) must be divisible by fusion_heads ({self.fusion_heads})")
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/precision.py
+SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import torch
 from bench import metrics, precision, profile
 from bench.config import RunConfig
 from bench.datasets import build_loaders
+from bench.precision import FP32
 from bench.train import TrainOutcome, cosine_with_warmup, make_optimizer, predict, snapshot, train_epoch
 from data.schema import get_schema
 from models.backbone import image_size_of
@@ -56,8 +57,8 @@ def build_model(cfg: RunConfig):
     return with_strategy(build_base_model(cfg), cfg)
 
 
-def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow,
-        numerics: precision.Numerics = precision.FP32) -> tuple[TrainOutcome, dict]:
+def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow, numerics=FP32
+        ) -> tuple[TrainOutcome, dict]:
     """Train for ``cfg.train.epochs``; keep the weights with the best validation ``select_metric``."""
     schema = get_schema(cfg.data.dataset)
     steps_per_epoch = min(len(loaders["train"]), cfg.train.max_steps_per_epoch or len(loaders["train"]))
