@@ -17,6 +17,9 @@ from typing import Any
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 DATASETS = ("synthetic", "mars", "duke")
+ACTIVATIONS = ("auto", "quick_gelu", "gelu")  # models/backbone.py chooses; kept here so config needs no torch
+FRAME_FITS = ("pad", "stretch")  # data/transforms.py
+AUGMENTS = ("none", "frame", "clip")
 
 
 class ConfigError(ValueError):
@@ -39,6 +42,9 @@ class DataConfig:
     tracklet_length: int = 16
     data_seed: int = 0      # which synthetic people exist; independent of the training seed
     num_workers: int = 0
+    frame_fit: str = "pad"  # real frames to the square input: aspect kept + zero padding (VTF 2.1), or "stretch"
+    augment: str = "none"   # training only: "frame" = released Pad + RandomCrop + flip per frame, "clip" = per clip
+    augment_pad: int = 10   # the padding of that augmentation, in input pixels (released: 10 at 224 px)
 
     def __post_init__(self):
         _require(self.dataset in DATASETS, f"data.dataset: expected one of {DATASETS}, got {self.dataset!r}")
@@ -47,6 +53,9 @@ class DataConfig:
         _require(self.frames >= 1, f"data.frames: expected >= 1, got {self.frames}")
         for name in ("num_train", "num_val", "num_test", "tracklet_length"):
             _require(getattr(self, name) >= 1, f"data.{name}: expected >= 1, got {getattr(self, name)}")
+        _require(self.frame_fit in FRAME_FITS, f"data.frame_fit: expected one of {FRAME_FITS}, got {self.frame_fit!r}")
+        _require(self.augment in AUGMENTS, f"data.augment: expected one of {AUGMENTS}, got {self.augment!r}")
+        _require(self.augment_pad >= 0, f"data.augment_pad: expected >= 0, got {self.augment_pad}")
 
 
 @dataclass(frozen=True)
@@ -54,12 +63,15 @@ class ModelConfig:
     backbone: str = "par-vit-tiny"
     pretrained: str | None = None
     temporal: str = "mean"
+    activation: str = "auto"   # auto: what the weights were trained with (OpenAI: QuickGELU), else the architecture's
     fusion_width: int = 128
     fusion_heads: int = 4
     fusion_mlp_ratio: float = 4.0
 
     def __post_init__(self):
         _require(self.temporal in ("mean", "tmd"), f"model.temporal: expected 'mean' or 'tmd', got {self.temporal!r}")
+        _require(self.activation in ACTIVATIONS,
+                 f"model.activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
         _require(self.fusion_width % self.fusion_heads == 0,
                  f"model.fusion_width ({self.fusion_width}) must be divisible by fusion_heads ({self.fusion_heads})")
 

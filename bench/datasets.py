@@ -16,11 +16,13 @@ def build_split(cfg: DataConfig, split: str, *, image_size: int, sample_seed: in
 
         synthetic = SyntheticConfig(num_train=cfg.num_train, num_val=cfg.num_val, num_test=cfg.num_test,
                                     image_size=image_size, tracklet_length=cfg.tracklet_length, seed=cfg.data_seed)
-        return SyntheticVideoPAR(synthetic, split, num_frames=cfg.frames, train=train, sample_seed=sample_seed)
+        return SyntheticVideoPAR(synthetic, split, num_frames=cfg.frames, train=train, sample_seed=sample_seed,
+                                 augment=cfg.augment, augment_pad=cfg.augment_pad)
     from data.video_dataset import load_real_split
 
     return load_real_split(cfg.dataset, cfg.data_root, split, num_frames=cfg.frames, image_size=image_size,
-                           train=train, sample_seed=sample_seed)
+                           train=train, sample_seed=sample_seed, frame_fit=cfg.frame_fit, augment=cfg.augment,
+                           augment_pad=cfg.augment_pad)
 
 
 def build_loaders(cfg: DataConfig, *, image_size: int, batch_size: int, seed: int, pin_memory: bool = False

@@ -9,7 +9,9 @@ The runnable strategy names are the registered families plus every variant file.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 from pathlib import Path
 
 from bench.config import EXPERIMENTS_DIR, ConfigError, RunConfig, load_json, merge
@@ -70,9 +72,15 @@ def run_config(base: dict, strategy: str, *, seed: int, frames: int, batch_size:
     config = merge(base, {"model": entry["model"], "data": {"frames": frames},
                           "train": {"seed": seed, "batch_size": batch_size},
                           "strategy": {"name": strategy, "family": entry["family"], "params": params}})
-    run = RunConfig.from_dict(config)
-    registry.build_config(run.strategy.registered, run.strategy.params)  # validate strategy params early
-    return run
+    return resolved(RunConfig.from_dict(config))
+
+
+def resolved(run: RunConfig) -> RunConfig:
+    """The run with every strategy field spelled out (defaults included), validated: a changed default in code then
+    changes the config digest, so resume re-runs and the gate sees a changed configuration."""
+    strategy_cfg = registry.build_config(run.strategy.registered, run.strategy.params)
+    params = json.loads(registry.config_to_json(strategy_cfg))
+    return dataclasses.replace(run, strategy=dataclasses.replace(run.strategy, params=params))
 
 
 def run_id(strategy: str, *, frames: int, batch_size: int, seed: int) -> str:

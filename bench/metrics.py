@@ -3,11 +3,13 @@
 Three protocols are in use and they give different numbers for the same predictions, so every run reports all
 three (inputs: ``probs`` (N, A) sigmoid probabilities, ``labels`` (N, A) 0/1, columns laid out by the schema):
 
-* ``paper`` -- the default of the released VTF / VTFPAR++ code (Zhu et al., CVPR-W 2023; Wang et al. 2024):
-  binarise at ``threshold`` (0.45), then per group sum TP/FP/FN/TN over the group's one-hot columns (micro over
-  binarised classes), take accuracy, precision, recall and F1 per group and an unweighted mean over groups. This
-  inflates multi-class groups -- every sample adds (classes - 1) true negatives to a correct guess -- but it is
-  what the published tables most likely used, so it is the headline figure.
+* ``paper`` -- the default of the released VTFPAR++ code (Wang et al. 2024): binarise with ``prob > threshold``
+  (0.45, strictly greater, as that code tests), then per group sum TP/FP/FN/TN over the group's one-hot columns
+  (micro over binarised classes), take accuracy, precision, recall and F1 per group and an unweighted mean over
+  groups. This inflates multi-class groups -- every sample adds (classes - 1) true negatives to a correct guess --
+  but it is what VTFPAR++'s tables most likely used, so it is the headline figure. VTF's released code (Zhu et al.,
+  CVPR-W 2023) scores multi-class groups by per-sample F1 instead, a protocol not implemented here: a ``paper``
+  figure from this harness is comparable with VTFPAR++'s, not with VTF's 81.94 (Table 2).
 * ``macro`` -- Chen et al., "Temporal attention aware learning for video-based pedestrian attribute
   recognition" (PRCV 2019): a group is one classification problem. Binary groups threshold the probability at
   0.5; multi-class groups take the argmax of their scores (truth = argmax of the one-hot labels). Per group:
@@ -134,7 +136,7 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, schema: AttributeSchema, *,
     columns; ``per_column[name]`` holds precision / recall / F1 at ``threshold`` and the column's mA.
     """
     probs, truth = _check_inputs(probs, labels, schema, threshold)
-    pred = (probs >= threshold).astype(np.int64)  # (N, A)
+    pred = (probs > threshold).astype(np.int64)  # (N, A); strictly greater, as the released VTFPAR++ code
     ma = _column_ma(pred, truth)  # (A,)
     per_group = {}
     for group, cols in zip(schema.groups, schema.group_slices(), strict=True):

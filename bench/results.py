@@ -2,7 +2,13 @@
 
 Schema (``SCHEMA_VERSION``): ``{"schema_version", "run": {id, strategy, family, status, error, config,
 config_digest, git_commit, git_dirty, started_at, finished_at, duration_s}, "metrics": {"val": ..., "test": ...,
-"majority_test": ..., "best_epoch", "history"}, "profile": {...units in key names...}, "environment": {...}}``.
+"majority_test": ..., "best_epoch", "history"}, "profile": {...units in key names...}, "weights": {source, format,
+activation, activation_from, weights_activation, path, sha256, tag}, "environment": {...}}``.
+
+Version 2 (this one): ``run.config.strategy.params`` holds every field of the strategy's config with its default
+(version 1 held only the overrides, so a changed default went unnoticed), ``metrics.val`` is the chosen
+checkpoint's validation score (version 1: the last epoch's), and ``weights`` and library versions were added.
+Version 1 files are still read (reports of older sweeps), but never reused by resume: their config digest differs.
 """
 from __future__ import annotations
 
@@ -13,7 +19,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -50,8 +57,9 @@ def read_result(path: Path) -> dict:
         payload = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ResultFileError(f"{path}: unreadable result file ({error})") from None
-    if payload.get("schema_version") != SCHEMA_VERSION:
-        raise ResultFileError(f"{path}: schema_version {payload.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    if payload.get("schema_version") not in READABLE_VERSIONS:
+        raise ResultFileError(f"{path}: schema_version {payload.get('schema_version')!r}, expected one of "
+                              f"{READABLE_VERSIONS}")
     return payload
 
 
@@ -77,6 +85,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+LIBRARIES = ("torchvision", "open_clip_torch", "peft", "numpy", "pandas", "safetensors")
+
+
+def library_versions() -> dict:
+    """Installed versions of the libraries a result depends on (peft's decides the LoRA-on-attention path)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def environment() -> dict:
     import torch
 
@@ -84,6 +108,7 @@ def environment() -> dict:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        **library_versions(),
         "cuda": torch.version.cuda if cuda else None,
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "cpu": cpu_model(),

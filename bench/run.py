@@ -41,7 +41,7 @@ def build_base_model(cfg: RunConfig):
                         mlp_ratio=cfg.model.fusion_mlp_ratio)
     return build_par_model(backbone=cfg.model.backbone, pretrained=cfg.model.pretrained,
                            sentences=schema.sentences(), fusion=fusion, temporal=cfg.model.temporal,
-                           num_frames=cfg.data.frames)
+                           num_frames=cfg.data.frames, activation=cfg.model.activation)
 
 
 def with_strategy(model, cfg: RunConfig):
@@ -54,17 +54,22 @@ def with_strategy(model, cfg: RunConfig):
 
 
 def build_model(cfg: RunConfig):
-    return with_strategy(build_base_model(cfg), cfg)
+    """The run's model with its strategy, the ids of with_strategy, and what its backbone weights were."""
+    base = build_base_model(cfg)
+    weights = base.weights_info.to_dict()
+    return (*with_strategy(base, cfg), weights)
 
 
 def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow, numerics=FP32
         ) -> tuple[TrainOutcome, dict]:
-    """Train for ``cfg.train.epochs``; keep the weights with the best validation ``select_metric``."""
+    """Train for ``cfg.train.epochs``; keep the weights with the best validation ``select_metric`` and return
+    their validation metrics (those of the chosen checkpoint, not of the last epoch)."""
     schema = get_schema(cfg.data.dataset)
     steps_per_epoch = min(len(loaders["train"]), cfg.train.max_steps_per_epoch or len(loaders["train"]))
     scheduler = cosine_with_warmup(optimizer, total_steps=steps_per_epoch * cfg.train.epochs,
                                    warmup_steps=int(cfg.train.warmup_epochs * steps_per_epoch))
     outcome, best_state, start = TrainOutcome(), snapshot(model), time.perf_counter()
+    best_val_metrics: dict = {}
     for epoch in range(cfg.train.epochs):
         with memory:
             loss = train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
@@ -76,9 +81,10 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
                                 val[cfg.train.select_metric], "elapsed_s": time.perf_counter() - start})
         if val[cfg.train.select_metric] > outcome.best_val:
             outcome.best_val, outcome.best_epoch, best_state = val[cfg.train.select_metric], epoch + 1, snapshot(model)
+            best_val_metrics = val
     outcome.train_time_s = time.perf_counter() - start
     model.load_state_dict(best_state, strict=False)
-    return outcome, val
+    return outcome, best_val_metrics
 
 
 def evaluate_test(model, loaders, *, cfg: RunConfig, device, numerics: precision.Numerics = precision.FP32
@@ -136,7 +142,7 @@ def run_one(cfg: RunConfig) -> dict:
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     gpu_before = profile.gpu_memory_guard(device) if cfg.profile.memory else None  # before this process uses CUDA
-    model, base_ids, backbone_ids = build_model(cfg)
+    model, base_ids, backbone_ids, weights = build_model(cfg)
     model.to(device)
     precision.set_global_switches(cfg.train, device)
     numerics = precision.numerics_for(cfg.train, device)
@@ -167,7 +173,7 @@ def run_one(cfg: RunConfig) -> dict:
             **memory.summary(), **extras, **(gpu_before or {}), **numerics_record, "train_time_s": outcome.train_time_s,
             "eval_time_s": eval_time_s, "train_steps": outcome.steps,
             "mode": "profile-only" if cfg.profile.only else "train"}
-    return {"metrics": result_metrics, "profile": prof}
+    return {"metrics": result_metrics, "profile": prof, "weights": weights}
 
 
 def parameter_counts(base: dict, strategies: list[str]) -> list[tuple[str, dict]]:

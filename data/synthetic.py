@@ -26,7 +26,7 @@ import torch
 from data.render_cache import TrackletCache, source_digest
 from data.sampling import sample_frame_indices
 from data.schema import MARS, AttributeSchema
-from data.transforms import clip_normalize
+from data.transforms import augment_clip, clip_normalize
 
 #: Class priors, one row per MARS group (schema class order). Binary groups: P(present). Multi-class: one probability
 #: per class. Skewed like real PAR data: mostly walking adults in black / blue bottoms; old, riding, purple, pink rare.
@@ -429,13 +429,14 @@ class SyntheticVideoPAR(torch.utils.data.Dataset):
     """
 
     def __init__(self, cfg: SyntheticConfig, split: str, *, num_frames: int, train: bool, sample_seed: int = 0,
-                 image_size: int | None = None):
+                 image_size: int | None = None, augment: str = "none", augment_pad: int = 10):
         if split not in _SPLITS:
             raise SyntheticDataError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
         if num_frames < 1 or (image_size is not None and image_size < 16):
             raise SyntheticDataError(f"need num_frames >= 1 and image_size >= 16, got {num_frames}, {image_size}")
         self.cfg, self.split, self.num_frames, self.train = cfg, split, num_frames, train
         self.sample_seed, self.epoch = sample_seed, 0
+        self.augment, self.augment_pad = augment, augment_pad  # training only (data/transforms.py)
         self.image_size = image_size or cfg.image_size
         self.schema: AttributeSchema = MARS
         size = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}[split]
@@ -456,14 +457,18 @@ class SyntheticVideoPAR(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def frame_indices(self, i: int) -> list[int]:
+    def _draw(self, i: int) -> np.random.Generator:
+        """A fresh generator for one training access of item ``i`` (frame offsets, then augmentation)."""
+        worker = torch.utils.data.get_worker_info()
+        key = [self.sample_seed, self.epoch, i, int(self._draws[i])] + ([worker.seed] if worker is not None else [])
+        self._draws[i] += 1
+        return np.random.default_rng(key)
+
+    def frame_indices(self, i: int, rng: np.random.Generator | None = None) -> list[int]:
         """The frames item ``i`` shows on this access (train: a fresh random draw per access)."""
         if not self.train:
             return sample_frame_indices(self.cfg.tracklet_length, self.num_frames, train=False)
-        worker = torch.utils.data.get_worker_info()
-        key = [self.sample_seed, self.epoch, i, int(self._draws[i])] + ([worker.seed] if worker is not None else [])
-        rng = np.random.default_rng(key)
-        self._draws[i] += 1
+        rng = rng if rng is not None else self._draw(i)
         return sample_frame_indices(self.cfg.tracklet_length, self.num_frames, train=True, rng=rng)
 
     def render_tracklet(self, i: int, frame_indices: list[int] | None = None) -> np.ndarray:
@@ -486,7 +491,10 @@ class SyntheticVideoPAR(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {self.split} split of size {len(self)}")
-        frames = self.render_tracklet(i, self.frame_indices(i))
+        rng = self._draw(i) if self.train else None
+        frames = self.render_tracklet(i, self.frame_indices(i, rng))
+        if self.train:
+            frames = augment_clip(frames, rng, mode=self.augment, pad=self.augment_pad)
         return clip_normalize(torch.from_numpy(frames)), torch.from_numpy(self.labels[i].copy())
 
 

@@ -1,11 +1,11 @@
 """Clips and labels of real MARS / Duke tracklets, read lazily from a prepared manifest.
 
 Each item is ``num_frames`` ordered frames of one tracklet (:func:`data.sampling.sample_frame_indices`: segment
-centres at evaluation, a random offset per segment when training), each read with PIL, converted to RGB, resized to
-``image_size`` x ``image_size`` (bicubic, as CLIP's own preprocessing) and normalised with CLIP's mean/std
-(:func:`data.transforms.clip_normalize`). The released VTF / VTFPAR++ code normalises with mean = std = 0.5, which is
-not what CLIP was trained with, so we do not copy it. Images are opened in ``__getitem__`` only, so a
-``torch.utils.data.DataLoader`` with workers reads them in parallel.
+centres at evaluation, a random offset per segment when training), each read with PIL, converted to RGB, fitted to
+``image_size`` x ``image_size`` (``frame_fit``: aspect kept and zero-padded as VTF does, or stretched; see
+:mod:`data.transforms`), when training optionally augmented (``augment``: the released Pad + RandomCrop + flip), and
+normalised with CLIP's mean/std. Images are opened in ``__getitem__`` only, so a ``torch.utils.data.DataLoader``
+with workers reads them in parallel.
 """
 from __future__ import annotations
 
@@ -20,18 +20,17 @@ from data.manifest import MANIFEST_FILE, REAL_DATASETS, SPLITS, DatasetError, Ma
 from data.reencoded import LABEL_FILES, build_reencoded_manifest, is_reencoded
 from data.sampling import sample_frame_indices
 from data.schema import AttributeSchema
-from data.transforms import clip_normalize
+from data.transforms import augment_clip, clip_normalize, fit_frame
 
 DEFAULT_VAL_FRACTION, DEFAULT_SPLIT_SEED = 0.1, 0
 RAW_MARKERS = {"mars_attributes.csv": "mars", "bbox_train": "mars", "duke_attributes.csv": "duke"}
 
 
-def read_frame(path: Path, image_size: int) -> np.ndarray:
-    """(S, S, 3) uint8 RGB frame; an unreadable file raises :class:`DatasetError` naming it."""
+def read_frame(path: Path, image_size: int, fit: str = "pad") -> np.ndarray:
+    """(S, S, 3) uint8 RGB frame fitted to the square input; an unreadable file raises :class:`DatasetError`."""
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
-            return np.asarray(rgb, dtype=np.uint8)
+            return fit_frame(image.convert("RGB"), image_size, fit)
     except (OSError, ValueError) as err:  # missing, truncated or not an image (UnidentifiedImageError is an OSError)
         raise DatasetError(f"{path}: cannot read image ({err})") from None
 
@@ -45,7 +44,8 @@ class ManifestVideoDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path, split: str, *, num_frames: int, image_size: int, train: bool,
-                 sample_seed: int = 0, manifest: Manifest | None = None):
+                 sample_seed: int = 0, manifest: Manifest | None = None, frame_fit: str = "pad",
+                 augment: str = "none", augment_pad: int = 10):
         if split not in SPLITS:
             raise DatasetError(f"{root}: unknown split {split!r}; expected one of {SPLITS}")
         manifest = manifest if manifest is not None else _read_prepared(Path(root))
@@ -54,6 +54,7 @@ class ManifestVideoDataset(torch.utils.data.Dataset):
             raise DatasetError(f"{root}: split {split!r} has no tracklets (prepare with --val-fraction > 0 for val)")
         self.root, self.split, self.dataset = Path(root), split, manifest.dataset
         self.num_frames, self.image_size, self.train, self.sample_seed = num_frames, image_size, train, sample_seed
+        self.frame_fit, self.augment, self.augment_pad = frame_fit, augment, augment_pad
         self.schema: AttributeSchema = manifest.schema
         self.labels: np.ndarray = manifest.labels[rows].astype(np.float32)  # (N, A)
         tracks = [manifest.tracks[i] for i in rows]
@@ -72,18 +73,24 @@ class ManifestVideoDataset(torch.utils.data.Dataset):
         """All frame files of tracklet ``i``, in temporal order."""
         return [self.frames_root / p.decode() for p in self._paths[self._offsets[i]:self._offsets[i + 1]]]
 
-    def frame_indices(self, i: int) -> list[int]:
+    def _draw(self, i: int) -> np.random.Generator:
+        """A fresh generator for one training access of item ``i`` (frame offsets, then augmentation)."""
+        self._draws += 1
+        return np.random.default_rng([self.sample_seed, i, torch.initial_seed() % 2**32, self._draws])
+
+    def frame_indices(self, i: int, rng: np.random.Generator | None = None) -> list[int]:
         """The ordered frame indices item ``i`` reads (a fresh random draw each call when training)."""
         n = int(self._offsets[i + 1] - self._offsets[i])
-        rng = None
-        if self.train:
-            self._draws += 1
-            rng = np.random.default_rng([self.sample_seed, i, torch.initial_seed() % 2**32, self._draws])
+        if self.train and rng is None:
+            rng = self._draw(i)
         return sample_frame_indices(n, self.num_frames, train=self.train, rng=rng)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        paths = self.frame_paths(i)
-        frames = np.stack([read_frame(paths[j], self.image_size) for j in self.frame_indices(i)])  # (T, S, S, 3)
+        paths, rng = self.frame_paths(i), self._draw(i) if self.train else None
+        frames = np.stack([read_frame(paths[j], self.image_size, self.frame_fit)
+                           for j in self.frame_indices(i, rng)])  # (T, S, S, 3)
+        if self.train:
+            frames = augment_clip(frames, rng, mode=self.augment, pad=self.augment_pad)
         clip = clip_normalize(torch.from_numpy(frames), self.image_size)  # (T, S, S, 3) uint8 -> (T, 3, S, S)
         return clip, torch.from_numpy(self.labels[i])
 
@@ -136,8 +143,10 @@ def resolve_manifest(dataset: str, data_root: str | Path, *, allow_unmatched: bo
 
 
 def load_real_split(dataset: str, data_root: str | Path, split: str, *, num_frames: int, image_size: int,
-                    train: bool, sample_seed: int = 0, allow_unmatched: bool = False) -> ManifestVideoDataset:
-    """One split of MARS / Duke from a prepared root or a re-encoded layout directory."""
+                    train: bool, sample_seed: int = 0, allow_unmatched: bool = False, **frame_options
+                    ) -> ManifestVideoDataset:
+    """One split of MARS / Duke from a prepared root or a re-encoded layout directory; ``frame_options``:
+    ``frame_fit``, ``augment``, ``augment_pad`` of :class:`ManifestVideoDataset`."""
     manifest = resolve_manifest(dataset, data_root, allow_unmatched=allow_unmatched)
     return ManifestVideoDataset(data_root, split, num_frames=num_frames, image_size=image_size, train=train,
-                                sample_seed=sample_seed, manifest=manifest)
+                                sample_seed=sample_seed, manifest=manifest, **frame_options)

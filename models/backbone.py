@@ -1,8 +1,29 @@
-"""Loading CLIP through open_clip: an architecture name plus ``pretrained`` = an open_clip tag, a local file, or none.
+"""Loading CLIP through open_clip: an architecture name plus weights in any form a VTF / VTFPAR++ user has.
 
-Small architectures for the embedded default and the tests live as open_clip JSON configs in ``models/configs``
-and are registered with ``open_clip.add_model_config`` (open_clip's own extension point), so ``par-vit-tiny`` is
-created exactly like ``ViT-B-16``.
+``pretrained`` may be
+
+* ``None`` / ``"none"``: random initialisation;
+* an open_clip tag (``openai``, ``laion2b_s34b_b88k``...): resolved through open_clip's own download cache;
+* a file: an open_clip ``.safetensors`` / ``.bin`` / ``.pt`` state dict, OpenAI's TorchScript archive as the ``clip``
+  package caches it (``~/.cache/clip/ViT-B-16.pt``), or a plain OpenAI state dict;
+* a folder: an open_clip ``local-dir`` (``open_clip_config.json`` + weights) or a Hugging Face hub-cache folder
+  (``models--timm--vit_base_patch16_clip_224.openai``, with ``snapshots/<revision>/``).
+
+The activation follows the weights (``model.activation = "auto"``): OpenAI's CLIP was trained with QuickGELU
+(x * sigmoid(1.702 x)), while open_clip's ``ViT-B-16`` config uses ``nn.GELU``; a model built with the wrong one
+runs every block's MLP with an activation its weights never saw. Where the weights say which they need -- OpenAI's
+formats, an open_clip tag's ``quick_gelu`` flag, a local folder's config -- that one is used; otherwise the
+architecture's own. ``"quick_gelu"`` / ``"gelu"`` force one (a forced choice against the weights is reported).
+A plain OpenAI state dict is recognised by the keys OpenAI's checkpoints carry beside the weights
+(``input_resolution``, ``context_length``, ``vocab_size``); one saved without them is indistinguishable from an
+open_clip state dict of the same architecture: set ``model.activation`` to ``quick_gelu`` for it.
+
+Every checkpoint is checked against the architecture before loading: the first missing, unexpected or mis-shaped
+key fails in one line naming the file. What was loaded (source, format, activation, the file's SHA-256) is kept as
+``model.weights_info`` and recorded in every result.
+
+Small architectures for the embedded default and the tests live as open_clip JSON configs in ``models/configs`` and
+are registered with ``open_clip.add_model_config`` (open_clip's own extension point).
 
 Offline behaviour: open_clip fetches tags from the Hugging Face hub, which retries for ~46 s without a network.
 When ``HF_HUB_OFFLINE`` is set or the hub host does not answer within a second, hub access is switched to offline
@@ -10,8 +31,16 @@ mode first, so a missing download fails at once with a message saying how to sup
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import os
 import socket
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import open_clip
@@ -20,11 +49,40 @@ import torch
 CONFIG_DIR = Path(__file__).parent / "configs"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 NO_WEIGHTS = (None, "", "none")
+ACTIVATIONS = ("auto", "quick_gelu", "gelu")
+OPENAI_MARKER_KEYS = ("input_resolution", "context_length", "vocab_size")  # stored beside the weights by OpenAI
+DIR_CHECKPOINTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+                   "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin")
 _HUB_HOST = ("huggingface.co", 443)
 
 
 class BackboneError(ValueError):
     """A backbone name or its weights cannot be used; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What a backbone was built from: recorded in every result so two runs' weights can be compared."""
+
+    source: str                 # none / tag / file / local-dir / hub-cache
+    format: str                 # random / open_clip-tag / open_clip-safetensors / open_clip-state-dict /
+    #                             openai-torchscript / openai-state-dict
+    activation: str             # quick_gelu / gelu: what the model runs
+    activation_from: str        # why: weights / architecture / forced
+    weights_activation: str | None  # what the weights were trained with, where they say (None: unknown)
+    path: str | None = None
+    sha256: str | None = None
+    tag: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    state_dict: dict
+    format: str
+    quick_gelu: bool | None  # what the weights need, where the format says
 
 
 def register_local_configs() -> None:
@@ -49,46 +107,259 @@ def _force_hub_offline() -> None:
     hub_constants.HF_HUB_OFFLINE = True
 
 
-def _local_weights(pretrained: str) -> Path | None:
-    """A weights file given as a path, relative to the working directory or to the project (shipped weights)."""
-    for candidate in (Path(pretrained), PROJECT_DIR / pretrained):
-        if candidate.is_file():
+def _local_path(pretrained: str) -> Path | None:
+    """A weights file or folder given as a path, relative to the working directory or the project (shipped)."""
+    for candidate in (Path(pretrained).expanduser(), PROJECT_DIR / pretrained):
+        if candidate.exists():
             return candidate
     return None
 
 
-def _check_tag(name: str, tag: str) -> None:
+def _weights_help(name: str, tag: str) -> str:
+    return (f"--pretrained {tag!r}: cannot load open_clip weights {name}/{tag} (no network or hub offline). Supply "
+            f"them locally: --pretrained /path/to/ViT-B-16.pt (OpenAI's file, as the clip package caches it in "
+            f"~/.cache/clip), an open_clip .safetensors / .bin, or a hub-cache folder (downloaded once where a "
+            f"network exists, e.g. open_clip.create_model('{name}', pretrained='{tag}'))")
+
+
+# --- reading checkpoint files ------------------------------------------------------------------------------------
+
+def is_torchscript(path: Path) -> bool:
+    """TorchScript archives (what ``clip.load`` caches) are zip files with a ``code/`` tree and ``constants.pkl``;
+    plain ``torch.save`` zips have neither."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def _unwrap(checkpoint, path: Path) -> dict:
+    """A training checkpoint's ``state_dict`` entry, without DataParallel's ``module.`` prefix."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict) or not checkpoint or not all(torch.is_tensor(v) for v in checkpoint.values()):
+        raise BackboneError(f"--pretrained {path}: holds no state dict of tensors (got {type(checkpoint).__name__}); "
+                            "expected a CLIP checkpoint")
+    if all(key.startswith("module.") for key in checkpoint):
+        checkpoint = {key[len("module."):]: value for key, value in checkpoint.items()}
+    return checkpoint
+
+
+def read_checkpoint(path: Path) -> _Checkpoint:
+    """Read a checkpoint file of any supported format; never unpickles arbitrary objects (``weights_only``)."""
+    if path.stat().st_size == 0:
+        raise BackboneError(f"--pretrained {path}: empty file, expected a CLIP checkpoint")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return _classified(_unwrap(load_file(str(path)), path), "open_clip-safetensors")
+        if is_torchscript(path):
+            with _quiet_library():
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            return _Checkpoint(_unwrap(dict(state), path), "openai-torchscript", True)
+        return _classified(_unwrap(torch.load(path, map_location="cpu", weights_only=True), path),
+                           "open_clip-state-dict")
+    except BackboneError:
+        raise
+    except Exception as error:  # corrupt or foreign files fail in many library-specific ways
+        raise BackboneError(f"--pretrained {path}: not a readable checkpoint ({type(error).__name__}); expected an "
+                            "open_clip .safetensors / .bin or OpenAI's TorchScript .pt") from None
+
+
+def _classified(state_dict: dict, default_format: str) -> _Checkpoint:
+    if any(key in state_dict for key in OPENAI_MARKER_KEYS):
+        return _Checkpoint(state_dict, "openai-state-dict", True)
+    return _Checkpoint(state_dict, default_format, None)
+
+
+@lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+# --- fitting a state dict to an architecture -----------------------------------------------------------------------
+
+def _normalised(state_dict: dict, model: torch.nn.Module) -> dict:
+    """OpenAI's extra keys dropped; open_clip's own conversions (old text layout, scalar logit scale)."""
+    state_dict = {k: v for k, v in state_dict.items() if k not in OPENAI_MARKER_KEYS}
+    if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
+        state_dict = open_clip.factory.convert_to_custom_text_state_dict(state_dict)
+    expected = model.state_dict()
+    for key in ("logit_scale", "logit_bias"):
+        if key in state_dict and key in expected and state_dict[key].numel() == expected[key].numel():
+            state_dict[key] = state_dict[key].reshape(expected[key].shape)
+    return state_dict
+
+
+def check_fits(state_dict: dict, model: torch.nn.Module, *, path: Path, name: str) -> None:
+    """Fail in one line on the first key that is missing, unexpected or of another shape than ``name`` needs."""
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state_dict:
+            raise BackboneError(f"--pretrained {path}: key {key!r} missing; --backbone {name} expects it with shape "
+                                f"{tuple(tensor.shape)} ({len(state_dict)} keys in the file, {len(expected)} expected)")
+        if tuple(state_dict[key].shape) != tuple(tensor.shape):
+            raise BackboneError(f"--pretrained {path}: key {key!r} has shape {tuple(state_dict[key].shape)}; "
+                                f"--backbone {name} expects {tuple(tensor.shape)}")
+    extra = [key for key in state_dict if key not in expected]
+    if extra:
+        raise BackboneError(f"--pretrained {path}: unexpected key {extra[0]!r} ({len(extra)} in all) for --backbone "
+                            f"{name}")
+
+
+# --- choosing the activation ---------------------------------------------------------------------------------------
+
+def architecture_quick_gelu(name: str) -> bool:
+    config = open_clip.get_model_config(name)
+    return bool(config and config.get("quick_gelu", False))
+
+
+def choose_activation(name: str, weights_quick_gelu: bool | None, activation: str) -> tuple[bool, str]:
+    """(use QuickGELU, why): the weights' need where known, else the architecture's; or the forced one."""
+    if activation not in ACTIVATIONS:
+        raise BackboneError(f"model.activation: expected one of {ACTIVATIONS}, got {activation!r}")
+    if activation != "auto":
+        quick = activation == "quick_gelu"
+        if weights_quick_gelu is not None and weights_quick_gelu != quick:
+            warnings.warn(f"model.activation {activation!r} forced against weights trained with "
+                          f"{'QuickGELU' if weights_quick_gelu else 'GELU'}", UserWarning, stacklevel=3)
+        return quick, "forced"
+    if weights_quick_gelu is not None:
+        return weights_quick_gelu, "weights"
+    return architecture_quick_gelu(name), "architecture"
+
+
+def _activation_name(quick: bool | None) -> str | None:
+    return None if quick is None else ("quick_gelu" if quick else "gelu")
+
+
+# --- resolving where the weights are -------------------------------------------------------------------------------
+
+def _hub_snapshot(folder: Path) -> Path:
+    """The snapshot a hub-cache folder's ``refs/main`` names, else its newest snapshot."""
+    ref = folder / "refs" / "main"
+    if ref.is_file() and (folder / "snapshots" / ref.read_text().strip()).is_dir():
+        return folder / "snapshots" / ref.read_text().strip()
+    snapshots = sorted((folder / "snapshots").iterdir(), key=lambda p: p.stat().st_mtime)
+    if not snapshots:
+        raise BackboneError(f"--pretrained {folder}: hub-cache folder without snapshots")
+    return snapshots[-1]
+
+
+def _folder_weights(folder: Path) -> tuple[Path, bool | None, str]:
+    """(checkpoint file, QuickGELU flag of its config if any, source) of a local-dir or hub-cache folder."""
+    source = "local-dir"
+    if (folder / "snapshots").is_dir():
+        folder, source = _hub_snapshot(folder), "hub-cache"
+    checkpoint = next((folder / n for n in DIR_CHECKPOINTS if (folder / n).is_file()), None)
+    if checkpoint is None:
+        raise BackboneError(f"--pretrained {folder}: no checkpoint file in the folder (expected one of "
+                            f"{', '.join(DIR_CHECKPOINTS)})")
+    quick = None
+    config_path = folder / "open_clip_config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        quick = bool(config.get("model_cfg", config).get("quick_gelu", False))
+    return checkpoint, quick, source
+
+
+def _tag_weights(name: str, tag: str) -> tuple[Path, bool]:
+    """The cached file of an open_clip tag (downloaded if the hub answers) and the tag's QuickGELU flag."""
     tags = open_clip.list_pretrained_tags_by_model(name)
     if tag not in tags:
-        raise BackboneError(f"--pretrained {tag!r}: not an existing file and not an open_clip tag of {name!r} "
-                            f"(tags: {', '.join(tags) or 'none'})")
-
-
-def _weights_help(name: str, tag: str) -> str:
-    return (f"cannot load open_clip weights {name}/{tag} (no network or hub offline). Supply them as a local file: "
-            f"download once where a network exists, e.g. open_clip.create_model('{name}', pretrained='{tag}') "
-            f"caches them under ~/.cache/huggingface, or pass --pretrained /path/to/open_clip_model.safetensors")
-
-
-def create_clip(name: str, pretrained: str | None = None) -> torch.nn.Module:
-    """Build the open_clip CLIP model ``name`` with weights from a tag, a local file, a ``local-dir:`` or none."""
-    register_local_configs()
-    if name.startswith("local-dir:"):
-        return open_clip.create_model(name)
-    if name not in open_clip.list_models():
-        raise BackboneError(f"--backbone {name!r} is not an open_clip architecture; see open_clip.list_models()")
-    if pretrained in NO_WEIGHTS:
-        return open_clip.create_model(name, pretrained=None)
-    local = _local_weights(pretrained)
-    if local is not None:
-        return open_clip.create_model(name, pretrained=str(local))
-    _check_tag(name, pretrained)
+        raise BackboneError(f"--pretrained {tag!r}: not an existing file or folder and not an open_clip tag of "
+                            f"{name!r} (tags: {', '.join(tags) or 'none'})")
+    cfg = open_clip.get_pretrained_cfg(name, tag)
     if not _hub_reachable():
         _force_hub_offline()
     try:
-        return open_clip.create_model(name, pretrained=pretrained)
+        path = open_clip.pretrained.download_pretrained(cfg)
     except Exception as error:  # hub / cache failures come in many types
-        raise BackboneError(_weights_help(name, pretrained)) from error
+        raise BackboneError(_weights_help(name, tag)) from error
+    if not path:
+        raise BackboneError(_weights_help(name, tag))
+    return Path(path), bool(cfg.get("quick_gelu", False))
+
+
+# --- building ------------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _quiet_library():
+    """open_clip logs "initialized randomly" for a model whose weights are loaded right after, and torch warns that
+    ``torch.jit.load`` is deprecated; neither says anything about this run."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def _build(name: str, quick_gelu: bool) -> torch.nn.Module:
+    """An open_clip architecture with random weights and the given activation (the config's flag overridden)."""
+    with _quiet_library():
+        return open_clip.create_model(name, pretrained=None, quick_gelu=quick_gelu)
+
+
+def load_weights(name: str, path: Path, *, activation: str = "auto", weights_quick_gelu: bool | None = None,
+                 source: str = "file", tag: str | None = None) -> torch.nn.Module:
+    """Build ``name`` with the activation its weights need and load ``path`` into it, checked key by key."""
+    checkpoint = read_checkpoint(path)
+    need = checkpoint.quick_gelu if checkpoint.quick_gelu is not None else weights_quick_gelu
+    quick, why = choose_activation(name, need, activation)
+    model = _build(name, quick)
+    state_dict = _normalised(checkpoint.state_dict, model)
+    check_fits(state_dict, model, path=path, name=name)
+    model.load_state_dict(state_dict, strict=True)
+    fmt = "open_clip-tag" if source == "tag" and checkpoint.format.startswith("open_clip") else checkpoint.format
+    model.weights_info = WeightsInfo(source=source, format=fmt, activation=_activation_name(quick),
+                                     activation_from=why, weights_activation=_activation_name(need),
+                                     path=str(path), sha256=file_sha256(path), tag=tag)
+    return model
+
+
+def create_clip(name: str, pretrained: str | None = None, *, activation: str = "auto") -> torch.nn.Module:
+    """Build the open_clip CLIP model ``name`` with weights from a tag, a file, a folder or none (module docstring).
+
+    The model carries ``weights_info`` (:class:`WeightsInfo`)."""
+    register_local_configs()
+    if name.startswith("local-dir:"):
+        folder = Path(name[len("local-dir:"):])
+        checkpoint, quick, _ = _folder_weights(folder)
+        model = open_clip.create_model(name)
+        model.weights_info = WeightsInfo(source="local-dir", format="open_clip-local-dir",
+                                         activation=_activation_name(quick or False), activation_from="weights",
+                                         weights_activation=_activation_name(quick), path=str(checkpoint),
+                                         sha256=file_sha256(checkpoint))
+        return model
+    if name not in open_clip.list_models():
+        raise BackboneError(f"--backbone {name!r} is not an open_clip architecture; see open_clip.list_models()")
+    if pretrained in NO_WEIGHTS:
+        quick, why = choose_activation(name, None, activation)
+        model = _build(name, quick)
+        model.weights_info = WeightsInfo(source="none", format="random", activation=_activation_name(quick),
+                                         activation_from=why, weights_activation=None)
+        return model
+    local = _local_path(pretrained)
+    if local is not None and local.is_dir():
+        checkpoint, quick, source = _folder_weights(local)
+        return load_weights(name, checkpoint, activation=activation, weights_quick_gelu=quick, source=source)
+    if local is not None:
+        return load_weights(name, local, activation=activation)
+    path, quick = _tag_weights(name, pretrained)
+    return load_weights(name, path, activation=activation, weights_quick_gelu=quick, source="tag", tag=pretrained)
 
 
 def tokenizer_for(name: str):

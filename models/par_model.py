@@ -92,11 +92,21 @@ class PARModel(nn.Module):
         temporal = getattr(self.vision, "temporal", None)
         return modules + ([temporal] if temporal is not None else [])
 
-    def replace_vision(self, vision: nn.Module) -> None:
-        """Swap the visual path (side tuning does this); the visual projection follows its output width."""
+    @property
+    def fusion_width(self) -> int:
+        return self.fusion_norm.normalized_shape[0]
+
+    def replace_vision(self, vision: nn.Module, *, project: bool = True) -> None:
+        """Swap the visual path (side tuning does this). ``project``: a Linear from its output width to the fusion
+        width (resized if needed); without, its tokens go straight into the fusion block (widths must match)."""
         self.vision = vision
-        if vision.out_dim != self.vision_proj.in_features:
-            self.vision_proj = nn.Linear(vision.out_dim, self.vision_proj.out_features)
+        if not project:
+            if vision.out_dim != self.fusion_width:
+                raise ValueError(f"replace_vision: tokens of width {vision.out_dim} cannot enter a fusion block of "
+                                 f"width {self.fusion_width} without a projection")
+            self.vision_proj = nn.Identity()
+        elif vision.out_dim != self.vision_proj.in_features:
+            self.vision_proj = nn.Linear(vision.out_dim, self.fusion_width)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         visual = self.vision_proj(self.vision(video))  # (B, N, D_vis) -> (B, N, W)
@@ -107,12 +117,15 @@ class PARModel(nn.Module):
 
 
 def build_par_model(*, backbone: str, pretrained: str | None, sentences: list[str], fusion: FusionSpec,
-                    num_frames: int, temporal: str = "mean") -> PARModel:
-    """Create CLIP, cache the attribute-text features, keep only the visual tower inside the PAR model."""
-    clip_model = create_clip(backbone, pretrained)
+                    num_frames: int, temporal: str = "mean", activation: str = "auto") -> PARModel:
+    """Create CLIP, cache the attribute-text features, keep only the visual tower inside the PAR model.
+
+    ``model.weights_info`` says what the backbone was built from (models/backbone.py)."""
+    clip_model = create_clip(backbone, pretrained, activation=activation)
     text_features = encode_sentences(clip_model, tokenizer_for(backbone), sentences)
     visual = clip_model.visual
     model = PARModel(vision=VideoEncoder(ClipFrameEncoder(visual), temporal=temporal),
                      text_features=text_features, fusion=fusion, num_frames=num_frames)
     object.__setattr__(model, "_backbone", visual)  # a reference, not a second registration of its parameters
+    model.weights_info = clip_model.weights_info
     return model

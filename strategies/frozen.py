@@ -1,4 +1,8 @@
-"""Frozen backbone: CLIP stays fixed, only the shared fusion transformer and head learn (linear-probe-like VTF)."""
+"""Frozen backbone: CLIP stays fixed, only the shared fusion transformer and head learn.
+
+This is VTF's own setting: "In the training phase, the parameters of CLIP encoder are fixed" (Zhu et al., CVPR-W
+2023, section 3.1).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,4 +20,4 @@ def apply(model, cfg: FrozenConfig):
 
 
 register("frozen", config=FrozenConfig, apply=apply, zero_init=True,
-         description="CLIP visual tower frozen; only the fusion transformer and head are trained")
+         description="VTF's setting: CLIP visual tower frozen; only the fusion transformer and head are trained")

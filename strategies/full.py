@@ -1,4 +1,8 @@
-"""Full fine-tuning: every parameter of the CLIP visual tower is trained (VTF's setting, Zhu et al. 2023)."""
+"""Full fine-tuning: every parameter of the CLIP visual tower is trained.
+
+Not VTF's setting: VTF keeps the CLIP encoder fixed (Zhu et al., CVPR-W 2023, section 3.1), which is ``frozen``.
+Full fine-tuning is the reference every PEFT strategy's cost and accuracy are measured against (VTFPAR++, Fig. 1).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,4 +21,4 @@ def apply(model, cfg: FullConfig):
 
 
 register("full", config=FullConfig, apply=apply, zero_init=True,
-         description="full fine-tuning of the CLIP visual tower (VTF)")
+         description="full fine-tuning of the CLIP visual tower (the reference for cost ratios)")

@@ -15,22 +15,25 @@ ln_pre) and learnable, and its own ``num_prompts`` deep prompts per block; ``glo
 whole image. Sequence inside the tower and the additive attention mask (rows = queries, columns = keys)::
 
     [cls, global prompts (G), patches (P), region cls (R), region prompts (R x num_prompts)]
-    cls, global prompts, patches  -> attend to cls, global prompts, patches (never to a stripe's tokens)
     stripe r's cls and prompts    -> attend to stripe r's cls, stripe r's prompts, stripe r's patches only
+    cls, global prompts, patches  -> attend to every token (``stripe_mask="rows"``, PromptPAR's released mask,
+                                     which restricts only the stripe tokens' rows), or to cls, global prompts and
+                                     patches only (``"isolated"``: then the base path [cls, patches] is exactly VPT
+                                     with G global prompts, whatever the stripe tokens hold)
 
-So the base path [cls, patches] is exactly VPT with G global prompts, whatever the stripe tokens hold. The mask holds
-in every block but confines a stripe only per block: from block 1 on, stripe r's patches carry information from the
-whole image (patches attend to all patches), so only the first block's stripe outputs are strictly local.
-``strip`` returns [cls, patches, region cls], (B', 1+P+R, D): the region class tokens go through ln_post and the
-projection like every token and carry the stripe features into the VTF fusion.
+The mask holds in every block but confines a stripe only per block: from block 1 on, stripe r's patches carry
+information from the whole image (patches attend to all patches), so only the first block's stripe outputs are
+strictly local. ``strip`` returns [cls, patches, region cls], (B', 1+P+R, D): the region class tokens go through
+ln_post and the projection like every token and carry the stripe features into the VTF fusion.
 
 Faithful to PromptPAR: deep visual prompts, overlapping horizontal stripes each with its own class token and prompts,
 a mask that confines each stripe to its patches, global prompts, the frozen CLIP tower. Different here: PromptPAR is
 image PAR whose fusion transformer stays frozen; here the prompts sit in the VTF video pipeline (per frame, then the
 temporal aggregator) and the shared fusion/head train according to the bench's shared ``train_head`` flag. Deep text
 prompts are not used: the text tower is run once and its attribute features are cached, so nothing of it is tuned.
-PromptPAR's stripe tokens do not see the global class token or global prompts; we keep that (simplest faithful
-choice). VPT's prompt dropout is not used.
+PromptPAR's stripe tokens do not see the global class token or global prompts; we keep that. The ``promptpar``
+variant uses PromptPAR's 50 deep visual prompts per block (released code), split here as 10 global prompts and
+10 per stripe. VPT's prompt dropout is not used.
 
 Legend for shape comments: B batch, T frames, N tokens, D width, A attribute columns.
 """
@@ -45,6 +48,7 @@ from torch import nn
 from strategies.registry import register
 
 INITS = ("uniform", "normal")
+STRIPE_MASKS = ("rows", "isolated")
 
 
 class PromptError(ValueError):
@@ -55,7 +59,9 @@ class PromptError(ValueError):
 class PromptConfig:
     """num_prompts: deep prompts per block (VPT), or per stripe and block with regions; depth: prompted blocks from
     the first (None = all); regions: PromptPAR stripes (0 = plain VPT); global_prompts: whole-image prompts per block
-    next to the stripes (regions > 0 only); overlap_rows: extra patch rows per stripe; init: "uniform" or "normal"."""
+    next to the stripes (regions > 0 only); overlap_rows: extra patch rows per stripe; init: "uniform" or "normal";
+    stripe_mask: "rows" (PromptPAR's released mask: only the stripe tokens' rows are restricted) or "isolated" (the
+    global tokens may not attend to stripe tokens either)."""
 
     num_prompts: int = 8
     depth: int | None = None
@@ -63,6 +69,7 @@ class PromptConfig:
     global_prompts: int = 0
     overlap_rows: int = 1
     init: str = "uniform"
+    stripe_mask: str = "rows"
 
     def __post_init__(self):
         _check_int("num_prompts", self.num_prompts, minimum=0 if self.regions else 1)
@@ -75,6 +82,8 @@ class PromptConfig:
             raise PromptError("global_prompts: needs regions > 0 (without regions, num_prompts are the global prompts)")
         if self.init not in INITS:
             raise PromptError(f"init: expected one of {INITS}, got {self.init!r}")
+        if self.stripe_mask not in STRIPE_MASKS:
+            raise PromptError(f"stripe_mask: expected one of {STRIPE_MASKS}, got {self.stripe_mask!r}")
 
 
 def _check_int(field: str, value: object, *, minimum: int) -> None:
@@ -106,7 +115,7 @@ class DeepPrompts(nn.Module):
         depth = num_blocks if cfg.depth is None else cfg.depth
         if depth > num_blocks:
             raise PromptError(f"depth: expected at most {num_blocks} (the backbone's blocks), got {depth}")
-        self.depth, self.grid, self.regions = depth, tuple(grid), cfg.regions
+        self.depth, self.grid, self.regions, self.stripe_mask = depth, tuple(grid), cfg.regions, cfg.stripe_mask
         self.num_global = cfg.global_prompts if cfg.regions else cfg.num_prompts
         self.num_region_prompts = cfg.num_prompts if cfg.regions else 0
         self.stripes = stripe_rows(grid[0], regions=cfg.regions, overlap_rows=cfg.overlap_rows) if cfg.regions else []
@@ -154,7 +163,7 @@ class DeepPrompts(nn.Module):
         """The additive (L, L) mask of the module docstring, L = 1 + P + num_extra: 0 = may attend, -inf = blocked."""
         size, base = 1 + self.num_patches + self.num_extra, 1 + self.num_global + self.num_patches
         allowed = torch.zeros(size, size, dtype=torch.bool)
-        allowed[:base, :base] = True  # cls, global prompts, patches: never a stripe's tokens
+        allowed[:base, :size if self.stripe_mask == "rows" else base] = True  # cls, global prompts, patches
         groups = self.token_groups()
         for r, patches in enumerate(groups["stripe_patches"]):
             own = torch.tensor([groups["region_cls"][r], *groups["region_prompts"][r]])

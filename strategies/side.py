@@ -17,8 +17,14 @@ pre-norm ViT blocks, 6 heads, MLP 4x, qkv bias: open_clip's ``ResidualAttentionB
   + positional embedding -> block 0. Frame t >= 1: block t, then LayerNorm + Linear(D_clip -> W) of frame t's tap
   added to the patch tokens. The output is the last frame's tokens, averaged over the streams -> (B, 1+P, W).
 
-Visual tokens = SSN + TSN (B, 1+P, W); ``spatial`` / ``temporal`` switch one network off (ablations). The shared
-projection, fusion block and head of models/par_model.py follow (``replace_vision`` resizes the projection).
+Visual tokens = SSN + TSN (B, 1+P, W); ``spatial`` / ``temporal`` switch one network off (ablations). They go
+straight into the shared fusion block and head of models/par_model.py, as in VTFPAR++'s forward, where the side
+width and the fusion width are both 240 (``fusion_projection="auto"``). Only where the widths differ (the small
+embedded default: side 48, fusion 128) a Linear(W -> fusion width) is put in between; ``"linear"`` always puts one
+there (57,840 parameters at 240, not part of VTFPAR++).
+
+The side network is the whole temporal model: ``model.temporal`` (the aggregator of the plain CLIP path) does not
+apply, and a run asking for ``tmd`` under side tuning fails instead of silently running the mean.
 
 Choices where the released code (Event-AHU/OpenPAR, folder VTFPAR++) and the paper differ or are silent:
 - TSN order: block-then-add as in the code (the paper's figure draws add-then-block).
@@ -58,6 +64,7 @@ from strategies.registry import register
 
 PAPER_DEPTH = 12
 PAPER_TAPS = (0, 3, 6, 9, 11)
+FUSION_PROJECTIONS = ("auto", "linear")
 
 
 class SideError(ValueError):
@@ -74,7 +81,8 @@ class SideConfig:
     """width / heads / mlp_ratio: the side blocks (paper 240 / 6 / 4); ssn_depth: SSN blocks (paper 7);
     taps: CLIP outputs to read (0 = after ln_pre, k = block k), None = ``default_taps(depth)``; spatial /
     temporal: which side networks run; max_frames: most TSN blocks, one per frame (paper 8; the
-    model's clip length decides how many are built)."""
+    model's clip length decides how many are built); fusion_projection: "auto" = side tokens straight into the
+    fusion block when the widths match (VTFPAR++), a Linear otherwise; "linear" = always a Linear."""
 
     width: int = 240
     heads: int = 6
@@ -84,8 +92,11 @@ class SideConfig:
     temporal: bool = True
     max_frames: int = 8
     mlp_ratio: float = 4.0
+    fusion_projection: str = "auto"
 
     def __post_init__(self):
+        if self.fusion_projection not in FUSION_PROJECTIONS:
+            raise SideError(f"fusion_projection: expected one of {FUSION_PROJECTIONS}, got {self.fusion_projection!r}")
         _check_int("width", self.width, minimum=1)
         _check_int("heads", self.heads, minimum=1)
         if self.width % self.heads:
@@ -291,13 +302,21 @@ class SideVision(nn.Module):
         return out
 
 
+def _check_plain_temporal(model) -> None:
+    temporal = getattr(model.vision, "temporal", None)
+    if temporal is not None and list(temporal.parameters()):
+        raise SideError(f"side: model.temporal {type(temporal).__name__} does not apply under side tuning (the "
+                        "temporal side network is the temporal model); use model.temporal 'mean'")
+
+
 def apply(model, cfg: SideConfig):
     """Replace the visual path by the side network; the backbone stays frozen, the side networks train."""
+    _check_plain_temporal(model)
     side = SideVision(model.backbone, cfg, num_frames=model.num_frames)
     side.frames.requires_grad_(False)
     for module in side.side_modules():
         module.requires_grad_(True)
-    model.replace_vision(side)
+    model.replace_vision(side, project=cfg.fusion_projection == "linear" or cfg.width != model.fusion_width)
     return model
 
 

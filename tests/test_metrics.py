@@ -28,7 +28,7 @@ PROBS = np.array([
     [0.90, 0.6, 0.2, 0.10],  # paper: hat, red          | macro: hat=1, red
     [0.47, 0.3, 0.5, 0.46],  # paper: hat, green, blue  | macro: hat=0, green
     [0.20, 0.1, 0.4, 0.30],  # paper: nothing           | macro: hat=0, green
-    [0.45, 0.7, 0.5, 0.10],  # paper: hat (at 0.45), red, green | macro: hat=0, red
+    [0.45, 0.7, 0.5, 0.10],  # paper: red, green (hat at exactly 0.45 is not > 0.45) | macro: hat=0, red
     [0.10, 0.2, 0.3, 0.80],  # paper: blue              | macro: hat=0, blue
 ])
 
@@ -36,11 +36,11 @@ PROBS = np.array([
 def test_paper_protocol_hand_computed():
     r = evaluate(PROBS, LABELS, _schema())
     hat, colour = r["per_group"]["hat"], r["per_group"]["colour"]
-    # hat: pred [1,1,0,1,0] vs truth [1,0,1,0,0] -> TP 1, FP 2, FN 1, TN 1
-    assert hat["paper_acc"] == pytest.approx(2 / 5)
-    assert hat["paper_precision"] == pytest.approx(1 / 3)
+    # hat: pred [1,1,0,0,0] (prob > 0.45, strictly) vs truth [1,0,1,0,0] -> TP 1, FP 1, FN 1, TN 2
+    assert hat["paper_acc"] == pytest.approx(3 / 5)
+    assert hat["paper_precision"] == pytest.approx(1 / 2)
     assert hat["paper_recall"] == pytest.approx(1 / 2)
-    assert hat["paper_f1"] == pytest.approx(2 / 5)  # 2*1 / (2*1 + 2 + 1)
+    assert hat["paper_f1"] == pytest.approx(1 / 2)  # 2*1 / (2*1 + 1 + 1)
     # colour, summed over the 3 columns: s0 TP1 TN2 | s1 TP1 FP1 TN1 | s2 FN1 TN2 | s3 TP1 FP1 TN1 | s4 FP1 FN1 TN1
     # -> TP 3, FP 3, FN 2, TN 7 (15 cells)
     assert colour["paper_acc"] == pytest.approx(10 / 15)
@@ -48,10 +48,10 @@ def test_paper_protocol_hand_computed():
     assert colour["paper_recall"] == pytest.approx(3 / 5)
     assert colour["paper_f1"] == pytest.approx(6 / 11)  # 2*3 / (6 + 3 + 2)
     # unweighted mean over the two groups
-    assert r["paper_acc"] == pytest.approx((2 / 5 + 2 / 3) / 2)
-    assert r["paper_precision"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert r["paper_acc"] == pytest.approx((3 / 5 + 2 / 3) / 2)
+    assert r["paper_precision"] == pytest.approx((1 / 2 + 1 / 2) / 2)
     assert r["paper_recall"] == pytest.approx((1 / 2 + 3 / 5) / 2)
-    assert r["paper_f1"] == pytest.approx(26 / 55)  # (2/5 + 6/11) / 2
+    assert r["paper_f1"] == pytest.approx(23 / 44)  # (1/2 + 6/11) / 2
     assert r["num_samples"] == 5
 
 
@@ -99,14 +99,14 @@ def test_macro_f1_averages_over_classes_present_only():
 def test_mean_accuracy_and_per_column_hand_computed():
     r = evaluate(PROBS, LABELS, _schema())
     col = r["per_column"]
-    # hat: TPR 1/2, TNR 1/3 -> 5/12 | red: 1 | green: TPR 1/2, TNR 2/3 -> 7/12 | blue: TPR 0, TNR 2/4 -> 1/4
-    expected_ma = {"hat": 5 / 12, "colour red": 1.0, "colour green": 7 / 12, "colour blue": 1 / 4}
+    # hat: TPR 1/2, TNR 2/3 -> 7/12 | red: 1 | green: TPR 1/2, TNR 2/3 -> 7/12 | blue: TPR 0, TNR 2/4 -> 1/4
+    expected_ma = {"hat": 7 / 12, "colour red": 1.0, "colour green": 7 / 12, "colour blue": 1 / 4}
     for name, value in expected_ma.items():
         assert col[name]["mA"] == pytest.approx(value)
-    assert r["mA"] == pytest.approx(9 / 16)  # (5 + 12 + 7 + 3) / 48
+    assert r["mA"] == pytest.approx(29 / 48)  # (7 + 12 + 7 + 3) / 48
     assert r["per_group"]["colour"]["mA"] == pytest.approx((1 + 7 / 12 + 1 / 4) / 3)
     # per-column precision / recall / F1 at 0.45; blue: TP 0, FP 2, FN 1
-    assert (col["hat"]["precision"], col["hat"]["recall"], col["hat"]["f1"]) == pytest.approx((1 / 3, 1 / 2, 2 / 5))
+    assert (col["hat"]["precision"], col["hat"]["recall"], col["hat"]["f1"]) == pytest.approx((1 / 2, 1 / 2, 1 / 2))
     assert (col["colour green"]["precision"], col["colour green"]["f1"]) == pytest.approx((1 / 2, 1 / 2))
     assert (col["colour blue"]["precision"], col["colour blue"]["f1"]) == (0.0, 0.0)
 

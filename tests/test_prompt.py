@@ -106,7 +106,8 @@ def test_variant_file_builds_a_promptpar_config():
     spec = json.loads(VARIANT.read_text())
     assert spec["family"] == "prompt"
     cfg = registry.build_config(spec["family"], spec["params"])
-    assert (cfg.num_prompts, cfg.regions, cfg.global_prompts) == (8, 4, 8)
+    assert (cfg.num_prompts, cfg.regions, cfg.global_prompts) == (10, 4, 10)  # 50 per block, as released
+    assert cfg.global_prompts + cfg.regions * cfg.num_prompts == 50
 
 
 def test_vpt_tokens_are_inserted_then_stripped_before_ln_post():
@@ -142,15 +143,16 @@ def test_region_class_tokens_start_as_clips_embedded_class_token():
     assert torch.allclose(region_cls, embedded_cls.expand(2, -1), atol=1e-6)
 
 
-def test_mask_confines_each_stripe_and_keeps_the_base_path_clean():
-    model = prompted(REGION)
+@pytest.mark.parametrize("stripe_mask", ["rows", "isolated"])
+def test_mask_confines_each_stripe_and_the_base_rows_as_configured(stripe_mask):
+    model = prompted({**REGION, "stripe_mask": stripe_mask})
     mask = model.vision.frames.prompts.attn_mask(1 + 16)
     visible = {q: set(torch.where(mask[q] == 0)[0].tolist()) for q in range(mask.shape[0])}
     assert mask.shape == (27, 27) and set(mask.unique().tolist()) == {0.0, float("-inf")}
     # layout: 0 cls, 1-2 global, 3-18 patches (row-major 4x4), 19-20 region cls, 21-23 / 24-26 region prompts
     base = set(range(0, 19))
-    for q in base:
-        assert visible[q] == base  # cls, global prompts and patches never see a stripe's tokens
+    for q in base:  # released mask: only the stripe rows are restricted; isolated: base never sees stripe tokens
+        assert visible[q] == (set(range(27)) if stripe_mask == "rows" else base)
     stripe0, stripe1 = set(range(3, 15)), set(range(7, 19))  # patch rows 0-2 and 1-3
     for q in (19, 21, 22, 23):
         assert visible[q] == {19, 21, 22, 23} | stripe0  # no row-3 patch, no stripe-1 token, no cls or global
@@ -191,8 +193,8 @@ def test_stripe_tokens_ignore_patches_outside_their_stripe_at_the_first_block():
         assert not torch.allclose(full_base[:, 1 + 16], full_after[:, 1 + 16], atol=1e-3)
 
 
-def test_base_path_equals_vpt_with_the_global_prompts_whatever_the_stripes_hold():
-    regional, plain = prompted(REGION), prompted({"num_prompts": 2})
+def test_isolated_base_path_equals_vpt_with_the_global_prompts_whatever_the_stripes_hold():
+    regional, plain = prompted({**REGION, "stripe_mask": "isolated"}), prompted({"num_prompts": 2})
     with torch.no_grad():
         plain.vision.frames.prompts.prompt_global.copy_(regional.vision.frames.prompts.prompt_global)
         images = torch.randn(2, 3, 32, 32)
@@ -201,6 +203,9 @@ def test_base_path_equals_vpt_with_the_global_prompts_whatever_the_stripes_hold(
             param.add_(torch.randn_like(param))  # random, not constant: LayerNorm erases a constant shift
         after = regional.vision.frames(images)
         assert torch.allclose(before[:, :17], after[:, :17], atol=1e-5)  # [cls, patches] untouched
+        released = prompted(REGION)  # the released mask: the global tokens read the stripe tokens
+        released.load_state_dict(regional.state_dict())
+        assert not torch.allclose(released.vision.frames(images)[:, :17], after[:, :17], atol=1e-4)
         assert not torch.allclose(before[:, 17:], after[:, 17:], atol=1e-3)  # region tokens moved
         assert torch.allclose(after[:, :17], plain.vision.frames(images), atol=1e-4)
 
