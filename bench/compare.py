@@ -4,8 +4,12 @@ on the shipped pretrained one::
     python -m bench.compare results/default-random results/default --labels random,pretrained
 
 Each folder is read like ``bench.report`` reads it (successful runs, mean over seeds per strategy and setting); the
-table has one row per strategy and, per folder, macro-F1, paper-F1, peak training memory and tunable parameters,
-plus the macro-F1 change from the first folder to each later one. Written as ``compare.md`` and ``compare.csv``.
+table has one row per strategy and, per folder, macro-F1, paper-F1, peak training memory, step time, memory and step
+time as ratios to ``full`` of the same folder, and tunable parameters, plus the macro-F1 change from the first folder
+to each later one; columns without any value (F1 of profile-only sweeps) are left out. Written as ``compare.md`` and
+``compare.csv``, e.g. fp32 beside bf16::
+
+    python -m bench.compare results/paper-profile-cpu results/paper-profile-cpu-bf16 --labels fp32,bf16
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ def compare_frame(folders: list[Path], labels: list[str]) -> pd.DataFrame:
     for label in labels[1:]:
         table[(f"{label} - {first}", "macro_f1_delta")] = (table[(label, "macro_f1_mean")]
                                                            - table[(first, "macro_f1_mean")])
-    return table
+    return table.dropna(axis=1, how="all")  # e.g. F1 of profile-only sweeps
 
 
 def _header(label: str, metric: str) -> str:
