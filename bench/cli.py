@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_ints, help="batch size; a list sweeps it, e.g. 4,8,16")
     p.add_argument("--seed", "--seeds", dest="seeds", type=_ints, help="training seed(s), e.g. 0,1,2")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="training / evaluation precision: fp32 (default), bf16 or fp16 autocast (fp16 with a "
+                        "gradient scaler); parameters and optimizer state stay fp32")
+    p.add_argument("--half-frozen-backbone", action="store_true",
+                   help="hold the backbone's frozen weights in the autocast dtype (VTFPAR++); needs --precision")
     p.add_argument("--profile-only", action="store_true",
                    help="measure a few training steps per run (memory, time, FLOPs) without training to convergence")
     p.add_argument("--out", type=Path, help="output folder for result JSONs (default: runs/<preset>)")
@@ -62,7 +67,8 @@ def overrides(args: argparse.Namespace) -> dict:
     data = {k: v for k, v in {"dataset": args.dataset, "data_root": args.data_root}.items() if v is not None}
     model = {k: v for k, v in {"backbone": args.backbone, "pretrained": args.pretrained,
                                "temporal": args.temporal}.items() if v is not None}
-    train = {k: v for k, v in {"epochs": args.epochs, "device": args.device}.items() if v is not None}
+    train = {k: v for k, v in {"epochs": args.epochs, "device": args.device, "precision": args.precision,
+                               "half_frozen_backbone": args.half_frozen_backbone or None}.items() if v is not None}
     plain = {"data": data, "model": model, "train": train, "profile": {"only": True} if args.profile_only else {}}
     return merge(plain, launch.config_overrides(args))
 

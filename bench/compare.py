@@ -4,8 +4,12 @@ on the shipped pretrained one::
     python -m bench.compare results/default-random results/default --labels random,pretrained
 
 Each folder is read like ``bench.report`` reads it (successful runs, mean over seeds per strategy and setting); the
-table has one row per strategy and, per folder, macro-F1, paper-F1, peak training memory and tunable parameters,
-plus the macro-F1 change from the first folder to each later one. Written as ``compare.md`` and ``compare.csv``.
+table has one row per strategy and, per folder, macro-F1, paper-F1, peak training memory, step time, memory and step
+time as ratios to ``full`` of the same folder, and tunable parameters, plus the macro-F1 change from the first folder
+to each later one; columns without any value (F1 of profile-only sweeps) are left out. Written as ``compare.md`` and
+``compare.csv``, e.g. fp32 beside bf16::
+
+    python -m bench.compare results/paper-profile-cpu results/paper-profile-cpu-bf16 --labels fp32,bf16
 """
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ SHOWN = {  # aggregated column -> (header, scale, format)
     "macro_f1_mean": ("macro-F1 (%)", 100.0, ".2f"),
     "paper_f1_mean": ("paper-F1 (%)", 100.0, ".2f"),
     "peak_mem_bytes_mean": ("peak mem (MiB)", 1 / 2**20, ".1f"),
+    "step_time_ms_median_mean": ("step (ms)", 1.0, ".0f"),
+    "mem / full": ("mem / full", 1.0, ".2f"),
+    "step / full": ("step / full", 1.0, ".2f"),
     "params_trainable_mean": ("params (M)", 1e-6, ".3f"),
 }
 
@@ -34,8 +41,8 @@ def sweep_summary(folder: Path) -> pd.DataFrame:
         raise report.ReportError(f"{folder}: no successful run to compare")
     settings = agg[report.SETTING].drop_duplicates()
     if len(settings) > 1:
-        raise report.ReportError(f"{folder}: holds {len(settings)} settings (frames / batch / backbone); compare "
-                                 "folders of one setting each")
+        raise report.ReportError(f"{folder}: holds {len(settings)} settings (frames / batch / backbone / precision); "
+                                 "compare folders of one setting each")
     return agg.set_index("strategy")[list(SHOWN)].astype("float64")
 
 
@@ -48,7 +55,7 @@ def compare_frame(folders: list[Path], labels: list[str]) -> pd.DataFrame:
     for label in labels[1:]:
         table[(f"{label} - {first}", "macro_f1_delta")] = (table[(label, "macro_f1_mean")]
                                                            - table[(first, "macro_f1_mean")])
-    return table
+    return table.dropna(axis=1, how="all")  # e.g. F1 of profile-only sweeps
 
 
 def _header(label: str, metric: str) -> str:

@@ -76,6 +76,10 @@ class ModelConfig:
                  f"model.fusion_width ({self.fusion_width}) must be divisible by fusion_heads ({self.fusion_heads})")
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/precision.py
+SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 6
@@ -92,8 +96,20 @@ class TrainConfig:
     head_prior_init: bool = True     # start the head's output offset at the loss-optimal constant (models/loss.py)
     max_steps_per_epoch: int | None = None
     world_size: int = 1              # DDP processes of one run (torchrun); batch_size is the global batch over them
+    precision: str = "fp32"              # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    half_frozen_backbone: bool = False   # frozen backbone weights held in the autocast dtype (VTFPAR++ holds fp16)
+    sdpa_backend: str = "auto"           # attention kernel policy for training and evaluation
+    tf32: bool = False                   # TF32 matmuls on CUDA (Ampere+); fp32 stays exact fp32 by default
+    compile: bool = False                # torch.compile the model
 
     def __post_init__(self):
+        _require(self.precision in PRECISIONS,
+                 f"train.precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _require(not self.half_frozen_backbone or self.precision != "fp32",
+                 "train.half_frozen_backbone: needs train.precision bf16 or fp16 (the dtype frozen weights are held "
+                 "in), got fp32")
+        _require(self.sdpa_backend in SDPA_POLICIES,
+                 f"train.sdpa_backend: expected one of {', '.join(SDPA_POLICIES)}, got {self.sdpa_backend!r}")
         _require(self.epochs >= 1, f"train.epochs: expected >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"train.batch_size: expected >= 1, got {self.batch_size}")
         _require(self.lr > 0, f"train.lr: expected > 0, got {self.lr}")

@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from bench.config import RunConfig
+from bench.precision import FP32, Numerics
 from bench.train import predict
 
 
@@ -119,17 +120,17 @@ def average_batchnorm_statistics(model: nn.Module, world_size: int) -> None:
                 buffer.div_(world_size)
 
 
-def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "eval"
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "eval", *,
+                  numerics: Numerics = FP32) -> tuple[np.ndarray, np.ndarray]:
     """``bench.train.predict`` over a whole split, whichever rank runs it: under DDP every rank predicts its shard,
     then all predictions are gathered by dataset index and the sampler's padding dropped."""
     sampler = loader.sampler
     if not isinstance(sampler, DistributedSampler):
-        return predict(model, loader, device, desc=desc)
+        return predict(model, loader, device, desc=desc, numerics=numerics)
     world = sampler.num_replicas
     if not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
         average_batchnorm_statistics(model, world)
-    probs, labels = predict(model, loader, device, desc=desc)  # (n_rank, A) each, in the sampler's order
+    probs, labels = predict(model, loader, device, desc=desc, numerics=numerics)  # (n_rank, A) each, in the sampler's order
     shards: list = [None] * world
     dist.all_gather_object(shards, (list(sampler), probs, labels))
     return _assemble(shards, num_items=len(loader.dataset), world_size=world)

@@ -61,6 +61,7 @@ def make_baseline(records: list[dict], *, preset: str, tolerances: dict | None =
     commit, dirty = git_state()
     env = environment()
     return {"baseline_version": BASELINE_VERSION, "preset": preset,
+            "precision": sorted({r["run"]["config"]["train"].get("precision", "fp32") for r in records}),
             "provenance": {"git_commit": commit, "git_dirty": dirty, "torch": env["torch"], "cpu": env["cpu"],
                            "gpu": env["gpu"], "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
             "tolerances": {**DEFAULT_TOLERANCES, **(tolerances or {})},

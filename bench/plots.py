@@ -308,7 +308,7 @@ def _cost_subset(runs: pd.DataFrame, data: pd.DataFrame, *, x: str, reference: d
     if reference is None:
         return data.iloc[0:0], ""
     other = "batch_size" if x == "frames" else "frames"
-    same = select_setting(runs, {key: reference[key] for key in ("dataset", "backbone")})
+    same = select_setting(runs, {key: reference[key] for key in ("dataset", "backbone", "precision", "switches")})
     spread = same.groupby(same[other].astype("object"), dropna=False)[x].nunique()
     held = max(spread.items(), key=lambda item: (item[1], item[0] == reference[other], sort_number(item[0])))[0]
     chosen = select_setting(same, {other: held})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
+import functools
 import json
 import os
 import tempfile
@@ -27,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.config import ProfileConfig
 from bench.native_logs import KINETO_NOISE, native_stderr_without
+from bench.precision import FP32, Numerics
 from bench.train import train_step
 
 
@@ -119,15 +121,18 @@ def exact_attention_counting():
 
 
 @contextlib.contextmanager
-def preserved_training_state(model: nn.Module, optimizer: torch.optim.Optimizer | None = None):
+def preserved_training_state(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                             numerics: Numerics = FP32):
     """Let measuring code train ``model`` for a step and leave no trace: trainable parameters, buffers (BatchNorm
-    statistics), ``.grad`` references, train/eval flags, optimizer state and the RNG streams come back as they were.
-    The copies are never touched by an op, so the memory profiler does not see them."""
+    statistics), ``.grad`` references, train/eval flags, optimizer state, the fp16 gradient scaler and the RNG
+    streams come back as they were. The copies are never touched by an op, so the memory profiler does not see
+    them."""
     tensors = [p for p in model.parameters() if p.requires_grad] + list(model.buffers())
     saved = [t.detach().clone() for t in tensors]
     grads = [(p, p.grad) for p in model.parameters()]
     modes = [(m, m.training) for m in model.modules()]
     optimizer_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+    scaler_state = copy.deepcopy(numerics.scaler.state_dict()) if numerics.scaler is not None else None
     cuda = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
     with torch.random.fork_rng(devices=cuda, device_type="cuda"):
         try:
@@ -142,20 +147,26 @@ def preserved_training_state(model: nn.Module, optimizer: torch.optim.Optimizer 
                 module.training = training
             if optimizer is not None:
                 optimizer.load_state_dict(optimizer_state)
+            if scaler_state is not None:
+                numerics.scaler.load_state_dict(scaler_state)
 
 
-def measure_flops(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module) -> dict:
+def measure_flops(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
+                  numerics: Numerics = FP32) -> dict:
     """Exact FLOPs of one training step of ``model`` on this batch, in train mode, state left unchanged.
 
     Forward and backward are counted separately; backward work depends on where the first trainable tensor sits
     (frozen backbone ~1x the head's forward, full fine-tuning ~2x the whole forward). ``fwd_flops_per_clip`` is
     the batch forward / B (the batch-independent text projection is spread over the B clips). A batch whose loss
-    needs no gradient (nothing trainable) counts forward only.
+    needs no gradient (nothing trainable) counts forward only. The forward runs in the run's precision (a
+    half-precision frozen backbone needs autocast), attention always by the math kernel.
     """
-    with preserved_training_state(model), exact_attention_counting():
+    with preserved_training_state(model, numerics=numerics):
         model.train()
         with FlopCounterMode(display=False) as forward:
-            loss = loss_fn(model(video), target)
+            with numerics.forward_context(), exact_attention_counting():  # math kernel wins over the run's policy
+                logits = model(video)
+            loss = loss_fn(logits.float(), target)
         backward_flops = 0
         if loss.requires_grad:
             with FlopCounterMode(display=False) as backward:
@@ -180,7 +191,7 @@ _CATEGORY_NAMES = {Category.PARAMETER: "params", Category.OPTIMIZER_STATE: "opti
 
 
 def cpu_peak_memory(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
-                    optimizer: torch.optim.Optimizer) -> dict:
+                    optimizer: torch.optim.Optimizer, numerics: Numerics = FP32) -> dict:
     """Peak live-tensor bytes of one CPU training step (forward, backward, optimizer.step), by category.
 
     CPU has no allocator statistics and tracemalloc does not see tensors, so the torch profiler's memory timeline
@@ -190,28 +201,31 @@ def cpu_peak_memory(model: nn.Module, video: torch.Tensor, target: torch.Tensor,
     are restored afterwards, so the call may sit before or after evaluation. If the profiler fails, a sampled RSS
     delta is reported under another kind.
     """
-    with preserved_training_state(model, optimizer):
+    step = functools.partial(train_step, model, video, target, loss_fn=loss_fn, optimizer=optimizer,
+                             numerics=numerics)
+    with preserved_training_state(model, optimizer, numerics):
         model.train()
         if not optimizer.state:  # called before any training step: create the optimizer state first
-            train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+            step()
         try:
-            return _profiled_step_peak(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+            return _profiled_step_peak(step)
         except Exception as error:  # the memory profiler is private API whose internals change between releases
-            fallback = _rss_step_peak(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+            fallback = _rss_step_peak(step, optimizer)
             return {**fallback, "peak_mem_fallback_reason": f"{type(error).__name__}: {error}"[:300]}
 
 
-def _profiled_step_peak(model, video, target, *, loss_fn, optimizer) -> dict:
+def _profiled_step_peak(step) -> dict:
     with native_stderr_without(KINETO_NOISE), profile(activities=[ProfilerActivity.CPU], profile_memory=True,
                                                       record_shapes=True, with_stack=True) as prof:
-        train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+        step()
     rows = _memory_timeline_rows(prof)
     totals = [sum(row) for row in rows]
     peak = int(np.argmax(totals))
     names = sorted(_CATEGORY_NAMES, key=lambda category: _CATEGORY_TO_INDEX[category])
     by_category = {_CATEGORY_NAMES[c]: int(size) for c, size in zip(names, rows[peak][1:], strict=True)}
     return {"peak_mem_bytes": int(totals[peak]), "peak_mem_kind": "cpu_profiler_live_tensors",
-            "peak_mem_by_category_bytes": by_category}
+            "peak_mem_by_category_bytes": by_category,
+            **{f"peak_mem_{name}_bytes": size for name, size in by_category.items()}}
 
 
 def _memory_timeline_rows(prof) -> list[list[int]]:
@@ -245,7 +259,7 @@ def _malloc_trim() -> None:
         pass
 
 
-def _rss_step_peak(model, video, target, *, loss_fn, optimizer) -> dict:
+def _rss_step_peak(step, optimizer) -> dict:
     """Fallback: RSS sampled every millisecond during one step, minus the level before it (after malloc_trim).
     Memory that exists before the step (params, optimizer state) is therefore not included."""
     optimizer.zero_grad(set_to_none=True)  # what train_step does first; freed before the trim, not reused unseen
@@ -262,12 +276,63 @@ def _rss_step_peak(model, video, target, *, loss_fn, optimizer) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+        step()
     finally:
         stop.set()
         sampler.join()
     peak[0] = max(peak[0], (_rss_bytes() or base) - base)  # gradients are still live after the step
     return {"peak_mem_bytes": int(peak[0]), "peak_mem_kind": "cpu_rss_delta_sampled"}
+
+
+# Modules of the PAR model down to this depth get their own activation figure (e.g. ``vision.frames``,
+# ``vision.side_ssn``, ``fusion.attn``): deep enough to tell backbone from side network, short enough for a table.
+ACTIVATION_MODULE_DEPTH = 2
+
+
+def activation_bytes_by_module(model: nn.Module, video: torch.Tensor, *, numerics: Numerics = FP32,
+                               depth: int = ACTIVATION_MODULE_DEPTH) -> dict:
+    """Bytes autograd keeps for backward during one training forward, by the module whose forward saved them.
+
+    Every tensor saved for backward passes ``torch.autograd.graph.saved_tensors_hooks``; it is charged once (by
+    storage) to the innermost module of at most ``depth`` dotted name parts that was running. Parameters are not
+    activations and are left out; autocast's low-precision copies of weights are counted (they are held for
+    backward). A module running under ``no_grad`` saves nothing: this is why a frozen backbone or side tuning's
+    no-grad CLIP costs no activation memory. The model's state is left unchanged.
+    """
+    stack, charged = ["(model)"], {}
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def enter(name: str):
+        return lambda _module, _args: stack.append(name)  # returns None: the module's input is left alone
+
+    def leave(_module, _args, _output) -> None:
+        stack.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        if name and name.count(".") < depth:
+            handles += [module.register_forward_pre_hook(enter(name)), module.register_forward_hook(leave)]
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params and storage.data_ptr() not in charged:
+            charged[storage.data_ptr()] = (stack[-1], storage.nbytes())
+        return tensor
+
+    try:
+        with preserved_training_state(model, numerics=numerics), \
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model.train()
+            with numerics.forward_context():
+                model(video)
+    finally:
+        for handle in handles:
+            handle.remove()
+    by_module: dict[str, int] = {}
+    for module_name, size in charged.values():
+        by_module[module_name] = by_module.get(module_name, 0) + size
+    return {"activation_saved_bytes": sum(by_module.values()),
+            "activation_saved_bytes_by_module": dict(sorted(by_module.items(), key=lambda kv: -kv[1]))}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -355,7 +420,8 @@ def nvml_used_bytes(device: torch.device) -> int | None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 def profile_extras(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *, loss_fn: nn.Module,
-                   optimizer: torch.optim.Optimizer, device: torch.device, cfg: ProfileConfig) -> dict:
+                   optimizer: torch.optim.Optimizer, device: torch.device, cfg: ProfileConfig,
+                   numerics: Numerics = FP32) -> dict:
     """FLOPs (every device), CPU peak memory (CPU only: on GPU ``MemoryWindow`` gives the peak) and the NVML
     device figure (GPU only) for one training batch. Leaves model and optimizer as they were; call it outside
     ``MemoryWindow`` so that its extra work does not count as training memory."""
@@ -366,7 +432,9 @@ def profile_extras(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *
     if cfg.memory and device.type == "cuda":
         out["nvml_device_used_bytes"] = nvml_used_bytes(device)  # before FLOP counting grows the reserved pool
     if cfg.flops:
-        out.update(measure_flops(model, video, target, loss_fn=loss_fn))
+        out.update(measure_flops(model, video, target, loss_fn=loss_fn, numerics=numerics))
     if cfg.memory and device.type == "cpu":
-        out.update(cpu_peak_memory(model, video, target, loss_fn=loss_fn, optimizer=optimizer))
+        out.update(cpu_peak_memory(model, video, target, loss_fn=loss_fn, optimizer=optimizer, numerics=numerics))
+    if cfg.memory:
+        out.update(activation_bytes_by_module(model, video, numerics=numerics))
     return out

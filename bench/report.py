@@ -22,7 +22,12 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bench.precision import switches_label
 from bench.results import ResultFileError, read_result
+
+# The CPU memory profiler's categories at the peak (bench/profile.py), as ``peak_mem_<category>_bytes``.
+MEMORY_CATEGORIES = ("params", "grads", "optimizer_state", "activations", "inputs", "temporaries",
+                     "autograd_detail", "unknown")
 
 COLUMNS = {  # column -> (dtype, better): "higher" / "lower" / None (descriptive)
     "run_id": ("string", None), "strategy": ("string", None), "family": ("string", None),
@@ -30,6 +35,7 @@ COLUMNS = {  # column -> (dtype, better): "higher" / "lower" / None (descriptive
     "backbone": ("string", None), "device": ("string", None),
     "seed": ("Int64", None), "frames": ("Int64", None), "batch_size": ("Int64", None),
     "world_size": ("Int64", None), "batch_per_rank": ("Int64", None),
+    "precision": ("string", None), "switches": ("string", None),
     "paper_f1": ("float64", "higher"), "paper_precision": ("float64", "higher"),
     "paper_recall": ("float64", "higher"), "paper_acc": ("float64", "higher"),
     "macro_f1": ("float64", "higher"), "macro_acc": ("float64", "higher"),
@@ -41,14 +47,17 @@ COLUMNS = {  # column -> (dtype, better): "higher" / "lower" / None (descriptive
     "step_time_ms_median": ("float64", "lower"), "throughput_clips_per_s": ("float64", "higher"),
     "train_time_s": ("float64", "lower"), "eval_time_s": ("float64", "lower"),
     "git_commit": ("string", None), "error": ("string", None),
+    **{f"peak_mem_{c}_bytes": ("Int64", "lower") for c in MEMORY_CATEGORIES},
+    "activation_saved_bytes": ("Int64", "lower"),
 }
 TEST_METRICS = ("paper_f1", "paper_precision", "paper_recall", "paper_acc", "macro_f1", "macro_acc",
                 "macro_f1_identity", "mA")
 PROFILE_KEYS = ("params_trainable", "params_total", "params_added", "fwd_flops_per_clip", "train_step_flops",
                 "peak_mem_bytes", "peak_mem_kind", "step_time_ms_median", "throughput_clips_per_s", "train_time_s",
-                "eval_time_s")
-# runs compared with each other share these; a DDP run's world size and per-rank batch are part of its setting
-SETTING = ["dataset", "backbone", "frames", "batch_size", "world_size", "batch_per_rank"]
+                "eval_time_s", "activation_saved_bytes", *(f"peak_mem_{c}_bytes" for c in MEMORY_CATEGORIES))
+# Runs compared with each other share these: a DDP run's world size and per-rank batch, and precision and numeric
+# switches (a bf16 run is never averaged with an fp32 one or shown in its row).
+SETTING = ["dataset", "backbone", "frames", "batch_size", "world_size", "batch_per_rank", "precision", "switches"]
 GROUP_KEYS = ["strategy", *SETTING]  # seeds of one group are averaged
 AGGREGATED = ("paper_f1", "macro_f1", "mA", "params_trainable", "params_added", "train_step_flops",
               "fwd_flops_per_clip", "peak_mem_bytes", "step_time_ms_median", "throughput_clips_per_s",
@@ -158,11 +167,15 @@ def flatten(record: dict) -> dict:
            "seed": _dig(cfg, "train", "seed"), "frames": _dig(cfg, "data", "frames"),
            "batch_size": _dig(cfg, "train", "batch_size"), "best_epoch": _dig(record, "metrics", "best_epoch"),
            **_ranks(cfg),
+           "precision": _dig(cfg, "train", "precision") or "fp32",  # records before the field were all fp32
+           "switches": switches_label(_dig(cfg, "train") or {}),
            "majority_paper_f1": _dig(record, "metrics", "majority_test", "paper_f1"),
            "majority_macro_f1": _dig(record, "metrics", "majority_test", "macro_f1"),
            "git_commit": run.get("git_commit"), "error": run.get("error")}
     row.update({key: test.get(key) for key in TEST_METRICS})
     row.update({key: prof.get(key) for key in PROFILE_KEYS})
+    by_category = prof.get("peak_mem_by_category_bytes") or {}  # the only form in records before the flat keys
+    row.update({f"peak_mem_{c}_bytes": prof.get(f"peak_mem_{c}_bytes", by_category.get(c)) for c in MEMORY_CATEGORIES})
     return row
 
 
@@ -296,8 +309,8 @@ def summary_view(agg: pd.DataFrame, *, arrows: bool) -> pd.DataFrame:
     view = pd.DataFrame({"strategy": agg["strategy"]})
     for key in _varying(agg, ["dataset", "backbone"]):
         view[key] = agg[key]
-    view["frames"], view["batch"] = agg["frames"], agg["batch_size"]
-    for key in _varying(agg, ["world_size", "batch_per_rank"]):
+    view["frames"], view["batch"], view["precision"] = agg["frames"], agg["batch_size"], agg["precision"]
+    for key in _varying(agg, ["world_size", "batch_per_rank", "switches"]):
         view[key] = agg[key]
     view["seeds"] = agg["seeds"]
     for d in DISPLAY:
@@ -330,7 +343,8 @@ LEGEND = {
     "peak mem (MiB)": "peak training memory over the training window, MiB (2^20 bytes); kind in summary.csv",
     "step (ms)": "median wall time of one training step after warm-up, milliseconds",
     "clips/s": "training throughput, clips per second (batch size / median step time)",
-    "mem / full": "peak memory divided by that of `full` at the same dataset, backbone, frames and batch size",
+    "mem / full": "peak memory divided by that of `full` at the same dataset, backbone, frames, batch size, "
+                  "precision and switches",
     "step / full": "step time divided by that of `full` at the same setting",
     "GFLOPs / full": "train-step FLOPs divided by those of `full` at the same setting",
 }
@@ -444,8 +458,9 @@ def _percent_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def _setting_text(setting: dict) -> str:
     ranks = f" over {setting['world_size']} ranks" if (setting.get("world_size") or 1) > 1 else ""
+    switches = "" if setting.get("switches") in (None, "-") else f" ({setting['switches']})"
     return (f"dataset {setting['dataset']}, backbone {setting['backbone']}, {setting['frames']} frames, "
-            f"batch {setting['batch_size']}{ranks}")
+            f"batch {setting['batch_size']}{ranks}, {setting.get('precision')}{switches}")
 
 
 def attribute_markdown(columns: pd.DataFrame, groups: pd.DataFrame, setting: dict) -> str:
@@ -461,9 +476,9 @@ def attribute_markdown(columns: pd.DataFrame, groups: pd.DataFrame, setting: dic
 
 
 def frames_tables(agg: pd.DataFrame, metric: str) -> list[tuple[dict, pd.DataFrame]]:
-    """VTF Table 3 layout per (dataset, backbone, batch size, world size): strategies x frame counts, mean F1 over
-    seeds."""
-    keys = ["dataset", "backbone", "batch_size", "world_size"]
+    """VTF Table 3 layout per (dataset, backbone, batch size, world size, precision, switches): strategies x frame
+    counts, mean F1 over seeds."""
+    keys = ["dataset", "backbone", "batch_size", "world_size", "precision", "switches"]
     tables = []
     for values, part in agg.groupby([agg[k].astype("object") for k in keys], dropna=False, sort=True):
         if part[f"{metric}_mean"].isna().all():
@@ -484,7 +499,7 @@ def frames_markdown(agg: pd.DataFrame) -> str:
         for setting, table in frames_tables(agg, metric):
             ranks = f" over {setting['world_size']} ranks" if setting["world_size"] > 1 else ""
             lines += [f"## {label}: dataset {setting['dataset']}, backbone {setting['backbone']}, "
-                      f"batch {setting['batch_size']}{ranks}", "",
+                      f"batch {setting['batch_size']}{ranks}, {setting['precision']}", "",
                       tabulate(_percent_table(table.rename_axis("strategy")), headers="keys", tablefmt="github",
                                disable_numparse=True), ""]
     if len(lines) == 4:
@@ -513,10 +528,15 @@ def write_tables(frame: pd.DataFrame, agg: pd.DataFrame, scan: Scan, out: Path, 
     written += [_write_text(out / "per_attribute_f1.md", attribute_markdown(columns, groups, setting)),
                 _write_csv(out / "per_attribute_f1.csv", columns, index=True),
                 _write_csv(out / "per_group_f1.csv", groups, index=True)]
-    ablation = agg[["strategy", "dataset", "backbone", "batch_size", "frames", "seeds", "paper_f1_mean",
+    ablation = agg[["strategy", "dataset", "backbone", "batch_size", "precision", "frames", "seeds", "paper_f1_mean",
                     "paper_f1_std", "macro_f1_mean", "macro_f1_std"]]
     written += [_write_text(out / "frames_ablation.md", frames_markdown(agg)),
                 _write_csv(out / "frames_ablation.csv", ablation)]
+    from bench.breakdown import breakdown_markdown  # imports this module
+
+    memory_text, memory_rows = breakdown_markdown(frame, scan.records)
+    written += [_write_text(out / "memory_breakdown.md", memory_text),
+                _write_csv(out / "memory_breakdown.csv", memory_rows)]
     return written
 
 
@@ -530,7 +550,7 @@ def figure_title(frame: pd.DataFrame, setting: dict | None) -> str:
         return f"{_joined(frame, 'device', 'unknown device')} | no successful run"
     runs = select_setting(frame, setting)
     return (f"{_joined(runs, 'device', 'unknown device')} | backbone {setting['backbone']} | {setting['dataset']}, "
-            f"{setting['frames']} frames, batch {setting['batch_size']}")
+            f"{setting['frames']} frames, batch {setting['batch_size']}, {setting['precision']}")
 
 
 def write_figures(frame: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Path]:

@@ -8,9 +8,10 @@ import time
 import numpy as np
 import torch
 
-from bench import distributed, metrics, profile
+from bench import distributed, metrics, precision, profile
 from bench.config import RunConfig
 from bench.datasets import build_loaders
+from bench.precision import FP32
 from bench.train import TrainOutcome, cosine_with_warmup, make_optimizer, snapshot, train_epoch
 from data.schema import get_schema
 from models.backbone import image_size_of
@@ -59,7 +60,7 @@ def build_model(cfg: RunConfig):
     return (*with_strategy(base, cfg), weights)
 
 
-def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow
+def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow, numerics=FP32
         ) -> tuple[TrainOutcome, dict]:
     """Train for ``cfg.train.epochs``; keep the weights with the best validation ``select_metric`` and return
     their validation metrics (those of the chosen checkpoint, not of the last epoch)."""
@@ -72,8 +73,9 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
     for epoch in range(cfg.train.epochs):
         with memory:
             loss = train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
-                               device=device, outcome=outcome, epoch=epoch, max_steps=cfg.train.max_steps_per_epoch)
-        probs, labels = distributed.predict_split(model, loaders["val"], device, desc="val")
+                               device=device, outcome=outcome, epoch=epoch, max_steps=cfg.train.max_steps_per_epoch,
+                               numerics=numerics)
+        probs, labels = distributed.predict_split(model, loaders["val"], device, desc="val", numerics=numerics)
         val = metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold)
         outcome.history.append({"epoch": epoch + 1, "train_loss": loss, f"val_{cfg.train.select_metric}":
                                 val[cfg.train.select_metric], "elapsed_s": time.perf_counter() - start})
@@ -85,10 +87,11 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
     return outcome, best_val_metrics
 
 
-def evaluate_test(model, loaders, *, cfg: RunConfig, device) -> tuple[dict, float]:
+def evaluate_test(model, loaders, *, cfg: RunConfig, device, numerics: precision.Numerics = precision.FP32
+                  ) -> tuple[dict, float]:
     schema = get_schema(cfg.data.dataset)
     start = time.perf_counter()
-    probs, labels = distributed.predict_split(model, loaders["test"], device, desc="test")
+    probs, labels = distributed.predict_split(model, loaders["test"], device, desc="test", numerics=numerics)
     elapsed = time.perf_counter() - start
     return metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold), elapsed
 
@@ -100,11 +103,12 @@ def majority_baseline(loaders, cfg: RunConfig) -> dict:
     return metrics.evaluate(probs, test_labels, schema, threshold=cfg.train.threshold)
 
 
-def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow
-                 ) -> tuple[TrainOutcome, dict, float]:
+def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow,
+                 numerics: precision.Numerics = precision.FP32) -> tuple[TrainOutcome, dict, float]:
     """Train (val chooses the weights), test once, and compare with the majority class: the run's ``metrics``."""
-    outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory)
-    test, eval_time_s = evaluate_test(model, loaders, cfg=cfg, device=device)
+    outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory,
+                       numerics=numerics)
+    test, eval_time_s = evaluate_test(model, loaders, cfg=cfg, device=device, numerics=numerics)
     result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
                       "best_epoch": outcome.best_epoch, "history": outcome.history}
     return outcome, result_metrics, eval_time_s
@@ -115,15 +119,16 @@ def weighted_loss(loaders, device) -> WeightedBCE:
     return WeightedBCE(metrics.positive_rates(loaders["train"].dataset.labels)).to(device)
 
 
-def measure_steps(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device,
-                  memory: profile.MemoryWindow) -> TrainOutcome:
+def measure_steps(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow,
+                  numerics: precision.Numerics = precision.FP32) -> TrainOutcome:
     """Profile-only mode: ``warmup_steps + measured_steps`` training steps, no training to convergence."""
     outcome, needed = TrainOutcome(), cfg.profile.warmup_steps + cfg.profile.measured_steps
     start = time.perf_counter()
     while outcome.steps < needed:
         with memory:
             train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer, scheduler=_constant(optimizer),
-                        device=device, outcome=outcome, epoch=0, max_steps=needed - outcome.steps)
+                        device=device, outcome=outcome, epoch=0, max_steps=needed - outcome.steps,
+                        numerics=numerics)
     outcome.train_time_s = time.perf_counter() - start
     return outcome
 
@@ -141,6 +146,10 @@ def run_one(cfg: RunConfig) -> dict:
     gpu_before = profile.gpu_memory_guard(device) if cfg.profile.memory else None  # before this process uses CUDA
     model, base_ids, backbone_ids, weights = build_model(cfg)
     model.to(device)
+    precision.set_global_switches(cfg.train, device)
+    numerics = precision.numerics_for(cfg.train, device)
+    half_cast = precision.half_frozen_parameters(model.backbone, numerics.dtype) \
+        if cfg.train.half_frozen_backbone else 0
     loaders = build_loaders(cfg.data, image_size=image_size_of(model.backbone), batch_size=cfg.train.batch_size,
                             seed=cfg.train.seed, pin_memory=device.type == "cuda")
     if ranks:
@@ -150,20 +159,23 @@ def run_one(cfg: RunConfig) -> dict:
         model.head.init_prior(loss_fn.constant_optimum_logits())
     trained = distributed.wrap(model, ranks) if ranks else model  # the module the loop trains and evaluates
     optimizer = make_optimizer(model, cfg.train, backbone_ids)
+    precision.maybe_compile(model, cfg.train)
     memory = profile.MemoryWindow(device)
     result_metrics, eval_time_s = {}, None
     if cfg.profile.only:
         outcome = measure_steps(trained, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device,
-                                memory=memory)
+                                memory=memory, numerics=numerics)
     else:
         outcome, result_metrics, eval_time_s = fit_and_test(trained, loaders, cfg=cfg, loss_fn=loss_fn,
-                                                            optimizer=optimizer, device=device, memory=memory)
+                                                            optimizer=optimizer, device=device, memory=memory,
+                                                            numerics=numerics)
     extras = profile.profile_extras(model, next(iter(loaders["train"])), loss_fn=loss_fn, optimizer=optimizer,
-                                    device=device, cfg=cfg.profile)  # after training: the batch draw is extra
+                                    device=device, cfg=cfg.profile, numerics=numerics)  # after training
+    numerics_record = precision.setting_record(cfg.train, device, half_cast_params=half_cast)
     prof = {**profile.count_parameters(model, base_ids),
             **profile.step_time_stats(outcome.step_times_s, warmup_steps=cfg.profile.warmup_steps,
                                       batch_size=cfg.train.batch_size),
-            **memory.summary(), **extras, **(gpu_before or {}), "train_time_s": outcome.train_time_s,
+            **memory.summary(), **extras, **(gpu_before or {}), **numerics_record, "train_time_s": outcome.train_time_s,
             "eval_time_s": eval_time_s, "train_steps": outcome.steps,
             "mode": "profile-only" if cfg.profile.only else "train"}
     if ranks:

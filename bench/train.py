@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from bench.config import TrainConfig
+from bench.precision import FP32, Numerics
 
 
 @dataclass
@@ -60,13 +61,15 @@ def cosine_with_warmup(optimizer, *, total_steps: int, warmup_steps: int) -> tor
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "eval"
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Sigmoid probabilities and labels of a whole split, (N, A) each."""
+def predict(model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "eval", *,
+            numerics: Numerics = FP32) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid probabilities and labels of a whole split, (N, A) each, in the run's precision."""
     model.eval()
     probs, labels = [], []
     for video, target in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        probs.append(torch.sigmoid(model(video.to(device)).float()).cpu())
+        with numerics.forward_context():
+            logits = model(video.to(device))
+        probs.append(torch.sigmoid(logits.float()).cpu())
         labels.append(target)
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
@@ -79,16 +82,18 @@ def snapshot(model: nn.Module) -> dict:
 
 
 def train_step(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
-               optimizer: torch.optim.Optimizer) -> torch.Tensor:
+               optimizer: torch.optim.Optimizer, numerics: Numerics = FP32) -> torch.Tensor:
+    """One optimizer step; the forward under the run's autocast / attention policy, the loss in fp32."""
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(video), target)
-    loss.backward()
-    optimizer.step()
+    with numerics.forward_context():
+        logits = model(video)
+    loss = loss_fn(logits.float(), target)
+    numerics.backward_and_step(loss, optimizer)
     return loss.detach()
 
 
 def train_epoch(model, loader, *, loss_fn, optimizer, scheduler, device, outcome: TrainOutcome, epoch: int,
-                max_steps: int | None) -> float:
+                max_steps: int | None, numerics: Numerics = FP32) -> float:
     model.train()
     losses = []
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True)
@@ -98,7 +103,7 @@ def train_epoch(model, loader, *, loss_fn, optimizer, scheduler, device, outcome
         video, target = video.to(device, non_blocking=True), target.to(device, non_blocking=True)
         synchronize(device)
         start = time.perf_counter()
-        loss = train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+        loss = train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer, numerics=numerics)
         synchronize(device)
         outcome.step_times_s.append(time.perf_counter() - start)
         scheduler.step()

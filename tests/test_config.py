@@ -8,7 +8,7 @@ from bench.experiments import expand, load_preset, resolve_strategies, strategy_
 
 
 def test_every_preset_and_variant_builds_a_valid_run_config():
-    for preset in ("default", "smoke", "paper", "paper-profile"):
+    for preset in ("default", "smoke", "paper", "paper-profile", "paper-profile-b16"):
         base = load_preset(preset)
         for name in strategy_catalog():
             specs = expand(base, strategies=[name], seeds=[0], frames=[2], batch_sizes=[4])

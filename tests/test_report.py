@@ -19,8 +19,8 @@ from bench.results import SCHEMA_VERSION
 MIB = 2**20
 GPU = "NVIDIA H100 80GB HBM3"
 OUTPUTS = ("summary.csv", "summary.md", "summary.tex", "per_attribute_f1.md", "per_attribute_f1.csv",
-           "per_group_f1.csv", "frames_ablation.md", "frames_ablation.csv", "fig1_efficiency.png", "pareto.png",
-           "cost_curves.png", "README.md", "index.html")
+           "per_group_f1.csv", "frames_ablation.md", "frames_ablation.csv", "memory_breakdown.md",
+           "memory_breakdown.csv", "fig1_efficiency.png", "pareto.png", "cost_curves.png", "README.md", "index.html")
 
 
 def fake_record(strategy: str, *, seed: int = 0, frames: int = 2, batch: int = 8, f1: float | None = 0.5,
@@ -177,7 +177,7 @@ def test_figures_have_axis_labels_with_units(frame):
     ok = frame[frame["status"] == "ok"]
     setting = report.reference_setting(frame)
     assert setting == {"dataset": "synthetic", "backbone": "ViT-B-16", "frames": 2, "batch_size": 8,
-                       "world_size": 1, "batch_per_rank": 8}
+                       "world_size": 1, "batch_per_rank": 8, "precision": "fp32", "switches": "-"}
     runs, groups = report.select_setting(ok, setting), report.select_setting(report.aggregate(frame), setting)
     title = report.figure_title(frame, setting)
     assert GPU in title and "ViT-B-16" in title

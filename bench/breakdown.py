@@ -1,0 +1,85 @@
+"""Where a strategy's training memory goes: peak memory by category and saved activations by module, per setting.
+
+Generated into ``memory_breakdown.md`` / ``memory_breakdown.csv`` by ``python -m bench.report``. Categories are the
+torch profiler's at the step's peak (CPU runs: ``peak_mem_<category>_bytes``, bench/profile.py ``cpu_peak_memory``);
+the module table is what autograd saved for backward during one training forward, charged to the module that saved
+it (``activation_bytes_by_module``). Both are means over seeds; MiB = 2^20 bytes.
+"""
+from __future__ import annotations
+
+import pandas as pd
+from tabulate import tabulate
+
+from bench import report
+
+MIB = 2**20
+CATEGORY_HEADERS = {"params": "params", "grads": "grads", "optimizer_state": "optimizer state",
+                    "activations": "activations", "inputs": "inputs", "autograd_detail": "autograd detail",
+                    "temporaries": "temporaries", "unknown": "unknown"}
+TOP_MODULES = 4  # modules shown per setting: the union of each strategy's largest this many
+
+
+def category_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Strategies x categories (MiB, mean over seeds) plus the total peak; empty when no run has categories."""
+    columns = [f"peak_mem_{c}_bytes" for c in CATEGORY_HEADERS]
+    if runs[columns].isna().all().all():
+        return pd.DataFrame()
+    means = runs.groupby("strategy", sort=False)[columns + ["peak_mem_bytes"]].mean() / MIB
+    means.columns = [*CATEGORY_HEADERS.values(), "peak (total)"]
+    return means.dropna(axis=1, how="all").loc[:, lambda t: (t.fillna(0) != 0).any()]
+
+
+def module_long(records: list[dict]) -> pd.DataFrame:
+    """One row per (run, module): the setting columns, strategy, module, saved bytes."""
+    rows = []
+    for record in records:
+        flat = report.flatten(record)
+        modules = report._dig(record, "profile", "activation_saved_bytes_by_module") or {}
+        if flat["status"] == "ok":
+            rows += [{**{k: flat[k] for k in ("strategy", *report.SETTING)}, "module": name, "bytes": size}
+                     for name, size in modules.items()]
+    return pd.DataFrame(rows, columns=["strategy", *report.SETTING, "module", "bytes"])
+
+
+def module_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Strategies x modules (MiB saved for backward); modules outside every strategy's top few go to ``other``."""
+    if long.empty:
+        return pd.DataFrame()
+    table = long.pivot_table(index="strategy", columns="module", values="bytes", aggfunc="mean", sort=False) / MIB
+    keep = sorted({m for _, row in table.iterrows() for m in row.dropna().nlargest(TOP_MODULES).index})
+    shown = table[keep].copy()
+    shown["other"] = table.drop(columns=keep).sum(axis=1, min_count=1)
+    shown["total saved"] = table.sum(axis=1, min_count=1)
+    return shown.reindex(report.strategy_order(shown.index))
+
+
+def _settings(frame: pd.DataFrame) -> list[dict]:
+    ok = frame[frame["status"] == "ok"]
+    unique = ok[report.SETTING].astype("object").drop_duplicates()
+    return [dict(zip(report.SETTING, values, strict=True)) for values in unique.itertuples(index=False)]
+
+
+def _mib(table: pd.DataFrame) -> str:
+    cells = table.map(lambda v: "-" if pd.isna(v) else f"{v:.1f}")
+    return tabulate(cells.rename_axis("strategy"), headers="keys", tablefmt="github", disable_numparse=True)
+
+
+def breakdown_markdown(frame: pd.DataFrame, records: list[dict]) -> tuple[str, pd.DataFrame]:
+    """The Markdown report and its long CSV form (one row per strategy, setting and category or module)."""
+    long_modules, lines, csv_rows = module_long(records), ["# Training memory breakdown (MiB)", "", __doc__, ""], []
+    for setting in _settings(frame):
+        runs = report.sort_runs(report.select_setting(frame[frame["status"] == "ok"], setting))
+        categories = category_table(runs).reindex(report.strategy_order(runs["strategy"]))
+        modules = module_table(report.select_setting(long_modules, setting))
+        lines += [f"## {report._setting_text(setting)}", ""]
+        if not categories.empty:
+            lines += ["Peak memory of one training step by category:", "", _mib(categories), ""]
+        if not modules.empty:
+            lines += ["Activations saved for backward, by module:", "", _mib(modules), ""]
+        for kind, table in (("category", categories), ("module", modules)):
+            for strategy, row in table.iterrows():
+                csv_rows += [{**setting, "strategy": strategy, "kind": kind, "name": name, "mib": value}
+                             for name, value in row.items() if pd.notna(value)]
+    if len(lines) == 4:
+        lines += ["No successful run with a memory breakdown.", ""]
+    return "\n".join(lines), pd.DataFrame(csv_rows)
