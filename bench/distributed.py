@@ -130,7 +130,7 @@ def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, de
     world = sampler.num_replicas
     if not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
         average_batchnorm_statistics(model, world)
-    probs, labels = predict(model, loader, device, desc=desc, numerics=numerics)  # (n_rank, A) each, in the sampler's order
+    probs, labels = predict(model, loader, device, desc=desc, numerics=numerics)  # (n_rank, A), sampler order
     shards: list = [None] * world
     dist.all_gather_object(shards, (list(sampler), probs, labels))
     return _assemble(shards, num_items=len(loader.dataset), world_size=world)
