@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from bench.config import EXPERIMENTS_DIR, ConfigError, RunConfig, load_json, merge
+from bench.config import EXPERIMENTS_DIR, ConfigError, PresetConfig, RunConfig, load_json, merge, validate_fields
 from bench.sweep import RunSpec
 from strategies import registry
 
@@ -21,15 +21,33 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in (EXPERIMENTS_DIR / "presets").glob("*.json"))
 
 
-def load_preset(name: str | None) -> dict:
-    """defaults.json deep-merged with presets/<name>.json (``default``/None = the defaults alone)."""
-    config = load_json(EXPERIMENTS_DIR / "defaults.json")
+def preset_path(name: str | None) -> Path:
+    """presets/<name>.json, or ``name`` itself when it is a JSON file (a preset kept outside the project)."""
     if name in (None, "default"):
-        return config
+        return EXPERIMENTS_DIR / "defaults.json"
+    if name.endswith(".json"):
+        if not Path(name).is_file():
+            raise ConfigError(f"--preset {name!r}: no such file")
+        return Path(name)
     path = EXPERIMENTS_DIR / "presets" / f"{name}.json"
     if not path.exists():
-        raise ConfigError(f"--preset {name!r}: no such preset; available: {', '.join(preset_names())}")
-    return merge(config, load_json(path))
+        raise ConfigError(f"--preset {name!r}: no such preset; available: {', '.join(preset_names())} "
+                          "(or a path to a .json file)")
+    return path
+
+
+def load_preset(name: str | None) -> dict:
+    """defaults.json deep-merged with the preset (``default``/None = the defaults alone), checked field by field
+    (``bench.config.PresetConfig``) before anything runs; an error names the preset file."""
+    defaults, path = EXPERIMENTS_DIR / "defaults.json", preset_path(name)
+    config = load_json(defaults)
+    if path != defaults:
+        config = merge(config, load_json(path))
+    try:
+        PresetConfig.from_dict(config)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return config
 
 
 def _variant(path: Path) -> dict:
@@ -71,7 +89,11 @@ def run_config(base: dict, strategy: str, *, seed: int, frames: int, batch_size:
                           "train": {"seed": seed, "batch_size": batch_size},
                           "strategy": {"name": strategy, "family": entry["family"], "params": params}})
     run = RunConfig.from_dict(config)
-    registry.build_config(run.strategy.registered, run.strategy.params)  # validate strategy params early
+    params = registry.build_config(run.strategy.registered, run.strategy.params)  # validate strategy params early
+    try:
+        validate_fields(params, f"strategy {strategy!r} params")  # the same generic pass as the run config's
+    except ConfigError as error:
+        raise registry.StrategyError(str(error)) from None
     return run
 
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import lifeline
 from bench.config import RunConfig
 from bench.results import ResultFileError, read_result, write_json_atomic
 from bench.worker import run_record
@@ -41,9 +42,10 @@ def is_finished(path: Path, cfg: RunConfig) -> bool:
         return False
     try:
         record = read_result(path)
-    except ResultFileError:
+    except ResultFileError as error:
+        print(f"warning: {error}; the run is redone and the file replaced", flush=True)
         return False
-    return record["run"]["status"] == "ok" and record["run"]["config_digest"] == cfg.digest()
+    return record["run"]["status"] == "ok" and record["run"].get("config_digest") == cfg.digest()
 
 
 def _failure_record(spec: RunSpec, returncode: int) -> dict:
@@ -86,7 +88,9 @@ PRELOAD = ["bench.preload"]  # third-party imports only: see bench/preload.py
 
 def _subprocess_worker(arguments: tuple[str, ...], env: dict) -> int:
     command = [sys.executable, "-m", "bench.worker", *arguments]
-    return subprocess.run(command, cwd=ROOT, env=env).returncode
+    # own session: Ctrl-C reaches only the sweep, which stops the worker; the kernel kills it if the sweep dies
+    return subprocess.run(command, cwd=ROOT, env=env, start_new_session=True,
+                          preexec_fn=lifeline.die_with_parent).returncode
 
 
 def _forked_worker(arguments: tuple[str, ...], env: dict) -> int:
@@ -95,12 +99,17 @@ def _forked_worker(arguments: tuple[str, ...], env: dict) -> int:
     context.set_forkserver_preload(PRELOAD)
     process = context.Process(target=_worker_main, args=(arguments, env), name=f"bench-worker {arguments[2]}")
     process.start()
-    process.join()
+    try:
+        process.join()
+    except KeyboardInterrupt:
+        lifeline.stop_process(process)
+        raise
     return process.exitcode
 
 
 def _worker_main(arguments: tuple[str, ...], env: dict) -> None:
     """Inside the forked worker: take the sweep's current environment and paths, then run like ``bench.worker``."""
+    lifeline.tie_to_sweep_pid(int(env[lifeline.SWEEP_PID_ENV]))
     os.environ.clear()
     os.environ.update(env)
     os.chdir(ROOT)
@@ -133,9 +142,16 @@ def run_spec(spec: RunSpec, out_dir: Path) -> dict:
     config_path, attempt = attempts / f"{spec.run_id}.config.json", attempts / f"{spec.run_id}.json"
     attempt.unlink(missing_ok=True)
     config_path.write_text(json.dumps(spec.config.to_dict(), indent=2))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           lifeline.SWEEP_PID_ENV: str(os.getpid())}
     arguments = (str(config_path), str(attempt), spec.run_id)
-    returncode = _forked_worker(arguments, env) if FORK_SERVER else _subprocess_worker(arguments, env)
+    try:
+        returncode = _forked_worker(arguments, env) if FORK_SERVER else _subprocess_worker(arguments, env)
+    except KeyboardInterrupt:
+        attempt.unlink(missing_ok=True)
+        config_path.unlink(missing_ok=True)
+        raise KeyboardInterrupt(f"{spec.run_id} stopped and its attempt discarded; finished runs are kept in "
+                                f"{out_dir}; run the same command again to resume") from None
     config_path.unlink(missing_ok=True)
     return _settle(spec, attempt, out_dir / f"{spec.run_id}.json", returncode)
 
