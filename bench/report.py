@@ -523,6 +523,8 @@ def write_reports(folder: Path, out: Path | None = None) -> list[Path]:
     if not folder.is_dir():
         raise ReportError(f"{folder}: not a folder (expected the --out folder of a sweep)")
     scan = scan_folder(folder)
+    for message in scan.unreadable + scan.duplicates:
+        print(f"warning: skipped {message}")
     if not scan.records and not scan.failed_attempts:
         raise ReportError(f"{folder}: no readable result JSON (*.json) found")
     out = ensure_writable_folder(Path(out) if out is not None else folder / "report")
