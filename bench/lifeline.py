@@ -4,16 +4,17 @@
   holder's pid, host, start time and command; the kernel drops the lock when the holder's process ends, however it
   ends (SIGKILL included), so a stale lock file never blocks anyone. A second sweep refuses at once with one line
   naming the holder, or waits for it (``--wait-lock``).
-* ``tie_to_sweep``: a worker dies with its sweep. On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` asks the kernel to
-  kill the worker when its parent ends; a forked worker's parent is the fork server, which itself leaves when the
-  sweep's end of its socket closes. A watchdog thread that polls the sweep's pid covers the rest (other systems, and
-  the moment before the signal was armed). The worker also ignores Ctrl-C: the sweep stops it and discards its
-  attempt, so one keypress gives one clean message instead of one traceback per process.
+* ``tie_to_sweep_pid``: a worker dies with its sweep. On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` asks the kernel
+  to kill the worker when its parent ends. A forked worker's parent is the fork server, which leaves only once the
+  sweep and every worker have closed its "alive" pipe (multiprocessing hands it to each child), so a watchdog thread
+  polls the sweep's pid (a zombie counts as ended) and kills the worker; the fork server then goes too. The
+  watchdog also covers other systems and the moment before the signal was armed. A worker is named
+  ``bench-worker`` for ``ps`` and ``top``. It ignores Ctrl-C: the sweep stops it and discards its attempt, so one
+  keypress gives one clean message instead of one traceback per process.
 """
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import getpass
 import json
 import os
@@ -27,7 +28,8 @@ from pathlib import Path
 
 LOCK_FILE = ".lock"
 SWEEP_PID_ENV = "PAR_BENCH_SWEEP_PID"
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # <linux/prctl.h>
+WORKER_PROCESS_NAME = b"bench-worker"  # what ps / top show for a worker (at most 15 bytes)
 WATCHDOG_PERIOD_S = 1.0
 
 
@@ -86,15 +88,19 @@ def _user() -> str:
         return "?"
 
 
-def _parent_death_signal(sig: int) -> bool:
-    """Arm PR_SET_PDEATHSIG (Linux); False where unavailable."""
+def _prctl(option: int, value) -> bool:
+    """Linux ``prctl(option, value)``; False where unavailable."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def _parent_death_signal(sig: int) -> bool:
+    return _prctl(PR_SET_PDEATHSIG, sig)
 
 
 def die_with_parent() -> None:
@@ -103,13 +109,17 @@ def die_with_parent() -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (ended, not yet reaped by its parent) counts as ended."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: the signal test above is all there is
 
 
 def _watch(pid: int) -> None:
@@ -122,6 +132,7 @@ def tie_to_sweep_pid(sweep_pid: int) -> None:
     """Called first in a worker process: ignore Ctrl-C (the sweep handles it) and die when the sweep ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _parent_death_signal(signal.SIGKILL)
+    _prctl(PR_SET_NAME, ctypes.c_char_p(WORKER_PROCESS_NAME))
     if sweep_pid and sweep_pid != os.getpid():
         threading.Thread(target=_watch, args=(sweep_pid,), name="sweep-watchdog", daemon=True).start()
 

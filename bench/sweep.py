@@ -150,6 +150,7 @@ def run_spec(spec: RunSpec, out_dir: Path) -> dict:
     except KeyboardInterrupt:
         attempt.unlink(missing_ok=True)
         config_path.unlink(missing_ok=True)
+        print(file=sys.stderr)  # end the stopped worker's progress bar, so the message gets a line of its own
         raise KeyboardInterrupt(f"{spec.run_id} stopped and its attempt discarded; finished runs are kept in "
                                 f"{out_dir}; run the same command again to resume") from None
     config_path.unlink(missing_ok=True)
