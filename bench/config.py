@@ -3,6 +3,11 @@
 A run is fully described by one ``RunConfig``; its JSON form is stored in every result file, so a result says how
 it was produced. Unknown keys are rejected with the full dotted path, so a typo in an experiment file cannot
 silently fall back to a default.
+
+Every field is declared with ``option(default, help, **rules)``: its constraints live in the field's metadata and
+one generic pass (``validate_fields``, run by every section's ``__post_init__``) checks the type and every rule of
+every field, so a field added later is checked as soon as it is declared. Rules that involve several fields are a
+section's ``check_fields``. Strategy configs go through the same ``validate_fields`` (``bench.experiments``).
 """
 from __future__ import annotations
 
