@@ -6,9 +6,8 @@ traceback; a bug ends in one line that says where its traceback was written; Ctr
 
 Known errors are the project's own error types (each message names the file or field, the value and what was
 expected), a plain ``ValueError`` raised by the project's own code, and ``OSError`` (a folder that is a file,
-read-only or full). They are looked up by module and class name
-in ``sys.modules``, so the boundary imports nothing heavy: an error type whose module was never imported cannot
-have been raised. The resume hint of an interrupted sweep travels as the ``KeyboardInterrupt``'s message.
+read-only or full). Error types are matched by module and class name (the class or any base), so the boundary
+imports nothing heavy. The resume hint of an interrupted sweep travels as the ``KeyboardInterrupt``'s message.
 """
 from __future__ import annotations
 
@@ -35,9 +34,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRACEBACK_DIR_ENV = "PAR_BENCH_TRACEBACK_DIR"  # where unexpected errors leave their traceback (default: temp dir)
 
 
-def known_error_types() -> tuple[type, ...]:
-    found = (getattr(sys.modules.get(module), name, None) for module, name in KNOWN_ERRORS)
-    return tuple(kind for kind in found if isinstance(kind, type) and issubclass(kind, BaseException))
+def _qualified(kind: type) -> tuple[str, str]:
+    """(module, class) of an error type; a module run as ``python -m bench.report`` is ``__main__`` but its spec
+    still says ``bench.report``."""
+    module = sys.modules.get(kind.__module__)
+    spec = getattr(module, "__spec__", None)
+    return (spec.name if spec is not None and kind.__module__ == "__main__" else kind.__module__), kind.__name__
+
+
+def is_known_type(kind: type) -> bool:
+    return any(_qualified(base) in KNOWN_ERRORS for base in kind.__mro__)
 
 
 def raised_by_project(error: BaseException) -> bool:
@@ -53,7 +59,7 @@ def raised_by_project(error: BaseException) -> bool:
 
 def is_known(error: BaseException) -> bool:
     """A project error type, or a plain ValueError the project raised itself: messages written for the user."""
-    return isinstance(error, known_error_types()) or (type(error) is ValueError and raised_by_project(error))
+    return is_known_type(type(error)) or (type(error) is ValueError and raised_by_project(error))
 
 
 def one_line(text: str) -> str:

@@ -481,7 +481,8 @@ IN_PROCESS = {
     "bench.compare": ("bench.compare", [str(EARLIER.parent), str(EARLIER.parent), "--out"]),
     "bench.reference": ("bench.reference", ["--preset", "smoke", "--out"]),
 }
-MODULE_MAINS = {  # their boundary sits in the ``__main__`` guard: run as the user runs them
+MODULE_MAINS = {  # their boundary sits in the ``__main__`` guard, or the error type is ``__main__``'s: run as users do
+    "bench.report": ["EMPTY", "--out"],
     "data.prepare": ["mars", "--raw", "RAW", "--out"],
     "models.pretrain": ["--model", "par-vit-micro", "--steps", "1", "--out"],
 }
@@ -504,12 +505,14 @@ def test_bench_entry_points_turn_an_out_that_is_a_file_into_one_line(name, tmp_p
 def test_module_entry_points_turn_an_out_that_is_a_file_into_one_line(name, tmp_path):
     target = tmp_path / "a_file"
     target.write_text("mine")
-    args = [str(make_mars_fixture(tmp_path / "dl")) if arg == "RAW" else arg for arg in MODULE_MAINS[name]]
+    (tmp_path / "empty").mkdir()
+    fill = {"RAW": lambda: str(make_mars_fixture(tmp_path / "dl")), "EMPTY": lambda: str(tmp_path / "empty")}
+    args = [fill[arg]() if arg in fill else arg for arg in MODULE_MAINS[name]]
     done = subprocess.run([sys.executable, "-m", name, *args, str(target)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert str(target) in lines[0] and target.read_text() == "mine"
+    assert str(tmp_path) in lines[0] and target.read_text() == "mine"  # names the --out file or the folder read
 
 
 # ---------------------------------------------------------------------------------------------------------------------
