@@ -8,7 +8,9 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench import experiments, gate, launch, report
-from bench.config import ConfigError, merge
+from bench.boundary import ensure_writable_folder, entry_point
+from bench.config import merge
+from bench.lifeline import FolderLock
 from bench.sweep import run_sweep
 
 DESCRIPTION = """Benchmark fine-tuning strategies of CLIP for video pedestrian attribute recognition (VTF pipeline).
@@ -32,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print every strategy with a description; with --backbone, also its trainable / total "
                    "parameter counts, computed by building each model (random weights) at the settings of "
                    "--preset, which defaults to 'paper' here (VTFPAR++: fusion width 240, side width 240)")
-    p.add_argument("--preset", help=f"experiment preset: default (if omitted), {', '.join(experiments.preset_names())}")
+    p.add_argument("--preset", help=f"experiment preset: default (if omitted), {', '.join(experiments.preset_names())}"
+                                    ", or a path to a preset .json file")
     p.add_argument("--dataset", choices=("synthetic", "mars", "duke"), help="dataset (default: synthetic)")
     p.add_argument("--data-root", help="prepared dataset root or re-encoded layout (mars / duke)")
     p.add_argument("--backbone", help="open_clip architecture, e.g. ViT-B-16 (default: par-vit-tiny)")
@@ -52,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure a few training steps per run (memory, time, FLOPs) without training to convergence")
     p.add_argument("--out", type=Path, help="output folder for result JSONs (default: runs/<preset>)")
     p.add_argument("--no-resume", action="store_true", help="re-run runs that already finished in --out")
+    p.add_argument("--wait-lock", action="store_true",
+                   help="if another sweep is writing into --out, wait for it to end instead of refusing")
     p.add_argument("--check", type=Path, metavar="BASELINE",
                    help="regression gate: compare this sweep with a baseline JSON (e.g. results/baselines/ci.json); "
                         "exits non-zero if any strategy got less accurate, hungrier for memory, or changed its "
@@ -113,21 +118,35 @@ def run(args: argparse.Namespace) -> int:
                                seeds=args.seeds or [base["train"]["seed"]],
                                frames=args.frames or [base["data"]["frames"]],
                                batch_sizes=args.batch_size or [base["train"]["batch_size"]])
+    check_datasets(specs)
     experiments.preflight(specs)
-    out = args.out or Path("runs") / args.preset
-    records = run_sweep(specs, out, resume=not args.no_resume, retry_failed=args.retry_failed,
-                        launcher=launch.make_launcher(args))
-    if records is None:
-        print(f"when the jobs have finished: python -m bench.report {out}")
-        return 0
-    frame = report.to_frame(records)
-    print(report.summary_table(frame))
-    written = report.write_reports(out)
-    print(f"results: {out}/  report: {written[0].parent}/ ({len(written)} files; start at "
-          f"{written[0].parent / 'README.md'} or index.html)")
-    if args.update_baseline or args.check:
-        return gate_step(records, args)
+    out = ensure_writable_folder(args.out or Path("runs") / Path(args.preset).stem)  # before any work
+    with FolderLock(out, wait=args.wait_lock):
+        records = run_sweep(specs, out, resume=not args.no_resume, retry_failed=args.retry_failed,
+                            launcher=launch.make_launcher(args))
+        if records is None:
+            print(f"when the jobs have finished: python -m bench.report {out}")
+            return 0
+        frame = report.to_frame(records)
+        print(report.summary_table(frame))
+        written = report.write_reports(out)
+        print(f"results: {out}/  report: {written[0].parent}/ ({len(written)} files; start at "
+              f"{written[0].parent / 'README.md'} or index.html)")
+        if args.update_baseline or args.check:
+            return gate_step(records, args)
     return 0 if (frame["status"] == "ok").all() else 1
+
+
+def check_datasets(specs: list) -> None:
+    """Read every real dataset's manifest once before any run starts: a malformed file fails the sweep at once in
+    one line naming file and line, rather than every run one by one."""
+    roots = sorted({(s.config.data.dataset, s.config.data.data_root) for s in specs
+                    if s.config.data.dataset != "synthetic"})
+    if roots:
+        from data.video_dataset import resolve_manifest
+
+        for dataset, root in roots:
+            resolve_manifest(dataset, root)
 
 
 def gate_step(records: list[dict], args: argparse.Namespace) -> int:
@@ -146,10 +165,7 @@ def gate_step(records: list[dict], args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+@entry_point("run_bench")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ConfigError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """Exit codes: 0 all runs ok, 1 some run failed (or a regression), 2 bad input, 130 interrupted."""
+    return run(build_parser().parse_args(argv))

@@ -21,6 +21,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import report
+from bench.boundary import ensure_writable_folder, entry_point
+from bench.results import write_atomic
 
 SHOWN = {  # aggregated column -> (header, scale, format)
     "macro_f1_mean": ("macro-F1 (%)", 100.0, ".2f"),
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point("bench.compare")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     labels = args.labels.split(",") if args.labels else [folder.name for folder in args.folders]
@@ -97,19 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: need two or more folders and one label per folder, got {len(args.folders)} folder(s) and "
               f"{len(labels)} label(s)", file=sys.stderr)
         return 2
-    try:
-        table = compare_frame(args.folders, labels)
-    except report.ReportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    out = args.out or args.folders[-1] / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    table = compare_frame(args.folders, labels)
+    out = ensure_writable_folder(args.out or args.folders[-1] / "report")
     text = compare_markdown(table)
     sources = ", ".join(f"{label} = {folder}" for label, folder in zip(labels, args.folders, strict=True))
-    (out / "compare.md").write_text(f"Compared: {sources}\n\n{text}\n")
+    write_atomic(out / "compare.md", lambda handle: handle.write(f"Compared: {sources}\n\n{text}\n"))
     flat = table.copy()
     flat.columns = [f"{label}:{metric}" for label, metric in table.columns]
-    flat.rename_axis("strategy").to_csv(out / "compare.csv")
+    write_atomic(out / "compare.csv", lambda handle: flat.rename_axis("strategy").to_csv(handle))
     print(text)
     print(f"written: {out / 'compare.md'}, {out / 'compare.csv'}")
     return 0

@@ -3,23 +3,36 @@
 A run is fully described by one ``RunConfig``; its JSON form is stored in every result file, so a result says how
 it was produced. Unknown keys are rejected with the full dotted path, so a typo in an experiment file cannot
 silently fall back to a default.
+
+Every field is declared with ``option(default, help, **rules)``: its constraints live in the field's metadata and
+one generic pass (``validate_fields``, run by every section's ``__post_init__``) checks the type and every rule of
+every field, so a field added later is checked as soon as it is declared. Rules that involve several fields are a
+section's ``check_fields``. Strategy configs go through the same ``validate_fields`` (``bench.experiments``).
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import hashlib
+import importlib.util
 import json
+import math
 import types
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 DATASETS = ("synthetic", "mars", "duke")
+RULES = ("min", "max", "above", "below", "choices", "keys", "check")  # the constraints a field's metadata may declare
 ACTIVATIONS = ("auto", "quick_gelu", "gelu")  # models/backbone.py chooses; kept here so config needs no torch
 FRAME_FITS = ("pad", "stretch")  # data/transforms.py
 AUGMENTS = ("none", "frame", "clip")
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/precision.py
+SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
 
 
 class ConfigError(ValueError):
@@ -31,114 +44,188 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    dataset: str = "synthetic"
-    data_root: str | None = None
-    frames: int = 6
-    num_train: int = 1024   # synthetic only: tracklets per split
-    num_val: int = 256
-    num_test: int = 512
-    tracklet_length: int = 16
-    data_seed: int = 0      # which synthetic people exist; independent of the training seed
-    num_workers: int = 0
-    frame_fit: str = "pad"  # real frames to the square input: aspect kept + zero padding (VTF 2.1), or "stretch"
-    augment: str = "none"   # training only: "frame" = released Pad + RandomCrop + flip per frame, "clip" = per clip
-    augment_pad: int = 10   # the padding of that augmentation, in input pixels (released: 10 at 224 px)
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable | None = None, **rules) -> Any:
+    """A config field with its help text and declared constraints, checked by ``validate_fields``.
+
+    Rules: ``min`` / ``max`` (inclusive), ``above`` / ``below`` (exclusive), ``choices`` (a collection, or a callable
+    returning one, evaluated when checked), ``keys`` (allowed keys of a dict field, same forms), ``check`` (a callable
+    returning None or the text of the problem). None passes every rule of a field typed ``X | None``.
+    """
+    unknown = sorted(set(rules) - set(RULES))
+    if unknown:
+        raise TypeError(f"option: unknown rule(s) {unknown}; known: {RULES}")
+    metadata = {"help": help, **rules}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+class Validated:
+    """Base of every config section: on construction each field is checked against its type annotation and its
+    declared rules (one generic pass, so a new field is checked as soon as it is declared), then ``check_fields``
+    runs the section's rules that involve several fields."""
+
+    SECTION: ClassVar[str] = ""
 
     def __post_init__(self):
-        _require(self.dataset in DATASETS, f"data.dataset: expected one of {DATASETS}, got {self.dataset!r}")
-        _require(self.dataset == "synthetic" or bool(self.data_root),
-                 f"data.data_root: required for dataset {self.dataset!r} (--data-root DIR)")
-        _require(self.frames >= 1, f"data.frames: expected >= 1, got {self.frames}")
-        for name in ("num_train", "num_val", "num_test", "tracklet_length"):
-            _require(getattr(self, name) >= 1, f"data.{name}: expected >= 1, got {getattr(self, name)}")
-        _require(self.frame_fit in FRAME_FITS, f"data.frame_fit: expected one of {FRAME_FITS}, got {self.frame_fit!r}")
-        _require(self.augment in AUGMENTS, f"data.augment: expected one of {AUGMENTS}, got {self.augment!r}")
-        _require(self.augment_pad >= 0, f"data.augment_pad: expected >= 0, got {self.augment_pad}")
+        validate_fields(self, self.SECTION)
+        self.check_fields()
+
+    def check_fields(self) -> None:
+        """Rules across fields; the default has none."""
+
+
+def _known_backbone(name: str) -> str | None:
+    """open_clip architectures: its packaged configs plus ours (models/configs), read as file names: open_clip's
+    own ``list_models()`` would import it (seconds) in a process that may never build a model."""
+    if name.startswith("local-dir:"):
+        return None
+    spec = importlib.util.find_spec("open_clip")
+    folders = [Path(p) / "model_configs" for p in (spec.submodule_search_locations or [])] if spec else []
+    folders.append(Path(__file__).resolve().parent.parent / "models" / "configs")
+    known = sorted({p.stem for folder in folders for p in folder.glob("*.json")})
+    if name in known:
+        return None
+    close = difflib.get_close_matches(name, known, n=3)
+    return f"unknown open_clip architecture {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else "")
+
+
+def _device_problem(value: str) -> str | None:
+    kind, _, index = value.partition(":")
+    if value != "auto" and (kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit()))):
+        return f"expected auto, cpu, cuda or cuda:N, got {value!r}"
+    if kind == "cuda":
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index or 0) >= count:
+            return f"{value!r} asked for, but this machine has {count} CUDA device(s) (use cpu or auto)"
+    return None
+
+
+@functools.cache
+def selectable_metrics() -> tuple[str, ...]:
+    """The scalar keys ``bench.metrics.evaluate`` returns, read off one evaluation of a two-clip case, so the list of
+    metrics a checkpoint may be chosen by never drifts from the code that computes them."""
+    import numpy as np
+
+    from bench import metrics
+    from data.schema import get_schema
+
+    schema = get_schema("synthetic")
+    labels = np.zeros((2, schema.num_columns))
+    labels[0] = 1
+    result = metrics.evaluate(np.full((2, schema.num_columns), 0.5), labels, schema, threshold=0.5)
+    return tuple(sorted(key for key, value in result.items() if isinstance(value, float)))
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    backbone: str = "par-vit-tiny"
-    pretrained: str | None = None
-    temporal: str = "mean"
-    activation: str = "auto"   # auto: what the weights were trained with (OpenAI: QuickGELU), else the architecture's
-    fusion_width: int = 128
-    fusion_heads: int = 4
-    fusion_mlp_ratio: float = 4.0
+class DataConfig(Validated):
+    SECTION: ClassVar[str] = "data"
 
-    def __post_init__(self):
-        _require(self.temporal in ("mean", "tmd"), f"model.temporal: expected 'mean' or 'tmd', got {self.temporal!r}")
-        _require(self.activation in ACTIVATIONS,
-                 f"model.activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
+    dataset: str = option("synthetic", "synthetic (generated, no files) or a real dataset", choices=DATASETS)
+    data_root: str | None = option(None, "prepared root or re-encoded layout of a real dataset; none for synthetic")
+    frames: int = option(6, "frames per clip", min=1)
+    num_train: int = option(1024, "synthetic only: tracklets in the train split", min=1)
+    num_val: int = option(256, "synthetic only: tracklets in the val split", min=1)
+    num_test: int = option(512, "synthetic only: tracklets in the test split", min=1)
+    tracklet_length: int = option(16, "synthetic only: frames per tracklet", min=1)
+    data_seed: int = option(0, "which synthetic people exist; independent of the training seed", min=0,
+                            max=2**32 - 1)
+    num_workers: int = option(0, "DataLoader worker processes (0 = load in the training process)", min=0)
+    frame_fit: str = option("pad", "real frames to the square input: aspect kept + zero padding (VTF section 2.1), "
+                                   "or stretch", choices=FRAME_FITS)
+    augment: str = option("none", "training augmentation: frame = released Pad + RandomCrop + flip drawn per frame, "
+                                  "clip = drawn once per clip, none", choices=AUGMENTS)
+    augment_pad: int = option(10, "padding of that augmentation in input pixels (released: 10 at 224 px)", min=0)
+
+    def check_fields(self) -> None:
+        if self.dataset == "synthetic":
+            _require(self.data_root is None, f"data.data_root: {self.data_root!r} given, but data.dataset "
+                     "'synthetic' reads no files; pass --dataset mars or duke with it, or drop --data-root")
+            return
+        _require(bool(self.data_root), f"data.data_root: required for dataset {self.dataset!r} (--data-root DIR)")
+        _require(Path(self.data_root).is_dir(), f"data.data_root: {self.data_root!r} is not an existing folder "
+                 f"(expected a prepared {self.dataset} root: python -m data.prepare {self.dataset} ...)")
+
+
+@dataclass(frozen=True)
+class ModelConfig(Validated):
+    SECTION: ClassVar[str] = "model"
+
+    backbone: str = option("par-vit-tiny", "open_clip architecture (or local-dir:PATH)", check=_known_backbone)
+    pretrained: str | None = option(None, "open_clip tag, a local checkpoint file, or none (checked when loaded)")
+    temporal: str = option("mean", "temporal aggregator of the visual path", choices=("mean", "tmd"))
+    activation: str = option("auto", "MLP activation: auto = what the weights were trained with (OpenAI: QuickGELU), "
+                                     "else the architecture's; or force quick_gelu / gelu", choices=ACTIVATIONS)
+    fusion_width: int = option(128, "width of the fusion transformer", min=1)
+    fusion_heads: int = option(4, "attention heads of the fusion transformer", min=1)
+    fusion_mlp_ratio: float = option(4.0, "MLP width / fusion width", above=0)
+
+    def check_fields(self) -> None:
         _require(self.fusion_width % self.fusion_heads == 0,
                  f"model.fusion_width ({self.fusion_width}) must be divisible by fusion_heads ({self.fusion_heads})")
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/precision.py
-SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
-
-
 @dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 6
-    batch_size: int = 16
-    lr: float = 1e-3
-    backbone_lr_scale: float = 1.0   # lr multiplier for parameters that came with the pretrained backbone
-    weight_decay: float = 0.0
-    warmup_epochs: float = 1.0
-    threshold: float = 0.45
-    seed: int = 0
-    device: str = "auto"
-    train_head: bool = True          # the shared fusion + head train under every strategy (one flag, not per strategy)
-    select_metric: str = "macro_f1"  # val metric that chooses the checkpoint
-    head_prior_init: bool = True     # start the head's output offset at the loss-optimal constant (models/loss.py)
-    max_steps_per_epoch: int | None = None
-    world_size: int = 1              # DDP processes of one run (torchrun); batch_size is the global batch over them
-    precision: str = "fp32"              # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
-    half_frozen_backbone: bool = False   # frozen backbone weights held in the autocast dtype (VTFPAR++ holds fp16)
-    sdpa_backend: str = "auto"           # attention kernel policy for training and evaluation
-    tf32: bool = False                   # TF32 matmuls on CUDA (Ampere+); fp32 stays exact fp32 by default
-    compile: bool = False                # torch.compile the model
+class TrainConfig(Validated):
+    SECTION: ClassVar[str] = "train"
 
-    def __post_init__(self):
-        _require(self.precision in PRECISIONS,
-                 f"train.precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+    epochs: int = option(6, "training epochs", min=1)
+    batch_size: int = option(16, "clips per training step", min=1)
+    lr: float = option(1e-3, "Adam learning rate", above=0)
+    backbone_lr_scale: float = option(1.0, "lr multiplier for parameters that came with the pretrained backbone",
+                                      min=0)
+    weight_decay: float = option(0.0, "Adam weight decay", min=0)
+    warmup_epochs: float = option(1.0, "linear warm-up length in epochs (fractions allowed)", min=0)
+    threshold: float = option(0.45, "probability threshold of the paper protocol", above=0, below=1)
+    seed: int = option(0, "training seed (initialisation, batch order, frame draws)", min=0, max=2**32 - 1)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", check=_device_problem)
+    train_head: bool = option(True, "the shared fusion + head train under every strategy (one flag, not per "
+                                    "strategy)")
+    select_metric: str = option("macro_f1", "val metric that chooses the checkpoint", choices=selectable_metrics)
+    head_prior_init: bool = option(True, "start the head's output offset at the loss-optimal constant "
+                                         "(models/loss.py)")
+    max_steps_per_epoch: int | None = option(None, "cap on training steps per epoch; null = the whole split",
+                                             min=1)
+    world_size: int = option(1, "DDP processes of one run (torchrun); batch_size is the global batch over them",
+                             min=1)
+    precision: str = option("fp32", "fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler)", choices=PRECISIONS)
+    half_frozen_backbone: bool = option(False, "frozen backbone weights held in the autocast dtype (VTFPAR++ holds "
+                                               "its frozen CLIP in fp16)")
+    sdpa_backend: str = option("auto", "attention kernel policy for training and evaluation", choices=SDPA_POLICIES)
+    tf32: bool = option(False, "TF32 matmuls on CUDA (Ampere+); off, so fp32 stays exact fp32")
+    compile: bool = option(False, "torch.compile the model")
+
+    def check_fields(self) -> None:
+        _require(self.batch_size % self.world_size == 0,
+                 f"train.world_size: expected a divisor of batch_size {self.batch_size}, got {self.world_size}")
         _require(not self.half_frozen_backbone or self.precision != "fp32",
                  "train.half_frozen_backbone: needs train.precision bf16 or fp16 (the dtype frozen weights are held "
                  "in), got fp32")
-        _require(self.sdpa_backend in SDPA_POLICIES,
-                 f"train.sdpa_backend: expected one of {', '.join(SDPA_POLICIES)}, got {self.sdpa_backend!r}")
-        _require(self.epochs >= 1, f"train.epochs: expected >= 1, got {self.epochs}")
-        _require(self.batch_size >= 1, f"train.batch_size: expected >= 1, got {self.batch_size}")
-        _require(self.lr > 0, f"train.lr: expected > 0, got {self.lr}")
-        _require(0.0 < self.threshold < 1.0, f"train.threshold: expected in (0, 1), got {self.threshold}")
-        _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
-                 f"train.device: expected auto, cpu or cuda[:N], got {self.device!r}")
-        _require(self.world_size >= 1 and self.batch_size % self.world_size == 0,
-                 f"train.world_size: expected >= 1 and dividing batch_size {self.batch_size}, got {self.world_size}")
 
 
 @dataclass(frozen=True)
-class ProfileConfig:
-    enabled: bool = True
-    only: bool = False            # profile-only mode: a few measured steps, no training to convergence
-    warmup_steps: int = 2
-    measured_steps: int = 5
-    flops: bool = True
-    memory: bool = True
+class ProfileConfig(Validated):
+    SECTION: ClassVar[str] = "profile"
 
-    def __post_init__(self):
-        _require(self.warmup_steps >= 0 and self.measured_steps >= 1,
-                 "profile: warmup_steps must be >= 0 and measured_steps >= 1")
+    enabled: bool = option(True, "measure FLOPs and memory after training")
+    only: bool = option(False, "profile-only mode: a few measured steps, no training to convergence")
+    warmup_steps: int = option(2, "steps left out of the step-time median", min=0)
+    measured_steps: int = option(5, "profile-only mode: steps measured after the warm-up", min=1)
+    flops: bool = option(True, "count FLOPs (torch FlopCounterMode)")
+    memory: bool = option(True, "measure peak memory")
 
 
 @dataclass(frozen=True)
-class StrategyConfig:
-    name: str = "frozen"     # the run's label, e.g. a variant name such as 'side_spatial'
-    family: str = ""         # the registered strategy it uses; empty = same as name
-    params: dict = field(default_factory=dict)
+class StrategyConfig(Validated):
+    SECTION: ClassVar[str] = "strategy"
+
+    name: str = option("frozen", "the run's label, e.g. a variant name such as 'side_spatial'",
+                       check=lambda v: None if v.strip() else "expected a non-empty name")
+    family: str = option("", "the registered strategy it uses; empty = same as name (checked against the registry "
+                             "when the run is expanded)")
+    params: dict = option(help="the strategy's own parameters (checked by its config dataclass)", factory=dict)
 
     @property
     def registered(self) -> str:
@@ -146,12 +233,12 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    profile: ProfileConfig = field(default_factory=ProfileConfig)
+class RunConfig(Validated):
+    strategy: StrategyConfig = option(help="what is tuned", factory=StrategyConfig)
+    data: DataConfig = option(help="which clips", factory=DataConfig)
+    model: ModelConfig = option(help="the PAR model before the strategy", factory=ModelConfig)
+    train: TrainConfig = option(help="the one training loop", factory=TrainConfig)
+    profile: ProfileConfig = option(help="what is measured", factory=ProfileConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -165,20 +252,115 @@ class RunConfig:
         return _build(cls, data, "")
 
 
-def _check_type(value: Any, annotation: Any, path: str) -> Any:
-    """Check a JSON value against a (simple) dataclass field annotation; ints are accepted for floats."""
-    origin = typing.get_origin(annotation)
-    options = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
-    for option in options:
-        if option is type(None) and value is None:
-            return value
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option in (str, bool, dict) and isinstance(value, option):
-            return value
-    raise ConfigError(f"{path}: expected {annotation}, got {value!r}")
+def _strategy_defaults_problem(defaults: dict) -> str | None:
+    """Every family under a preset's ``strategy_defaults`` is registered and its parameters build its config."""
+    from strategies import registry
+
+    for family, params in defaults.items():
+        if family not in registry.names():
+            return f"unknown strategy family {family!r}; registered: {', '.join(registry.names())}"
+        if not isinstance(params, dict):
+            return f"{family}: expected an object of parameters, got {params!r}"
+        try:
+            registry.build_config(family, params)
+        except registry.StrategyError as error:
+            return f"{family}: {error}"
+    return None
+
+
+@dataclass(frozen=True)
+class PresetConfig(RunConfig):
+    """A preset file (defaults.json merged with presets/NAME.json): a run config plus per-family strategy defaults."""
+
+    strategy_defaults: dict = option(help="family -> parameters a preset scales to its backbone", factory=dict,
+                                     check=_strategy_defaults_problem)
+
+
+def validate_fields(obj: Any, prefix: str = "") -> None:
+    """Check every field of a dataclass instance against its annotation and the rules in its metadata.
+
+    Ints are accepted (and stored) as floats where a float is declared, lists as tuples where a tuple is. Used for
+    the run config's sections and for strategy configs alike."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        value, hint = getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            _require(isinstance(value, hint), f"{path}: expected a {hint.__name__}, got {value!r}")
+            continue
+        checked = check_type(value, hint, path)
+        if checked is not value:
+            object.__setattr__(obj, f.name, checked)
+        check_rules(checked, f.metadata, path)
+
+
+def check_rules(value: Any, rules: Mapping, path: str) -> None:
+    """The declared constraints of one field (see ``option``); None satisfies them all."""
+    if value is None:
+        return
+    for rule, holds, text in (("min", lambda v, b: v >= b, ">="), ("max", lambda v, b: v <= b, "<="),
+                              ("above", lambda v, b: v > b, ">"), ("below", lambda v, b: v < b, "<")):
+        if rule in rules and not holds(value, rules[rule]):
+            raise ConfigError(f"{path}: expected {text} {rules[rule]}, got {value!r}")
+    if "choices" in rules:
+        allowed = _resolve(rules["choices"])
+        _require(value in allowed, f"{path}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")
+    if "keys" in rules:
+        allowed, unknown = _resolve(rules["keys"]), sorted(set(value) - set(_resolve(rules["keys"])))
+        _require(not unknown, f"{path}: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
+    if "check" in rules:
+        problem = rules["check"](value)
+        _require(problem is None, f"{path}: {problem}")
+
+
+def _resolve(choices) -> Sequence:
+    return tuple(choices() if callable(choices) else choices)
+
+
+def _type_name(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in args)
+    if origin in (tuple, list) or annotation in (tuple, list):
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    names = {type(None): "null", int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
+             dict: "an object", Any: "any value"}
+    return names.get(annotation, names.get(origin, str(annotation)))
+
+
+def _convert(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """(fits, value as stored) of one non-union annotation."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True, value
+    if annotation is type(None):
+        return value is None, value
+    if annotation is float:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return number, float(value) if number else value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation in (str, bool):
+        return isinstance(value, annotation), value
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict), value
+    if origin in (tuple, list) or annotation in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        items = [_convert(item, args[0]) if args else (True, item) for item in value]
+        container = tuple if (origin or annotation) is tuple else list
+        return all(ok for ok, _ in items), container(item for _, item in items)
+    return isinstance(value, origin or annotation), value
+
+
+def check_type(value: Any, annotation: Any, path: str) -> Any:
+    """Check a value against a field annotation (unions, lists / tuples of one type, scalars); returns it as stored."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    for option_type in typing.get_args(annotation) if union else (annotation,):
+        fits, converted = _convert(value, option_type)
+        if fits:
+            return converted
+    raise ConfigError(f"{path}: expected {_type_name(annotation)}, got {value!r}")
 
 
 def _build(cls: type, data: Any, prefix: str):
@@ -193,7 +375,7 @@ def _build(cls: type, data: Any, prefix: str):
     for name, value in data.items():
         path = f"{prefix}.{name}" if prefix else name
         hint = hints[name]
-        kwargs[name] = _build(hint, value, path) if dataclasses.is_dataclass(hint) else _check_type(value, hint, path)
+        kwargs[name] = _build(hint, value, path) if dataclasses.is_dataclass(hint) else check_type(value, hint, path)
     return cls(**kwargs)
 
 
@@ -209,9 +391,15 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def load_json(path: Path) -> dict:
+    """A JSON config file, which must hold one object."""
     try:
-        return json.loads(Path(path).read_text())
+        payload = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}: invalid JSON ({error.msg} at line {error.lineno})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: unreadable ({error})") from None
+    if not isinstance(payload, dict):
+        raise ConfigError(f"{path}: expected a JSON object {{...}} at the top level, got {type(payload).__name__}")
+    return payload

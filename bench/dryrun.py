@@ -30,6 +30,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from bench.boundary import entry_point
+
 OPENAI_MARKERS = {"input_resolution": 224, "context_length": 77, "vocab_size": 49408}
 FRAME_SIZE = (128, 256)  # MARS crops, PIL (width, height)
 
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point("bench.dryrun")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from bench.cli import main as run_bench

@@ -14,7 +14,7 @@ import itertools
 import json
 from pathlib import Path
 
-from bench.config import EXPERIMENTS_DIR, ConfigError, RunConfig, load_json, merge
+from bench.config import EXPERIMENTS_DIR, ConfigError, PresetConfig, RunConfig, load_json, merge, validate_fields
 from bench.sweep import RunSpec
 from strategies import registry
 
@@ -23,24 +23,48 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in (EXPERIMENTS_DIR / "presets").glob("*.json"))
 
 
-def load_preset(name: str | None) -> dict:
-    """defaults.json deep-merged with presets/<name>.json (``default``/None = the defaults alone). A preset may name
-    another one under ``"extends"``; it is merged over that one (``paper-dryrun`` extends ``paper``)."""
+def preset_path(name: str | None) -> Path:
+    """presets/<name>.json, or ``name`` itself when it is a JSON file (a preset kept outside the project)."""
     if name in (None, "default"):
-        return load_json(EXPERIMENTS_DIR / "defaults.json")
-    return _load_preset(name, seen=())
-
-
-def _load_preset(name: str, *, seen: tuple[str, ...]) -> dict:
+        return EXPERIMENTS_DIR / "defaults.json"
+    if name.endswith(".json"):
+        if not Path(name).is_file():
+            raise ConfigError(f"--preset {name!r}: no such file")
+        return Path(name)
     path = EXPERIMENTS_DIR / "presets" / f"{name}.json"
     if not path.exists():
-        where = f"presets/{seen[-1]}.json \"extends\"" if seen else "--preset"
-        raise ConfigError(f"{where} {name!r}: no such preset; available: {', '.join(preset_names())}")
-    if name in seen:
-        raise ConfigError(f"{path}: \"extends\" forms a cycle ({' -> '.join((*seen, name))})")
-    preset = load_json(path)
+        raise ConfigError(f"--preset {name!r}: no such preset; available: {', '.join(preset_names())} "
+                          "(or a path to a .json file)")
+    return path
+
+
+def load_preset(name: str | None) -> dict:
+    """defaults.json deep-merged with the preset (``default``/None = the defaults alone), checked field by field
+    (``bench.config.PresetConfig``) before anything runs; an error names the preset file. A preset may name another
+    one under ``"extends"``; it is merged over that one (``paper-dryrun`` extends ``paper``)."""
+    path = preset_path(name)
+    config = _load_preset_file(path, seen=())
+    try:
+        PresetConfig.from_dict(config)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return config
+
+
+def _load_preset_file(path: Path, *, seen: tuple[Path, ...]) -> dict:
+    defaults = EXPERIMENTS_DIR / "defaults.json"
+    if path == defaults:
+        return load_json(defaults)
+    if path in seen:
+        raise ConfigError(f"{path}: \"extends\" forms a cycle ({' -> '.join(p.stem for p in (*seen, path))})")
+    preset = dict(load_json(path))
     parent = preset.pop("extends", None)
-    base = _load_preset(parent, seen=(*seen, name)) if parent else load_json(EXPERIMENTS_DIR / "defaults.json")
+    if parent is not None and not isinstance(parent, str):
+        raise ConfigError(f"{path}: \"extends\": expected a preset name, got {parent!r}")
+    try:
+        base = _load_preset_file(preset_path(parent), seen=(*seen, path)) if parent else load_json(defaults)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: \"extends\" {parent!r}: {error}") from None
     return merge(base, preset)
 
 
@@ -82,13 +106,18 @@ def run_config(base: dict, strategy: str, *, seed: int, frames: int, batch_size:
     config = merge(base, {"model": entry["model"], "data": {"frames": frames},
                           "train": {"seed": seed, "batch_size": batch_size},
                           "strategy": {"name": strategy, "family": entry["family"], "params": params}})
-    return resolved(RunConfig.from_dict(config))
+    run = RunConfig.from_dict(config)
+    params = registry.build_config(run.strategy.registered, run.strategy.params)  # validate strategy params early
+    try:
+        validate_fields(params, f"strategy {strategy!r} params")  # the same generic pass as the run config's
+    except ConfigError as error:
+        raise registry.StrategyError(str(error)) from None
+    return resolved(run, params)
 
 
-def resolved(run: RunConfig) -> RunConfig:
-    """The run with every strategy field spelled out (defaults included), validated: a changed default in code then
-    changes the config digest, so resume re-runs and the gate sees a changed configuration."""
-    strategy_cfg = registry.build_config(run.strategy.registered, run.strategy.params)
+def resolved(run: RunConfig, strategy_cfg) -> RunConfig:
+    """The run with every strategy field spelled out (defaults included): a changed default in code then changes the
+    config digest, so resume re-runs and the gate sees a changed configuration."""
     params = json.loads(registry.config_to_json(strategy_cfg))
     return dataclasses.replace(run, strategy=dataclasses.replace(run.strategy, params=params))
 

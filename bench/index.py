@@ -14,6 +14,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import report
+from bench.results import write_atomic
 
 INDEX_FILES = ("README.md", "index.html")
 FIGURES = {  # file -> caption; drawn in this order
@@ -156,6 +157,5 @@ def write_index(out: Path, *, frame: pd.DataFrame, agg: pd.DataFrame, records: l
              "index.html": index_html(frame, agg, records, source=source, files=files)}
     written = []
     for name, text in pages.items():
-        (out / name).write_text(text, encoding="utf-8")
-        written.append(out / name)
+        written.append(write_atomic(out / name, lambda handle, text=text: handle.write(text)))
     return written

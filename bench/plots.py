@@ -32,6 +32,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from bench.labels import place_labels  # noqa: E402
 from bench.report import select_setting, sort_number, strategy_order  # noqa: E402
+from bench.results import write_atomic  # noqa: E402
 
 DPI = 120
 F1_LABELS = {"paper_f1": "paper-F1 (%)", "macro_f1": "macro-F1 (%)"}
@@ -318,5 +319,4 @@ def _cost_subset(runs: pd.DataFrame, data: pd.DataFrame, *, x: str, reference: d
 
 def save_figure(fig: Figure, path: Path) -> Path:
     """PNG at a fixed DPI; the same data gives the same bytes."""
-    fig.savefig(path, dpi=DPI)
-    return Path(path)
+    return write_atomic(path, lambda handle: fig.savefig(handle, dpi=DPI, format=Path(path).suffix[1:]), binary=True)

@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k not in ("out", "no_progress")})
+    Path(args.out).mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the training
     torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     model, losses = train(cfg, progress=not args.no_progress)
@@ -305,4 +306,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from bench.boundary import run_entry  # the command line's error boundary (one line, exit 2 on bad input)
+
+    sys.exit(run_entry(main, "bench.pretrain"))

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from bench import profile
+from bench.boundary import ensure_writable_folder, entry_point
 from bench.config import ConfigError, RunConfig, merge
 from bench.datasets import build_loaders
 from bench.experiments import load_preset, run_config, run_id
@@ -28,7 +29,7 @@ from bench.run import fit_and_test, resolve_device, seed_everything, weighted_lo
 from bench.train import make_optimizer
 from bench.worker import now_iso, run_record
 from data.schema import get_schema
-from models.backbone import BackboneError, configured_image_size
+from models.backbone import configured_image_size
 
 NAME = "reference_cnn"
 
@@ -102,15 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@entry_point("bench.reference")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.epochs is not None and args.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
-        record = run_reference(reference_config(args.preset, epochs=args.epochs, seed=args.seed))
-    except (ConfigError, BackboneError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
+    cfg = reference_config(args.preset, epochs=args.epochs, seed=args.seed)
+    ensure_writable_folder(args.out)  # before the training, not after it
+    record = run_reference(cfg)
     path = args.out / f"{record['run']['id']}.json"
     write_json_atomic(path, record)
     test, majority = record["metrics"]["test"], record["metrics"]["majority_test"]

@@ -22,8 +22,9 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bench.boundary import ensure_writable_folder, entry_point
 from bench.precision import switches_label
-from bench.results import ResultFileError, read_result
+from bench.results import ResultFileError, read_result, write_atomic
 
 # The CPU memory profiler's categories at the peak (bench/profile.py), as ``peak_mem_<category>_bytes``.
 MEMORY_CATEGORIES = ("params", "grads", "optimizer_state", "activations", "inputs", "temporaries",
@@ -126,24 +127,39 @@ class Scan:
     records: list[dict] = field(default_factory=list)
     failed_attempts: list[dict] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # copies of a record already read, counted once
+
+
+def _canonical_first(path: Path) -> tuple:
+    """Files named after their run (``<run_id>.json``) sort before copies such as ``<run_id> (copy).json``."""
+    return (path.name.endswith(".failed.json"), " " in path.stem or "copy" in path.stem.lower(), path.name)
 
 
 def scan_folder(folder: Path) -> Scan:
-    """Read every ``*.json`` of ``folder``; ``<run>.failed.json`` is a failed retry beside a kept good result."""
-    scan = Scan()
-    for path in sorted(Path(folder).glob("*.json")):
+    """Read every ``*.json`` of ``folder``; ``<run>.failed.json`` is a failed retry beside a kept good result.
+
+    A record with the run id and config digest of one already read is a copy (e.g. a file duplicated under another
+    name): it is listed in ``duplicates`` and counted once, so it can never pose as an extra seed."""
+    scan, seen = Scan(), {}
+    for path in sorted(Path(folder).glob("*.json"), key=_canonical_first):
         try:
             record = read_result(path)
         except ResultFileError as error:
             scan.unreadable.append(str(error))
             continue
-        (scan.failed_attempts if path.name.endswith(".failed.json") else scan.records).append(record)
+        failed_retry = path.name.endswith(".failed.json")
+        key = (failed_retry, record["run"]["id"], record["run"].get("config_digest"))
+        if key in seen:
+            scan.duplicates.append(f"{path}: same run id and config as {seen[key].name}; counted once")
+            continue
+        seen[key] = path
+        (scan.failed_attempts if failed_retry else scan.records).append(record)
     return scan
 
 
 def load_records(folder: Path) -> list[dict]:
     scan = scan_folder(folder)
-    for message in scan.unreadable:
+    for message in scan.unreadable + scan.duplicates:
         print(f"warning: skipped {message}")
     return scan.records
 
@@ -402,6 +418,8 @@ def summary_markdown(frame: pd.DataFrame, agg: pd.DataFrame, scan: Scan, *, sour
               if len(failed) else "None."]
     if scan.unreadable:
         lines += ["", "## Unreadable result files", "", *[f"- {_md_text(m)}" for m in scan.unreadable]]
+    if scan.duplicates:
+        lines += ["", "## Duplicate result files (counted once)", "", *[f"- {_md_text(m)}" for m in scan.duplicates]]
     return "\n".join(lines) + "\n"
 
 
@@ -508,13 +526,11 @@ def frames_markdown(agg: pd.DataFrame) -> str:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_atomic(path, lambda handle: handle.write(text))
 
 
 def _write_csv(path: Path, frame: pd.DataFrame, *, index: bool = False) -> Path:
-    frame.to_csv(path, index=index, lineterminator="\n")
-    return path
+    return write_atomic(path, lambda handle: frame.to_csv(handle, index=index, lineterminator="\n"))
 
 
 def write_tables(frame: pd.DataFrame, agg: pd.DataFrame, scan: Scan, out: Path, *, source: str) -> list[Path]:
@@ -576,10 +592,11 @@ def write_reports(folder: Path, out: Path | None = None) -> list[Path]:
     if not folder.is_dir():
         raise ReportError(f"{folder}: not a folder (expected the --out folder of a sweep)")
     scan = scan_folder(folder)
+    for message in scan.unreadable + scan.duplicates:
+        print(f"warning: skipped {message}")
     if not scan.records and not scan.failed_attempts:
         raise ReportError(f"{folder}: no readable result JSON (*.json) found")
-    out = Path(out) if out is not None else folder / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_folder(Path(out) if out is not None else folder / "report")
     frame = sort_runs(to_frame(scan.records))
     agg = aggregate(frame)
     written = write_tables(frame, agg, scan, out, source=folder.name) + write_figures(frame, agg, out)
@@ -603,13 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point("bench.report")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        written = write_reports(args.folder, args.out)
-    except ReportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    written = write_reports(args.folder, args.out)
     for path in written:
         print(path)
     return 0

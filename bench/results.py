@@ -17,7 +17,9 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -28,20 +30,30 @@ class ResultFileError(ValueError):
     """A result file cannot be read or has the wrong schema."""
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+def write_atomic(path: Path, write: Callable[[IO], object], *, binary: bool = False) -> Path:
+    """Write through ``write(handle)`` to a temporary file in the same folder, flush it to disk, then rename: readers
+    never see half a file, and a failure (a full disk, Ctrl-C) leaves the previous file as it was and no temporary
+    file behind. Every result and report file goes through here. An OSError names ``path``, not the temporary."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=_jsonable)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    write_atomic(path, lambda handle: json.dump(payload, handle, indent=2, sort_keys=False, default=_jsonable))
 
 
 def _jsonable(value):
@@ -55,11 +67,17 @@ def _jsonable(value):
 def read_result(path: Path) -> dict:
     try:
         payload = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ResultFileError(f"{path}: unreadable result file ({error})") from None
+    if not isinstance(payload, dict):
+        raise ResultFileError(f"{path}: expected a result record (a JSON object) at the top level, got "
+                              f"{type(payload).__name__}")
     if payload.get("schema_version") not in READABLE_VERSIONS:
         raise ResultFileError(f"{path}: schema_version {payload.get('schema_version')!r}, expected one of "
                               f"{READABLE_VERSIONS}")
+    run = payload.get("run")
+    if not isinstance(run, dict) or not all(isinstance(run.get(key), str) for key in ("id", "status")):
+        raise ResultFileError(f"{path}: 'run' must be an object with the run's 'id' and 'status'")
     return payload
 
 

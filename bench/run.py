@@ -2,6 +2,7 @@
 metrics -> profile -> one result dict. Runs inside a worker process (bench/worker.py) so peak memory is clean."""
 from __future__ import annotations
 
+import math
 import random
 import time
 
@@ -18,6 +19,22 @@ from models.backbone import image_size_of
 from models.loss import WeightedBCE
 from models.par_model import FusionSpec, build_par_model
 from strategies import registry
+
+
+class TrainingFailed(RuntimeError):
+    """Training ran but produced nothing usable (no step taken, or a non-finite loss): the run must not be ``ok``."""
+
+
+def check_epoch(loss: float, *, epoch: int, steps_before: int, outcome: TrainOutcome, loader,
+                finite: bool = True) -> None:
+    """An epoch that took no step, or (``finite``) whose mean loss is not finite, fails the run with what to change.
+    Profile-only runs ask for steps only: they measure cost, not learning."""
+    if outcome.steps == steps_before:
+        raise TrainingFailed(f"epoch {epoch + 1} took no training step (train split of {len(loader.dataset)} clips "
+                             f"in {len(loader)} batches); nothing was learned, so no result is recorded as ok")
+    if finite and not math.isfinite(loss):
+        raise TrainingFailed(f"train loss is {loss} in epoch {epoch + 1} (after {outcome.steps} steps): training "
+                             "diverged; lower train.lr or check the data")
 
 
 def seed_everything(seed: int) -> None:
@@ -71,10 +88,12 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
     outcome, best_state, start = TrainOutcome(), snapshot(model), time.perf_counter()
     best_val_metrics: dict = {}
     for epoch in range(cfg.train.epochs):
+        steps_before = outcome.steps
         with memory:
             loss = train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
                                device=device, outcome=outcome, epoch=epoch, max_steps=cfg.train.max_steps_per_epoch,
                                numerics=numerics)
+        check_epoch(loss, epoch=epoch, steps_before=steps_before, outcome=outcome, loader=loaders["train"])
         probs, labels = distributed.predict_split(model, loaders["val"], device, desc="val", numerics=numerics)
         val = metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold)
         outcome.history.append({"epoch": epoch + 1, "train_loss": loss, f"val_{cfg.train.select_metric}":
@@ -125,10 +144,12 @@ def measure_steps(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device,
     outcome, needed = TrainOutcome(), cfg.profile.warmup_steps + cfg.profile.measured_steps
     start = time.perf_counter()
     while outcome.steps < needed:
+        steps_before = outcome.steps
         with memory:
-            train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer, scheduler=_constant(optimizer),
-                        device=device, outcome=outcome, epoch=0, max_steps=needed - outcome.steps,
-                        numerics=numerics)
+            loss = train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer,
+                               scheduler=_constant(optimizer), device=device, outcome=outcome, epoch=0,
+                               max_steps=needed - outcome.steps, numerics=numerics)
+        check_epoch(loss, epoch=0, steps_before=steps_before, outcome=outcome, loader=loaders["train"], finite=False)
     outcome.train_time_s = time.perf_counter() - start
     return outcome
 

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import lifeline
 from bench.config import RunConfig
 from bench.placement import THREADS_ENV, Slot
 from bench.results import ResultFileError, read_result, write_json_atomic
@@ -52,9 +53,10 @@ def skip_reason(path: Path, cfg: RunConfig, *, retry_failed: bool = False) -> st
         return None
     try:
         run = read_result(path)["run"]
-    except ResultFileError:
+    except ResultFileError as error:
+        print(f"warning: {error}; the run is redone and the file replaced", flush=True)
         return None
-    if run["config_digest"] != cfg.digest():
+    if run.get("config_digest") != cfg.digest():
         return None
     if run["status"] == "ok":
         return "finished earlier, skipped"
@@ -121,7 +123,9 @@ PRELOAD = ["bench.preload"]  # third-party imports only: see bench/preload.py
 
 def _subprocess_worker(arguments: tuple[str, ...], env: dict) -> int:
     command = [sys.executable, "-m", "bench.worker", *arguments]
-    return subprocess.run(command, cwd=ROOT, env=env).returncode
+    # own session: Ctrl-C reaches only the sweep, which stops the worker; the kernel kills it if the sweep dies
+    return subprocess.run(command, cwd=ROOT, env=env, start_new_session=True,
+                          preexec_fn=lifeline.die_with_parent).returncode
 
 
 def _torchrun_worker(arguments: tuple[str, ...], env: dict, world_size: int) -> int:
@@ -140,12 +144,17 @@ def _forked_worker(arguments: tuple[str, ...], env: dict) -> int:
     context.set_forkserver_preload(PRELOAD)
     process = context.Process(target=_worker_main, args=(arguments, env), name=f"bench-worker {arguments[2]}")
     process.start()
-    process.join()
+    try:
+        process.join()
+    except KeyboardInterrupt:
+        lifeline.stop_process(process)
+        raise
     return process.exitcode
 
 
 def _worker_main(arguments: tuple[str, ...], env: dict) -> None:
     """Inside the forked worker: take the sweep's current environment and paths, then run like ``bench.worker``."""
+    lifeline.tie_to_sweep_pid(int(env[lifeline.SWEEP_PID_ENV]))
     os.environ.clear()
     os.environ.update(env)
     os.chdir(ROOT)
@@ -187,14 +196,22 @@ def attempt_spec(spec: RunSpec, out_dir: Path, slot: Slot = SERIAL) -> dict:
     attempt.unlink(missing_ok=True)
     config_path.write_text(json.dumps(spec.config.to_dict(), indent=2))
     env = {**os.environ, **slot.env(),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           lifeline.SWEEP_PID_ENV: str(os.getpid())}
     arguments = (str(config_path), str(attempt), spec.run_id)
-    if spec.config.train.world_size > 1:
-        returncode = _torchrun_worker(arguments, env, spec.config.train.world_size)
-    elif FORK_SERVER:
-        returncode = _forked_worker(arguments, env)
-    else:
-        returncode = _subprocess_worker(arguments, env)
+    try:
+        if spec.config.train.world_size > 1:
+            returncode = _torchrun_worker(arguments, env, spec.config.train.world_size)
+        elif FORK_SERVER:
+            returncode = _forked_worker(arguments, env)
+        else:
+            returncode = _subprocess_worker(arguments, env)
+    except KeyboardInterrupt:
+        attempt.unlink(missing_ok=True)
+        config_path.unlink(missing_ok=True)
+        print(file=sys.stderr)  # end the stopped worker's progress bar, so the message gets a line of its own
+        raise KeyboardInterrupt(f"{spec.run_id} stopped and its attempt discarded; finished runs are kept in "
+                                f"{out_dir}; run the same command again to resume") from None
     config_path.unlink(missing_ok=True)
     return collect(spec, attempt, returncode, slot)
 

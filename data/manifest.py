@@ -377,12 +377,20 @@ def _read_tracks(path: Path, schema: AttributeSchema) -> tuple[list[Tracklet], n
         try:
             tracks.append(Tracklet(row[0], int(row[2]), int(row[3]), row[1], []))
             counts.append(int(row[4]))
-            labels.append([int(v) for v in row[5:]])
         except (ValueError, IndexError):
             raise DatasetError(f"{path}: line {line} is malformed") from None
         if row[1] not in SPLITS or len(row) != len(expected):
             raise DatasetError(f"{path}: line {line}: bad split {row[1]!r} or {len(row)} columns")
+        labels.append(_label_row(row[5:], expected[5:], where=f"{path}: line {line}"))
     return tracks, np.array(labels, dtype=np.uint8).reshape(len(tracks), schema.num_columns), counts
+
+
+def _label_row(cells: list[str], names: list[str], *, where: str) -> list[int]:
+    """One row of 0/1 labels; anything else (a 2, a -1, text) is named by file, line and column."""
+    for cell, name in zip(cells, names, strict=True):
+        if cell.strip() not in ("0", "1"):
+            raise DatasetError(f"{where}, column {name!r}: label {cell!r}, expected 0 or 1")
+    return [int(cell) for cell in cells]
 
 
 def _read_frames(path: Path, tracks: list[Tracklet], counts: list[int]) -> None:
@@ -396,7 +404,10 @@ def _read_frames(path: Path, tracks: list[Tracklet], counts: list[int]) -> None:
                 raise DatasetError(f"{path}: line {line}: expected track_id,frame,path of a manifest track, got {row}")
             by_id[row[0]].frames.append(row[2])
     for t, n in zip(tracks, counts, strict=True):
-        if len(t.frames) != n or n == 0:
+        if not t.frames:
+            raise DatasetError(f"{path}: track {t.track_id} lists no frames (an empty tracklet, which "
+                               "python -m data.prepare drops: prepare the dataset again)")
+        if len(t.frames) != n:
             raise DatasetError(f"{path}: track {t.track_id} has {len(t.frames)} frames, manifest says {n}")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import json
 import os
 import pkgutil
@@ -61,11 +62,34 @@ def _load_builtin() -> None:
     for module in pkgutil.iter_modules(package.__path__):
         if module.name not in _NOT_STRATEGIES:
             importlib.import_module(f"strategies.{module.name}")
-    for name in filter(None, os.environ.get("PAR_BENCH_PLUGINS", "").split(",")):
-        try:
-            importlib.import_module(name.strip())
-        except ImportError as error:
-            raise StrategyError(f"PAR_BENCH_PLUGINS: cannot import {name.strip()!r} ({error})") from None
+    for name in filter(None, (n.strip() for n in os.environ.get("PAR_BENCH_PLUGINS", "").split(","))):
+        _import_plugin(name)
+
+
+def _import_plugin(name: str) -> None:
+    """Import one plugin module; whatever it raises becomes one line naming the module and its file."""
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name != name.split(".")[0] and error.name != name:
+            raise StrategyError(f"PAR_BENCH_PLUGINS: plugin {name!r} ({_plugin_file(name)}) failed at import: "
+                                f"{type(error).__name__}: {error}") from None
+        raise StrategyError(f"PAR_BENCH_PLUGINS: cannot import {name!r} ({error}; is its folder on "
+                            "PYTHONPATH?)") from None
+    except SyntaxError as error:
+        raise StrategyError(f"PAR_BENCH_PLUGINS: plugin {name!r} ({error.filename}, line {error.lineno}) has a "
+                            f"syntax error: {error.msg}") from None
+    except Exception as error:  # a plugin may raise anything at import; the sweep must still say it in one line
+        raise StrategyError(f"PAR_BENCH_PLUGINS: plugin {name!r} ({_plugin_file(name)}) failed at import: "
+                            f"{type(error).__name__}: {' '.join(str(error).split())}") from None
+
+
+def _plugin_file(name: str) -> str:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return "file not found"
+    return str(spec.origin) if spec and spec.origin else "file not found"
 
 
 def names() -> list[str]:

@@ -25,10 +25,19 @@ def modules() -> dict[str, Path]:
     return found | {"run_bench": ROOT / "run_bench.py"}
 
 
+def _library_nodes(tree: ast.Module):
+    """Every node but those of an ``if __name__ == "__main__":`` guard: a command line's glue may borrow the
+    harness's error boundary (``python -m data.prepare``) without the library depending on it."""
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+            continue
+        yield from ast.walk(node)
+
+
 def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
     """Our modules imported anywhere in ``path`` (top level and inside functions)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _library_nodes(ast.parse(path.read_text())):
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]

@@ -1,0 +1,157 @@
+"""The error boundary of every command-line entry point: bad input ends in one line and exit code 2, never a
+traceback; a bug ends in one line that says where its traceback was written; Ctrl-C ends in one line and 130.
+
+    @entry_point("bench.report")
+    def main(argv=None) -> int: ...
+
+Known errors are the project's own error types (each message names the file or field, the value and what was
+expected), a plain ``ValueError`` raised by the project's own code, and ``OSError`` (a folder that is a file,
+read-only or full). Error types are matched by module and class name (the class or any base), so the boundary
+imports nothing heavy. The resume hint of an interrupted sweep travels as the ``KeyboardInterrupt``'s message.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+KNOWN_ERRORS = (  # module, class: errors whose message is the whole story
+    ("bench.config", "ConfigError"), ("bench.results", "ResultFileError"), ("bench.report", "ReportError"),
+    ("bench.lifeline", "FolderInUseError"), ("bench.gate", "GateError"), ("bench.gate", "BaselineError"),
+    ("strategies.registry", "StrategyError"), ("data.manifest", "DatasetError"),
+    ("models.backbone", "BackboneError"), ("bench.pretrain", "PretrainError"), ("bench.metrics", "MetricsInputError"),
+)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TRACEBACK_DIR_ENV = "PAR_BENCH_TRACEBACK_DIR"  # where unexpected errors leave their traceback (default: temp dir)
+
+
+def _qualified(kind: type) -> tuple[str, str]:
+    """(module, class) of an error type; a module run as ``python -m bench.report`` is ``__main__`` but its spec
+    still says ``bench.report``."""
+    module = sys.modules.get(kind.__module__)
+    spec = getattr(module, "__spec__", None)
+    return (spec.name if spec is not None and kind.__module__ == "__main__" else kind.__module__), kind.__name__
+
+
+def is_known_type(kind: type) -> bool:
+    return any(_qualified(base) in KNOWN_ERRORS for base in kind.__mro__)
+
+
+def raised_by_project(error: BaseException) -> bool:
+    """Whether the innermost frame of the error's traceback is the project's own code (not a library's)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    path = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return PROJECT_ROOT in path.parents and not any(part in ("site-packages", ".venv") for part in path.parts)
+
+
+def is_known(error: BaseException) -> bool:
+    """A project error type, or a plain ValueError the project raised itself: messages written for the user."""
+    return is_known_type(type(error)) or (type(error) is ValueError and raised_by_project(error))
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "(no message)"
+
+
+def describe_os_error(error: OSError, *, with_path: bool = True) -> str:
+    """``path: what went wrong`` for an OSError, with a hint for the usual causes."""
+    where = (error.filename or "") if with_path else ""
+    reason = error.strerror or str(error)
+    hints = {errno.ENOSPC: "free space there or choose another folder",
+             errno.EROFS: "choose a writable folder", errno.EACCES: "choose a folder you may write to",
+             errno.ENOTDIR: "a path component is a file, expected a folder",
+             errno.EEXIST: "a file is in the way of a folder"}
+    hint = hints.get(error.errno)
+    return one_line(f"{where}: {reason}" + (f" ({hint})" if hint else "") if where else reason)
+
+
+def write_traceback(prog: str, error: BaseException) -> Path | None:
+    """The full traceback of an unexpected error, in a file of its own; None if even that cannot be written."""
+    folder = Path(os.environ.get(TRACEBACK_DIR_ENV) or tempfile.gettempdir())
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = folder / f"{prog.replace('.', '-')}-{stamp}-{os.getpid()}.traceback.txt"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(traceback.format_exception(error)), encoding="utf-8")
+    except OSError:
+        return None
+    return path
+
+
+def report_error(prog: str, error: BaseException) -> int:
+    """Print the one line an error deserves and return the exit code."""
+    if isinstance(error, KeyboardInterrupt):
+        message = one_line(str(error)) if str(error) else "nothing half-written was kept"
+        print(f"interrupted: {message}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if is_known(error):
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if isinstance(error, OSError):
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    where = write_traceback(prog, error)
+    saved = f"full traceback in {where}" if where else "the traceback could not be saved"
+    print(f"internal error: {type(error).__name__}: {one_line(str(error))} ({saved}; please report it)",
+          file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+def entry_point(prog: str) -> Callable:
+    """Decorate a ``main(argv) -> int``: every exception becomes one line and an exit code (see the module doc)."""
+    def decorate(main: Callable) -> Callable:
+        @functools.wraps(main)
+        def guarded(*args, **kwargs):
+            try:
+                return main(*args, **kwargs)
+            except (Exception, KeyboardInterrupt) as error:  # SystemExit (argparse) passes through
+                return report_error(prog, error)
+        return guarded
+    return decorate
+
+
+def run_entry(main: Callable, prog: str) -> int:
+    """For modules below ``bench`` (data, models), whose ``__main__`` guard borrows the boundary: run ``main()``
+    inside it; a non-int result (e.g. a metadata dict) counts as success."""
+    code = entry_point(prog)(main)()
+    return code if isinstance(code, int) else 0
+
+
+def ensure_writable_folder(path: Path, *, flag: str = "--out", probe_bytes: int = 64 * 1024) -> Path:
+    """Create ``path`` if needed and prove it takes a file of ``probe_bytes`` (written, flushed to disk, removed),
+    so a folder that is a file, read-only or full fails before any work with one line naming ``flag``."""
+    from bench.config import ConfigError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a file, expected a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write_probe(handle, probe_bytes)
+        finally:
+            Path(probe).unlink(missing_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{flag} {path}: not writable ({describe_os_error(error, with_path=False)})") from None
+    return path
+
+
+def write_probe(handle, size: int) -> None:
+    handle.write(b"\0" * size)
+    handle.flush()
+    os.fsync(handle.fileno())
