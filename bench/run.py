@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from bench import metrics, profile
+from bench import metrics, predictions, profile
 from bench.config import RunConfig
 from bench.datasets import build_loaders
 from bench.train import TrainOutcome, cosine_with_warmup, make_optimizer, predict, snapshot, train_epoch
@@ -79,12 +79,13 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
     return outcome, val
 
 
-def evaluate_test(model, loaders, *, cfg: RunConfig, device) -> tuple[dict, float]:
+def evaluate_test(model, loaders, *, cfg: RunConfig, device) -> tuple[dict, float, np.ndarray, np.ndarray]:
+    """Test metrics, seconds spent predicting, and the per-clip probabilities and labels (N, A) behind them."""
     schema = get_schema(cfg.data.dataset)
     start = time.perf_counter()
     probs, labels = predict(model, loaders["test"], device, desc="test")
     elapsed = time.perf_counter() - start
-    return metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold), elapsed
+    return metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold), elapsed, probs, labels
 
 
 def majority_baseline(loaders, cfg: RunConfig) -> dict:
@@ -96,11 +97,19 @@ def majority_baseline(loaders, cfg: RunConfig) -> dict:
 
 def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow
                  ) -> tuple[TrainOutcome, dict, float]:
-    """Train (val chooses the weights), test once, and compare with the majority class: the run's ``metrics``."""
+    """Train (val chooses the weights), test once, and compare with the majority class: the run's ``metrics``.
+
+    Also kept: every test clip's prediction (for bootstrap statistics) and the own-parameter probe (how much the
+    test predictions move when the strategy's own parameters go back to their values before training).
+    """
+    initial_own = predictions.snapshot_own(model)
     outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory)
-    test, eval_time_s = evaluate_test(model, loaders, cfg=cfg, device=device)
+    test, eval_time_s, probs, labels = evaluate_test(model, loaders, cfg=cfg, device=device)
+    own_effect = predictions.own_parameter_effect(
+        model, initial_own, lambda: predict(model, loaders["test"], device, desc="probe")[0], probs)
     result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
-                      "best_epoch": outcome.best_epoch, "history": outcome.history}
+                      "best_epoch": outcome.best_epoch, "history": outcome.history,
+                      "own_params_effect": own_effect, "test_predictions": predictions.encode(probs, labels)}
     return outcome, result_metrics, eval_time_s
 
 
