@@ -80,9 +80,14 @@ def strategy_signature(record: dict) -> str:
 
 
 def setting_of(config: dict) -> dict:
-    """A run's configuration minus what a sweep varies per run (strategy, seed): what a baseline is valid for."""
+    """A run's configuration minus what a sweep varies per run (strategy, seed): what a baseline is valid for.
+    ``train.device: auto`` is resolved on this machine, so a CPU baseline does not pass a run on a GPU."""
     setting = {key: value for key, value in config.items() if key != "strategy"}
     setting["train"] = {key: value for key, value in config["train"].items() if key != "seed"}
+    if setting["train"].get("device") == "auto":
+        import torch
+
+        setting["train"]["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     return setting
 
 
@@ -157,7 +162,7 @@ def _tolerances(rows, n_seeds: int) -> tuple[dict, dict]:
 def _strategy_entry(rows, name: str, tolerances: dict, n_seeds: int) -> dict:
     mine = [(seed, s) for n, seed, s in rows if n == name]
     first = mine[0][1]
-    entry = {"signature": first["signature"], "peak_mem_kind": first["peak_mem_kind"]}
+    entry = {"signature": first["signature"], "peak_mem_kind": first["peak_mem_kind"], "runs": len(mine)}
     for metric in (*ACCURACY, LEARNED, OWN_EFFECT, GAIN, *MEMORY):
         values = _values(rows, name, metric)
         entry[metric] = float(np.mean(values)) if values else None
@@ -187,9 +192,11 @@ def check_learnable(strategies: dict, tolerances: dict) -> None:
                                 f"({entry[OWN_EFFECT]:.3g}) is not distinguishable from 0 over the seeds")
 
 
-MEASUREMENT = ("{n} seeds ({seeds}) of preset {preset!r}, one run per strategy and seed, recorded by `python "
+MEASUREMENT = ("{n} seeds ({seeds}) of preset {preset!r}, {runs} runs (per strategy: `runs`), recorded by `python "
                "run_bench.py --preset {preset} --seeds {seeds} --update-baseline`. noise = seed-to-seed sample std "
-               "(ddof = 1) pooled over strategies (root of the mean variance); peak_mem_rel = root mean square of "
+               "(ddof = 1) pooled over the {pooled} strategies with >= 2 seeds (root of the mean variance); n = the "
+               "fewest seeds behind a strategy's mean; "
+               "peak_mem_rel = root mean square of "
                "each strategy's std / mean. tolerance = max(k_std * sqrt(1 + 1/n) * noise, floor). Strategy "
                "figures are seed means; required_learned_margin = learned_fraction * mean margin over the "
                "majority class; required_own_params_effect = min(learned_fraction * mean, mean - k_std * "
@@ -215,8 +222,9 @@ def make_baseline(records: list[dict], *, preset: str) -> dict:
     if len(settings) != 1:
         raise BaselineError("refusing to write a baseline from runs of different settings (frames, batch size, ...)")
     rows = summaries(records)
-    noise, tolerances = _tolerances(rows, len(seeds))
-    strategies = {name: _strategy_entry(rows, name, tolerances, len(seeds)) for name in sorted({n for n, _, _ in rows})}
+    fewest = min(sum(1 for n, _, _ in rows if n == name) for name in {n for n, _, _ in rows})  # seeds behind a mean
+    noise, tolerances = _tolerances(rows, fewest)
+    strategies = {name: _strategy_entry(rows, name, tolerances, fewest) for name in sorted({n for n, _, _ in rows})}
     check_learnable(strategies, tolerances)
     commit, dirty = git_state()
     env = environment()
@@ -224,7 +232,8 @@ def make_baseline(records: list[dict], *, preset: str) -> dict:
             "seeds": seeds,
             "provenance": {"git_commit": commit, "git_dirty": dirty, "torch": env["torch"], "cpu": env["cpu"],
                            "gpu": env["gpu"], "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-            "measurement": MEASUREMENT.format(n=len(seeds), seeds=",".join(map(str, seeds)), preset=preset),
+            "measurement": MEASUREMENT.format(n=len(seeds), seeds=",".join(map(str, seeds)), preset=preset,
+                                              runs=len(rows), pooled=sum(e["runs"] >= 2 for e in strategies.values())),
             "exactness": EXACTNESS, "noise": noise, "tolerances": tolerances, "strategies": strategies}
 
 
