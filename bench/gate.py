@@ -10,6 +10,12 @@ mean of n seeds), never below a floor. Checks, per strategy and run:
   baseline's learned margin. This needs no baseline accuracy to be right: misaligned labels, a frozen head, a loop
   that does not train all put a model at the majority level, far below half its margin. A baseline is refused
   unless every strategy's required margin lies outside the seed noise on both sides (``check_learnable``);
+* better than chance: test macro-F1 minus the macro-F1 of the run's own test predictions paired with permuted
+  clips (bench/statistics.py ``permutation_chance``) must exceed ``K_STD`` standard deviations of that permutation
+  distribution: a permutation test of the run itself, needing nothing from the baseline. The majority class is a
+  weak floor for macro-F1 (predicting minority classes at random scores about 5 points above it on the embedded
+  default); the permutation level is the chance level of this very model's outputs, so predictions unrelated to
+  the clip (misaligned labels) sit at 0 here;
 * own parameters: the own-parameter probe (bench/predictions.py: test predictions with the strategy's own
   parameters back at their initial values) must move the predictions by at least ``LEARNED_FRACTION`` of the
   baseline's mean. It is exactly 0 if a strategy's parameters never step or are not used by the forward pass;
@@ -39,10 +45,11 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.results import environment, git_state, write_json_atomic
+from bench.statistics import record_chance
 
 BASELINE_VERSION = 2
 ACCURACY = ("macro_f1", "paper_f1", "mA")
-LEARNED, OWN_EFFECT, GAIN = "learned_margin", "own_params_effect", "gain_over_frozen"
+LEARNED, CHANCE, OWN_EFFECT, GAIN = "learned_margin", "chance_margin", "own_params_effect", "gain_over_frozen"
 MEMORY = ("peak_mem_bytes",)
 EXACT = ("params_trainable", "params_total", "fwd_flops_per_clip", "train_step_flops")
 K_STD = 3.0
@@ -108,6 +115,9 @@ def summarise(record: dict, frozen_macro_f1: float | None = None) -> dict:
     entry = {key: test.get(key) for key in ACCURACY}
     macro, floor = test.get("macro_f1"), majority.get("macro_f1")
     entry[LEARNED] = macro - floor if macro is not None and floor is not None else None
+    chance = record_chance(record) if macro is not None else None
+    entry[CHANCE] = macro - chance["macro_f1"] if chance else None
+    entry["required_chance_margin"] = max(K_STD * chance["macro_f1_std"], FLOORS["accuracy_abs"]) if chance else None
     entry[OWN_EFFECT] = (found.get(OWN_EFFECT) or {}).get("prob_abs_change_mean")
     entry[GAIN] = macro - frozen_macro_f1 if macro is not None and frozen_macro_f1 is not None else None
     entry.update({key: prof.get(key) for key in MEMORY + EXACT})
@@ -148,11 +158,12 @@ def pooled_std(rows, metric: str) -> float:
 
 def _tolerances(rows, n_seeds: int) -> tuple[dict, dict]:
     widen = K_STD * math.sqrt(1 + 1 / n_seeds)
-    noise = {metric: pooled_std(rows, metric) for metric in (*ACCURACY, LEARNED, GAIN)}
+    noise = {metric: pooled_std(rows, metric) for metric in (*ACCURACY, LEARNED, CHANCE, GAIN)}
     mem_rel = [np.std(v, ddof=1) / np.mean(v) for v in
                (_values(rows, name, "peak_mem_bytes") for name in {n for n, _, _ in rows}) if len(v) >= 2]
     noise["peak_mem_rel"] = float(math.sqrt(np.mean(np.square(mem_rel)))) if mem_rel else 0.0
-    tolerances = {metric: max(widen * noise[metric], FLOORS["accuracy_abs"]) for metric in (*ACCURACY, LEARNED, GAIN)}
+    tolerances = {metric: max(widen * noise[metric], FLOORS["accuracy_abs"])
+                  for metric in (*ACCURACY, LEARNED, CHANCE, GAIN)}
     tolerances["peak_mem_rel"] = max(widen * noise["peak_mem_rel"], FLOORS["memory_rel"])
     tolerances.update({"k_std": K_STD, "widening": round(widen, 4), "learned_fraction": LEARNED_FRACTION,
                        "floors": FLOORS})
@@ -163,7 +174,7 @@ def _strategy_entry(rows, name: str, tolerances: dict, n_seeds: int) -> dict:
     mine = [(seed, s) for n, seed, s in rows if n == name]
     first = mine[0][1]
     entry = {"signature": first["signature"], "peak_mem_kind": first["peak_mem_kind"], "runs": len(mine)}
-    for metric in (*ACCURACY, LEARNED, OWN_EFFECT, GAIN, *MEMORY):
+    for metric in (*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, *MEMORY):
         values = _values(rows, name, metric)
         entry[metric] = float(np.mean(values)) if values else None
         entry[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) >= 2 else None
@@ -173,20 +184,25 @@ def _strategy_entry(rows, name: str, tolerances: dict, n_seeds: int) -> dict:
         entry["required_own_params_effect"] = min(LEARNED_FRACTION * entry[OWN_EFFECT], entry[OWN_EFFECT] - spread)
     entry["gain_significant"] = entry[GAIN] is not None and entry[GAIN] > tolerances[GAIN]
     entry.update({key: first[key] for key in EXACT})
-    entry["per_seed"] = {str(seed): {k: s[k] for k in (*ACCURACY, LEARNED, OWN_EFFECT)} for seed, s in mine}
+    kept = (*ACCURACY, LEARNED, CHANCE, "required_chance_margin", OWN_EFFECT)
+    entry["per_seed"] = {str(seed): {k: s[k] for k in kept} for seed, s in mine}
     return entry
 
 
 def check_learnable(strategies: dict, tolerances: dict) -> None:
     """Refuse a baseline on which some strategy does not learn clearly beyond the seed noise."""
     for name, entry in strategies.items():
-        required = entry["required_learned_margin"]
         needed = tolerances[LEARNED] / min(LEARNED_FRACTION, 1 - LEARNED_FRACTION)
-        if required < tolerances[LEARNED] or entry[LEARNED] - required < tolerances[LEARNED]:
+        if entry[LEARNED] < needed:
             raise BaselineError(
                 f"strategy {name!r} does not learn clearly on this preset: learned margin {entry[LEARNED]:.4f} over "
                 f"the majority class, needed >= {needed:.4f} (the noise tolerance {tolerances[LEARNED]:.4f} on both "
                 "sides of the required margin); choose a preset that trains longer or on more data")
+        for seed, figures in entry["per_seed"].items():
+            if figures.get(CHANCE) is not None and figures[CHANCE] < figures["required_chance_margin"]:
+                needed = figures["required_chance_margin"]
+                raise BaselineError(f"strategy {name!r} seed {seed}: test macro-F1 only {figures[CHANCE]:.4f} above "
+                                    f"its own predictions on permuted clips (needed {needed:.4f})")
         if entry.get("required_own_params_effect") is not None and entry["required_own_params_effect"] <= 0:
             raise BaselineError(f"strategy {name!r}: its own parameters' effect on the test predictions "
                                 f"({entry[OWN_EFFECT]:.3g}) is not distinguishable from 0 over the seeds")
@@ -199,11 +215,13 @@ MEASUREMENT = ("{n} seeds ({seeds}) of preset {preset!r}, {runs} runs (per strat
                "peak_mem_rel = root mean square of "
                "each strategy's std / mean. tolerance = max(k_std * sqrt(1 + 1/n) * noise, floor). Strategy "
                "figures are seed means; required_learned_margin = learned_fraction * mean margin over the "
-               "majority class; required_own_params_effect = min(learned_fraction * mean, mean - k_std * "
+               "majority class; chance_margin = test macro-F1 minus that of the run's own predictions on permuted "
+               "clips (20 permutations), required per run to exceed k_std * the permutations' std; "
+               "required_own_params_effect = min(learned_fraction * mean, mean - k_std * "
                "sqrt(1 + 1/n) * own std).")
 EXACTNESS = {
     "exact": list(EXACT),
-    "deterministic_same_seed_software_cpu": [*ACCURACY, LEARNED, OWN_EFFECT, GAIN, *MEMORY],
+    "deterministic_same_seed_software_cpu": [*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, *MEMORY],
     "note": "parameter counts and FLOPs depend only on the configuration and are compared exactly; accuracy and "
             "peak memory repeat bit for bit for the same seed on the same CPU model and software (a gate run of a "
             "seed in per_seed is reported as identical or not), and are compared within measured tolerances "
@@ -260,7 +278,7 @@ def read_baseline(path: Path) -> dict:
 
 
 def _validate_numbers(path: Path, baseline: dict) -> None:
-    for key in (*ACCURACY, LEARNED, GAIN, "peak_mem_rel"):
+    for key in (*ACCURACY, LEARNED, CHANCE, GAIN, "peak_mem_rel"):
         value = baseline["tolerances"].get(key) if isinstance(baseline["tolerances"], dict) else None
         if not _is_number(value) or value < 0:
             raise BaselineError(f"{path}: tolerances.{key} is {value!r}, expected a number >= 0")
@@ -294,11 +312,13 @@ def write_baseline(path: Path, baseline: dict) -> None:
 
 # ---- comparing ------------------------------------------------------------------------------------------------
 
-def _lower_bound(metric: str, base: dict, tolerances: dict) -> float | None:
+def _lower_bound(metric: str, base: dict, now: dict, tolerances: dict) -> float | None:
     if metric in ACCURACY:
         return base[metric] - tolerances[metric]
     if metric == LEARNED:
         return base["required_learned_margin"]
+    if metric == CHANCE:
+        return now.get("required_chance_margin")  # the run's own permutation test: no baseline figure needed
     if metric == OWN_EFFECT:
         return base.get("required_own_params_effect")
     if metric == GAIN:
@@ -308,19 +328,21 @@ def _lower_bound(metric: str, base: dict, tolerances: dict) -> float | None:
 
 def _compare_metric(strategy: str, seed: int, metric: str, base: dict, now: dict, tolerances: dict) -> Verdict:
     old, new = base.get(metric), now.get(metric)
-    limit = _lower_bound(metric, base, tolerances)
+    limit = _lower_bound(metric, base, now, tolerances)
     if metric == GAIN and limit is None:
         return Verdict(strategy, metric, old, new, "n/a", seed)  # no significant gain in the baseline
     if metric in MEMORY and old is not None:
         limit = old * (1 + tolerances["peak_mem_rel"])
     if old is None and new is None:
         return Verdict(strategy, metric, old, new, "ok", seed)
+    if metric == CHANCE and new is not None:  # the run's own permutation test, with or without a baseline figure
+        return Verdict(strategy, metric, old, new, "NOT LEARNED" if new < limit else "ok", seed, limit)
     if old is None or new is None:
         return Verdict(strategy, metric, old, new, "MISSING", seed, limit)
     if metric in MEMORY:
         verdict = "REGRESSION" if new > limit else "ok"
     elif limit is not None:
-        failed = "NOT LEARNED" if metric in (LEARNED, OWN_EFFECT) else "REGRESSION"
+        failed = "NOT LEARNED" if metric in (LEARNED, CHANCE, OWN_EFFECT) else "REGRESSION"
         improved = metric in ACCURACY and new > old + tolerances[metric]
         verdict = failed if new < limit else ("improved" if improved else "ok")
     elif new == old:
@@ -330,7 +352,7 @@ def _compare_metric(strategy: str, seed: int, metric: str, base: dict, now: dict
     return Verdict(strategy, metric, old, new, verdict, seed, limit)
 
 
-CHECKED = (*ACCURACY, LEARNED, OWN_EFFECT, GAIN, *MEMORY, *EXACT)
+CHECKED = (*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, *MEMORY, *EXACT)
 
 
 def compare(records: list[dict], baseline: dict) -> list[Verdict]:

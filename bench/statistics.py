@@ -117,6 +117,37 @@ def resampled_metrics(probs: np.ndarray, labels: np.ndarray, schema: AttributeSc
     return {"paper_f1": np.mean(paper, axis=0), "macro_f1": np.mean(macro, axis=0), "mA": ma.mean(axis=1)}
 
 
+PERMUTATIONS = 20
+
+
+def permutation_chance(probs: np.ndarray, labels: np.ndarray, schema: AttributeSchema, *,
+                       threshold: float = PAPER_THRESHOLD, permutations: int = PERMUTATIONS, seed: int = SEED) -> dict:
+    """Metrics of the run's own predictions paired with the labels of other clips: mean (and ``<metric>_std``, the
+    spread of the null distribution) over random permutations.
+
+    This is the chance level of *this* model's output distribution: predictions that carry no information about
+    the clip (misaligned labels, a constant or input-blind model) score it in expectation, whatever their class
+    rates. It sits above the majority class for macro-F1, which rewards predicting minority classes at random.
+    """
+    rng = np.random.default_rng(seed)
+    scores = [evaluate(probs[rng.permutation(len(probs))], labels, schema, threshold=threshold)
+              for _ in range(permutations)]
+    chance = {metric: float(np.mean([score[metric] for score in scores])) for metric in METRICS}
+    chance.update({f"{metric}_std": float(np.std([score[metric] for score in scores], ddof=1)) for metric in METRICS})
+    return chance
+
+
+def record_chance(record: dict) -> dict | None:
+    """``permutation_chance`` of a result record's stored test predictions (None where there are none)."""
+    stored = (record.get("metrics") or {}).get("test_predictions")
+    if not stored:
+        return None
+    cfg = record["run"]["config"]
+    probs, labels = decode(stored)
+    return permutation_chance(probs, labels, get_schema(cfg["data"]["dataset"]),
+                              threshold=cfg["train"].get("threshold", PAPER_THRESHOLD))
+
+
 def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     """Percentile interval of a bootstrap distribution."""
     tail = 100 * (1 - level) / 2

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import run_bench
-from bench import gate, predictions
+from bench import gate, metrics, predictions
 from bench.config import merge
 from bench.experiments import expand, load_preset
 from bench.worker import run_record
+from data.schema import MARS
 
 # ---- synthetic records: the gate's arithmetic ------------------------------------------------------------------
 
@@ -75,6 +76,28 @@ def test_own_parameters_without_effect_fail_and_a_vanished_gain_over_frozen_fail
     assert [line.split(" (")[0] for line in _failures(run, baseline)] == ["full: own_params_effect NOT LEARNED"]
     run = [_record("frozen", 3, 0.47), _record("full", 3, 0.48), _record("lora", 3, 0.45)]
     assert any(line.startswith("full: gain_over_frozen REGRESSION") for line in _failures(run, baseline))
+
+
+def test_predictions_unrelated_to_the_clip_fail_the_permutation_chance_check_whatever_their_class_rates():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((256, MARS.num_columns), dtype=np.int64)
+    for group, cols in zip(MARS.groups, MARS.group_slices(), strict=True):
+        width = group.width
+        labels[np.arange(256), cols.start + (rng.integers(0, width, 256) if width > 1 else 0)] = \
+            rng.random(256) < 0.4 if width == 1 else 1
+    probs = np.clip(0.35 * labels + 0.65 * rng.random(labels.shape), 0, 1)  # informative, often wrong
+    informative = _record("full", 3, 0.5)
+    informative["metrics"]["test_predictions"] = predictions.encode(probs, labels)
+    misaligned = _record("full", 3, 0.5)
+    misaligned["metrics"]["test_predictions"] = predictions.encode(probs, np.roll(labels, -1, axis=0))
+    for record, clip_labels in ((informative, labels), (misaligned, np.roll(labels, -1, axis=0))):
+        record["metrics"]["test"]["macro_f1"] = metrics.evaluate(probs, clip_labels, MARS)["macro_f1"]
+    good, bad = gate.summarise(informative), gate.summarise(misaligned)
+    assert good["chance_margin"] > good["required_chance_margin"] > 0
+    assert bad["chance_margin"] < bad["required_chance_margin"]
+    baseline = gate.make_baseline(_baseline_records(), preset="gate")
+    verdicts = {v.metric: v.verdict for v in gate.compare([misaligned], baseline) if v.strategy == "full"}
+    assert verdicts["chance_margin"] == "NOT LEARNED"
 
 
 def test_a_new_seed_within_the_noise_passes_and_memory_or_parameter_changes_fail():
@@ -200,12 +223,12 @@ def test_another_seed_passes_the_small_gate(small_baseline):
     assert _failures([_run("frozen", 3), _run("full", 3)], small_baseline) == []
 
 
-def test_misaligned_labels_fail_the_gate_through_macro_f1_and_the_learned_check(small_baseline, monkeypatch):
+def test_misaligned_labels_fail_the_gate_through_the_chance_check(small_baseline, monkeypatch):
     _labels_of_the_next_clip(monkeypatch)
     failures = [line.split(" (")[0] for line in _failures([_run("frozen", 0), _run("full", 0)], small_baseline)]
-    for strategy in ("frozen", "full"):
-        assert f"{strategy}: macro_f1 REGRESSION" in failures
-        assert f"{strategy}: learned_margin NOT LEARNED" in failures
+    for strategy in ("frozen", "full"):  # the majority-class margin alone may not catch it: see the chance check
+        assert f"{strategy}: chance_margin NOT LEARNED" in failures
+    assert "frozen: macro_f1 REGRESSION" in failures
 
 
 def test_own_parameters_that_never_step_fail_the_gate(small_baseline, monkeypatch):
