@@ -174,7 +174,7 @@ def test_a_baseline_of_another_preset_or_setting_does_not_pass_this_sweep(tmp_pa
 
 # ---- a broken pipeline at small scale, end to end through the gate --------------------------------------------
 
-SMALL = {"data": {"num_train": 256, "num_val": 64, "num_test": 128}, "train": {"epochs": 3},
+SMALL = {"data": {"num_train": 256, "num_val": 64, "num_test": 384}, "train": {"epochs": 3},
          "profile": {"enabled": False}}
 
 
