@@ -58,12 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-lock", action="store_true",
                    help="if another sweep is writing into --out, wait for it to end instead of refusing")
     p.add_argument("--check", type=Path, metavar="BASELINE",
-                   help="regression gate: compare this sweep with a baseline JSON (e.g. results/baselines/ci.json); "
-                        "exits non-zero if any strategy got less accurate, hungrier for memory, or changed its "
-                        "parameters / FLOPs")
+                   help="regression gate: compare this sweep with a baseline JSON (e.g. results/baselines/gate.json); "
+                        "exits 1 if any strategy got less accurate beyond the measured seed noise, stopped "
+                        "clearing the majority class, its own parameters stopped mattering, it got hungrier for "
+                        "memory, or changed its parameters / FLOPs; exits 2 at once if the baseline is missing, "
+                        "malformed or of another preset / setting")
     p.add_argument("--update-baseline", action="store_true",
                    help="write this sweep as the new baseline (to --check's path, default "
-                        "results/baselines/<preset>.json) instead of checking")
+                        "results/baselines/<preset>.json) instead of checking; needs >= 2 seeds, whose spread sets "
+                        "the tolerances (e.g. --preset gate --seeds 0,1,2 --update-baseline)")
     launch.add_arguments(p)
     return p
 
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
                                batch_sizes=args.batch_size or [base["train"]["batch_size"]])
     check_datasets(specs)
     experiments.preflight(specs)
+    baseline = preflight_gate(args, specs)
     out = ensure_writable_folder(args.out or Path("runs") / Path(args.preset).stem)  # before any work
     with FolderLock(out, wait=args.wait_lock):
         records = run_sweep(specs, out, resume=not args.no_resume, retry_failed=args.retry_failed,
@@ -133,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"results: {out}/  report: {written[0].parent}/ ({len(written)} files; start at "
               f"{written[0].parent / 'README.md'} or index.html)")
         if args.update_baseline or args.check:
-            return gate_step(records, args)
+            return gate_step(records, args, baseline)
     return 0 if (frame["status"] == "ok").all() else 1
 
 
@@ -149,19 +153,41 @@ def check_datasets(specs: list) -> None:
             resolve_manifest(dataset, root)
 
 
-def gate_step(records: list[dict], args: argparse.Namespace) -> int:
+def baseline_path(args: argparse.Namespace) -> Path:
+    return args.check or Path("results") / "baselines" / f"{args.preset}.json"
+
+
+def preflight_gate(args: argparse.Namespace, specs) -> dict | None:
+    """Before any run: --check reads and validates the baseline and its preset / setting; --update-baseline needs
+    several seeds. Problems raise ``gate.BaselineError`` (one line, exit 2)."""
+    if args.update_baseline:
+        if len({spec.config.train.seed for spec in specs}) < 2:
+            raise gate.BaselineError("--update-baseline needs at least 2 seeds to measure the noise "
+                                     "(e.g. --seeds 0,1,2)")
+        return None
+    if not args.check:
+        return None
+    baseline = gate.read_baseline(args.check)
+    gate.check_sweep(baseline, preset=args.preset, configs=[spec.config.to_dict() for spec in specs], path=args.check)
+    return baseline
+
+
+def gate_step(records: list[dict], args: argparse.Namespace, baseline: dict | None) -> int:
     """--update-baseline writes the sweep as the baseline; --check compares with it and fails on regressions."""
-    path = args.check or Path("results") / "baselines" / f"{args.preset}.json"
+    path = baseline_path(args)
     if args.update_baseline:
         gate.write_baseline(path, gate.make_baseline(records, preset=args.preset))
         print(f"baseline written: {path}")
         return 0
-    verdicts = gate.compare(records, gate.read_baseline(path))
+    verdicts = gate.compare(records, baseline)
     print(gate.verdict_table(verdicts))
+    identical, comparable = gate.identical_to_baseline_seeds(records, baseline)
+    print(f"gate: {identical} of {comparable} run(s) repeat the baseline's accuracy of the same seed exactly "
+          "(expected on the same CPU model and software; otherwise within the tolerances)")
     failures = gate.failure_lines(verdicts)
     for line in failures:
-        print(f"REGRESSION {line}", file=sys.stderr)
-    print(f"gate: {'FAILED' if failures else 'passed'} against {path} ({len(failures)} regression(s))")
+        print(f"GATE FAILURE {line}", file=sys.stderr)
+    print(f"gate: {'FAILED' if failures else 'passed'} against {path} ({len(failures)} failure(s))")
     return 1 if failures else 0
 
 

@@ -9,6 +9,8 @@ the whole report folder from the JSONs alone (see ``results/README.md`` for ever
 * ``per_attribute_f1.{md,csv}`` / ``per_group_f1.csv`` -- VTF Table 2 layout (Zhu et al., CVPR-W 2023): attributes
   as rows, strategies as columns, plus an "Average" row;
 * ``frames_ablation.{md,csv}`` -- VTF Table 3 layout: strategies as rows, frame counts as columns;
+* ``statistics.md``, ``statistics.csv``, ``paired_comparisons.csv`` -- bootstrap intervals over test clips and paired
+  comparisons (``bench/statistics.py``), where the runs stored their test predictions;
 * ``fig1_efficiency.png``, ``pareto.png``, ``cost_curves.png`` -- see ``bench/plots.py``.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bench import statistics
 from bench.boundary import ensure_writable_folder, entry_point
 from bench.precision import switches_label
 from bench.results import ResultFileError, read_result, write_atomic
@@ -534,9 +537,10 @@ def _write_csv(path: Path, frame: pd.DataFrame, *, index: bool = False) -> Path:
 
 
 def write_tables(frame: pd.DataFrame, agg: pd.DataFrame, scan: Scan, out: Path, *, source: str) -> list[Path]:
-    """summary.{csv,md,tex}, per-attribute F1 (VTF Table 2) and frames ablation (VTF Table 3)."""
-    written = [_write_csv(out / "summary.csv", frame),
-               _write_text(out / "summary.md", summary_markdown(frame, agg, scan, source=source)),
+    """summary.{csv,md,tex}, per-attribute F1 (VTF Table 2), frames ablation (VTF Table 3) and statistics."""
+    statistics_files, in_words = statistics.write_statistics(scan.records, out)
+    written = [*statistics_files, _write_csv(out / "summary.csv", frame),
+               _write_text(out / "summary.md", summary_markdown(frame, agg, scan, source=source) + in_words),
                _write_text(out / "summary.tex", summary_latex(agg))]
     setting = reference_setting(frame) or dict.fromkeys(SETTING)
     columns = attribute_table(attribute_f1(scan.records, level="column"), setting)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from bench import distributed, metrics, precision, profile
+from bench import distributed, metrics, precision, predictions, profile
 from bench.config import RunConfig
 from bench.datasets import build_loaders
 from bench.precision import FP32
@@ -107,12 +107,13 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
 
 
 def evaluate_test(model, loaders, *, cfg: RunConfig, device, numerics: precision.Numerics = precision.FP32
-                  ) -> tuple[dict, float]:
+                  ) -> tuple[dict, float, np.ndarray, np.ndarray]:
+    """Test metrics, seconds spent predicting, and the per-clip probabilities and labels (N, A) behind them."""
     schema = get_schema(cfg.data.dataset)
     start = time.perf_counter()
     probs, labels = distributed.predict_split(model, loaders["test"], device, desc="test", numerics=numerics)
     elapsed = time.perf_counter() - start
-    return metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold), elapsed
+    return metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold), elapsed, probs, labels
 
 
 def majority_baseline(loaders, cfg: RunConfig) -> dict:
@@ -124,12 +125,21 @@ def majority_baseline(loaders, cfg: RunConfig) -> dict:
 
 def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow,
                  numerics: precision.Numerics = precision.FP32) -> tuple[TrainOutcome, dict, float]:
-    """Train (val chooses the weights), test once, and compare with the majority class: the run's ``metrics``."""
+    """Train (val chooses the weights), test once, and compare with the majority class: the run's ``metrics``.
+
+    Also kept: every test clip's prediction (for bootstrap statistics) and the own-parameter probe (how much the
+    test predictions move when the strategy's own parameters go back to their values before training).
+    """
+    initial_own = predictions.snapshot_own(model)
     outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory,
                        numerics=numerics)
-    test, eval_time_s = evaluate_test(model, loaders, cfg=cfg, device=device, numerics=numerics)
+    test, eval_time_s, probs, labels = evaluate_test(model, loaders, cfg=cfg, device=device, numerics=numerics)
+    own_effect = predictions.own_parameter_effect(
+        model, initial_own,
+        lambda: distributed.predict_split(model, loaders["test"], device, desc="probe", numerics=numerics)[0], probs)
     result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
-                      "best_epoch": outcome.best_epoch, "history": outcome.history}
+                      "best_epoch": outcome.best_epoch, "history": outcome.history,
+                      "own_params_effect": own_effect, "test_predictions": predictions.encode(probs, labels)}
     return outcome, result_metrics, eval_time_s
 
 

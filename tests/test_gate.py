@@ -1,73 +1,238 @@
-"""The regression gate: passes on its own baseline, fails (naming strategy and metric) on each kind of regression."""
+"""The regression gate: tolerances measured from seeds, the learned / own-parameter / gain checks, the baseline read
+and matched before a sweep, and a deliberately broken pipeline failing it at small scale while a harmless change
+(another seed) passes."""
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
+import torch
 
 import run_bench
+from bench import gate, metrics, predictions
+from bench.config import merge
+from bench.experiments import expand, load_preset
+from bench.worker import run_record
+from data.schema import MARS
 
-ARGS = ["--preset", "smoke", "--strategies", "frozen,full"]
+# ---- synthetic records: the gate's arithmetic ------------------------------------------------------------------
+
+CONFIG = {"data": {"dataset": "synthetic", "frames": 1}, "model": {"backbone": "tiny"},
+          "train": {"batch_size": 16, "epochs": 4}, "profile": {}}
+
+
+def _record(strategy: str, seed: int, macro: float, *, own: float | None = 0.05, majority: float = 0.30,
+            mem: int = 1000, params: int = 10, status: str = "ok") -> dict:
+    config = merge(CONFIG, {"strategy": {"name": strategy, "family": strategy, "params": {}}, "train": {"seed": seed}})
+    return {"run": {"id": f"{strategy}_s{seed}", "strategy": strategy, "status": status, "error": None,
+                    "config": config},
+            "metrics": {"test": {"macro_f1": macro, "paper_f1": macro - 0.1, "mA": macro + 0.2},
+                        "majority_test": {"macro_f1": majority},
+                        "own_params_effect": {"prob_abs_change_mean": None if strategy == "frozen" else own}},
+            "profile": {"peak_mem_bytes": mem, "params_trainable": params, "params_total": 100,
+                        "fwd_flops_per_clip": 5.0, "train_step_flops": 15.0, "peak_mem_kind": "test"}}
+
+
+SEEDS = {"frozen": (0.44, 0.45, 0.46), "full": (0.50, 0.51, 0.52), "lora": (0.45, 0.45, 0.46)}
+
+
+def _baseline_records() -> list[dict]:
+    return [_record(name, seed, value) for name, values in SEEDS.items() for seed, value in enumerate(values)]
+
+
+def test_tolerances_are_measured_from_the_seed_spread():
+    baseline = gate.make_baseline(_baseline_records(), preset="gate")
+    variances = [np.var(v, ddof=1) for v in SEEDS.values()]  # 1e-4, 1e-4, 1/3 e-4
+    pooled = math.sqrt(np.mean(variances))
+    assert baseline["noise"]["macro_f1"] == pytest.approx(pooled)
+    assert baseline["tolerances"]["macro_f1"] == pytest.approx(3 * math.sqrt(1 + 1 / 3) * pooled)
+    full = baseline["strategies"]["full"]
+    assert full["macro_f1"] == pytest.approx(0.51) and full["learned_margin"] == pytest.approx(0.21)
+    assert full["required_learned_margin"] == pytest.approx(0.105)
+    assert full["gain_significant"] and not baseline["strategies"]["lora"]["gain_significant"]
+    assert baseline["seeds"] == [0, 1, 2] and "--seeds 0,1,2 --update-baseline" in baseline["measurement"]
+    assert set(baseline["exactness"]["exact"]) == {"params_trainable", "params_total", "fwd_flops_per_clip",
+                                                   "train_step_flops"}
+
+
+def _failures(records, baseline) -> list[str]:
+    return gate.failure_lines(gate.compare(records, baseline))
+
+
+def test_a_model_at_the_majority_level_fails_the_learned_check_whatever_its_accuracy_tolerance():
+    baseline = gate.make_baseline(_baseline_records(), preset="gate")
+    baseline["tolerances"]["macro_f1"] = 1.0  # even a baseline that tolerates any accuracy drop
+    run = [_record("frozen", 3, 0.45), _record("full", 3, 0.31), _record("lora", 3, 0.455)]
+    failures = _failures(run, baseline)
+    assert any(line.startswith("full: learned_margin NOT LEARNED") for line in failures)
+    assert not any(line.startswith(("frozen", "lora")) for line in failures)
+
+
+def test_own_parameters_without_effect_fail_and_a_vanished_gain_over_frozen_fails():
+    baseline = gate.make_baseline(_baseline_records(), preset="gate")
+    run = [_record("frozen", 3, 0.45), _record("full", 3, 0.51, own=0.0), _record("lora", 3, 0.45)]
+    assert [line.split(" (")[0] for line in _failures(run, baseline)] == ["full: own_params_effect NOT LEARNED"]
+    run = [_record("frozen", 3, 0.47), _record("full", 3, 0.48), _record("lora", 3, 0.45)]
+    assert any(line.startswith("full: gain_over_frozen REGRESSION") for line in _failures(run, baseline))
+
+
+def test_predictions_unrelated_to_the_clip_fail_the_permutation_chance_check_whatever_their_class_rates():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((256, MARS.num_columns), dtype=np.int64)
+    for group, cols in zip(MARS.groups, MARS.group_slices(), strict=True):
+        width = group.width
+        labels[np.arange(256), cols.start + (rng.integers(0, width, 256) if width > 1 else 0)] = \
+            rng.random(256) < 0.4 if width == 1 else 1
+    probs = np.clip(0.35 * labels + 0.65 * rng.random(labels.shape), 0, 1)  # informative, often wrong
+    informative = _record("full", 3, 0.5)
+    informative["metrics"]["test_predictions"] = predictions.encode(probs, labels)
+    misaligned = _record("full", 3, 0.5)
+    misaligned["metrics"]["test_predictions"] = predictions.encode(probs, np.roll(labels, -1, axis=0))
+    for record, clip_labels in ((informative, labels), (misaligned, np.roll(labels, -1, axis=0))):
+        record["metrics"]["test"]["macro_f1"] = metrics.evaluate(probs, clip_labels, MARS)["macro_f1"]
+    good, bad = gate.summarise(informative), gate.summarise(misaligned)
+    assert good["chance_margin"] > good["required_chance_margin"] > 0
+    assert bad["chance_margin"] < bad["required_chance_margin"]
+    baseline = gate.make_baseline(_baseline_records(), preset="gate")
+    verdicts = {v.metric: v.verdict for v in gate.compare([misaligned], baseline) if v.strategy == "full"}
+    assert verdicts["chance_margin"] == "NOT LEARNED"
+
+
+def test_a_new_seed_within_the_noise_passes_and_memory_or_parameter_changes_fail():
+    baseline = gate.make_baseline(_baseline_records(), preset="gate")
+    assert _failures([_record("frozen", 3, 0.455), _record("full", 3, 0.505), _record("lora", 3, 0.452)],
+                     baseline) == []
+    run = [_record("frozen", 3, 0.45, mem=1200), _record("full", 3, 0.51, params=11), _record("lora", 3, 0.45)]
+    failures = [line.split(" (")[0] for line in _failures(run, baseline)]
+    assert failures == ["frozen: peak_mem_bytes REGRESSION", "full: params_trainable REGRESSION"]
+
+
+def test_a_baseline_on_which_a_strategy_does_not_learn_is_refused():
+    records = _baseline_records() + [_record("prompt", s, 0.30 + 0.01 * s) for s in range(3)]
+    with pytest.raises(gate.BaselineError, match="'prompt' does not learn clearly"):
+        gate.make_baseline(records, preset="gate")
+    with pytest.raises(gate.BaselineError, match="at least 2 seeds"):
+        gate.make_baseline([_record("full", 0, 0.5)], preset="gate")
+
+
+# ---- the baseline is read and matched before the sweep -------------------------------------------------------
+
+def _write(tmp_path, payload) -> str:
+    path = tmp_path / "baseline.json"
+    path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    return str(path)
+
+
+def _smoke_baseline() -> dict:
+    baseline = gate.make_baseline(_baseline_records(), preset="smoke")
+    spec = expand(load_preset("smoke"), strategies=["frozen"], seeds=[0], frames=[2], batch_sizes=[16])[0]
+    baseline["setting"] = gate.setting_of(spec.config.to_dict())
+    return baseline
+
+
+@pytest.mark.parametrize("payload, message", [
+    (None, "baseline not found"),
+    ("{not json", "unreadable baseline"),
+    ({"baseline_version": 1, "strategies": {}}, "baseline_version 1, expected 2"),
+    ("drop:tolerances", "missing field(s) ['tolerances']"),
+    ("drop:signature", "strategies.frozen.signature is None, expected a string"),
+    ("bad:tolerance", "tolerances.macro_f1 is 'x', expected a number >= 0"),
+])
+def test_a_missing_or_malformed_baseline_stops_before_the_sweep_with_one_line(tmp_path, capsys, payload, message):
+    baseline = _smoke_baseline()
+    if payload == "drop:tolerances":
+        payload = {k: v for k, v in baseline.items() if k != "tolerances"}
+    elif payload == "drop:signature":
+        del baseline["strategies"]["frozen"]["signature"]
+        payload = baseline
+    elif payload == "bad:tolerance":
+        baseline["tolerances"]["macro_f1"] = "x"
+        payload = baseline
+    path = str(tmp_path / "absent.json") if payload is None else _write(tmp_path, payload)
+    out = tmp_path / "runs"
+    code = run_bench.main(["--preset", "smoke", "--strategies", "frozen", "--out", str(out), "--check", path])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and "\n" not in err
+    assert not out.exists()  # nothing ran
+
+
+def test_a_baseline_of_another_preset_or_setting_does_not_pass_this_sweep(tmp_path, capsys):
+    path = _write(tmp_path, _smoke_baseline())
+    out = tmp_path / "runs"
+    assert run_bench.main(["--preset", "gate", "--strategies", "frozen", "--out", str(out), "--check", path]) == 2
+    assert "recorded for preset 'smoke', this sweep is preset 'gate'" in capsys.readouterr().err
+    assert run_bench.main(["--preset", "smoke", "--epochs", "3", "--strategies", "frozen", "--out", str(out),
+                           "--check", path]) == 2
+    assert "train.epochs: baseline 1, this sweep 3" in capsys.readouterr().err
+    assert run_bench.main(["--preset", "smoke", "--strategies", "frozen", "--out", str(out),
+                           "--update-baseline"]) == 2
+    assert "at least 2 seeds" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# ---- a broken pipeline at small scale, end to end through the gate --------------------------------------------
+
+SMALL = {"data": {"num_train": 256, "num_val": 64, "num_test": 384}, "train": {"epochs": 3},
+         "profile": {"enabled": False}}
+
+
+def _run(strategy: str, seed: int) -> dict:
+    """One real run in this process (so a test can break the pipeline with monkeypatch), as a result record."""
+    from bench.run import run_one
+
+    base = merge(load_preset("gate"), SMALL)
+    spec = expand(base, strategies=[strategy], seeds=[seed], frames=[1], batch_sizes=[16])[0]
+    record = run_record(spec.config, run_id=spec.run_id, status="ok")
+    record.update(run_one(spec.config))
+    return record
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """One smoke sweep and its baseline; later invocations on the same --out reuse the finished runs."""
-    folder = tmp_path_factory.mktemp("gate")
-    out, baseline = folder / "runs", folder / "baseline.json"
-    assert run_bench.main([*ARGS, "--out", str(out), "--check", str(baseline), "--update-baseline"]) == 0
-    return out, baseline
+def small_baseline():
+    """frozen and full on 256 training clips, 3 epochs, seeds 0-2: the baseline a small gate is held to."""
+    return gate.make_baseline([_run(s, seed) for s in ("frozen", "full") for seed in (0, 1, 2)], preset="gate")
 
 
-def _edit(baseline, tmp_path, strategy: str, metric: str, change) -> str:
-    data = json.loads(baseline.read_text())
-    data["strategies"][strategy][metric] = change(data["strategies"][strategy][metric])
-    edited = tmp_path / "edited.json"
-    edited.write_text(json.dumps(data))
-    return str(edited)
+def _labels_of_the_next_clip(monkeypatch):
+    import bench.run
+
+    real = bench.run.build_loaders
+
+    def shifted(*args, **kwargs):
+        loaders = real(*args, **kwargs)
+        for loader in loaders.values():
+            loader.dataset.labels = np.roll(loader.dataset.labels, -1, axis=0)  # clip i gets clip i+1's labels
+        return loaders
+
+    monkeypatch.setattr(bench.run, "build_loaders", shifted)
 
 
-def _check(out, baseline, capsys) -> tuple[int, str]:
-    code = run_bench.main([*ARGS, "--out", str(out), "--check", str(baseline)])
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+def _own_parameters_never_stepped(monkeypatch):
+    import bench.run
+
+    def head_only(model, cfg, backbone_ids):
+        own = {id(p) for p in predictions.own_parameters(model).values()}
+        return torch.optim.Adam([p for p in model.parameters() if p.requires_grad and id(p) not in own], lr=cfg.lr)
+
+    monkeypatch.setattr(bench.run, "make_optimizer", head_only)
 
 
-def test_gate_passes_on_its_own_baseline(sweep, capsys):
-    out, baseline = sweep
-    code, text = _check(out, baseline, capsys)
-    assert code == 0 and "gate: passed" in text
-    recorded = json.loads(baseline.read_text())
-    assert recorded["provenance"]["torch"] and recorded["provenance"]["cpu"]
-    assert recorded["strategies"]["full"]["peak_mem_bytes"] > 0
+def test_another_seed_passes_the_small_gate(small_baseline):
+    assert _failures([_run("frozen", 3), _run("full", 3)], small_baseline) == []
 
 
-def test_unreachable_accuracy_fails(sweep, tmp_path, capsys):
-    out, baseline = sweep
-    code, text = _check(out, _edit(baseline, tmp_path, "full", "macro_f1", lambda v: v + 0.2), capsys)
-    assert code == 1
-    assert "REGRESSION full: macro_f1" in text
+def test_misaligned_labels_fail_the_gate_through_the_chance_check(small_baseline, monkeypatch):
+    _labels_of_the_next_clip(monkeypatch)
+    failures = [line.split(" (")[0] for line in _failures([_run("frozen", 0), _run("full", 0)], small_baseline)]
+    for strategy in ("frozen", "full"):  # the majority-class margin alone may not catch it: see the chance check
+        assert f"{strategy}: chance_margin NOT LEARNED" in failures
+    assert "frozen: macro_f1 REGRESSION" in failures
 
 
-def test_lower_baseline_memory_fails(sweep, tmp_path, capsys):
-    out, baseline = sweep
-    code, text = _check(out, _edit(baseline, tmp_path, "frozen", "peak_mem_bytes", lambda v: int(v * 0.5)), capsys)
-    assert code == 1
-    assert "REGRESSION frozen: peak_mem_bytes" in text
-
-
-def test_different_parameter_count_fails(sweep, tmp_path, capsys):
-    out, baseline = sweep
-    code, text = _check(out, _edit(baseline, tmp_path, "frozen", "params_trainable", lambda v: v + 1), capsys)
-    assert code == 1
-    assert "REGRESSION frozen: params_trainable" in text
-
-
-def test_strategy_missing_from_the_run_is_reported(sweep, tmp_path, capsys):
-    out, baseline = sweep
-    data = json.loads(baseline.read_text())
-    data["strategies"]["ghost"] = dict(data["strategies"]["frozen"])
-    edited = tmp_path / "ghost.json"
-    edited.write_text(json.dumps(data))
-    code, text = _check(out, edited, capsys)
-    assert code == 1 and "ghost" in text and "MISSING" in text
+def test_own_parameters_that_never_step_fail_the_gate(small_baseline, monkeypatch):
+    _own_parameters_never_stepped(monkeypatch)
+    failures = _failures([_run("full", 0)], small_baseline)
+    assert any(line.startswith("full: own_params_effect NOT LEARNED") for line in failures)
+    assert any(line.startswith("frozen: (not in this run) MISSING") for line in failures)
