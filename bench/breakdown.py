@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 from tabulate import tabulate
 
-from bench import report
+from bench import tables
 
 MIB = 2**20
 CATEGORY_HEADERS = {"params": "params", "grads": "grads", "optimizer_state": "optimizer state",
@@ -33,12 +33,12 @@ def module_long(records: list[dict]) -> pd.DataFrame:
     """One row per (run, module): the setting columns, strategy, module, saved bytes."""
     rows = []
     for record in records:
-        flat = report.flatten(record)
-        modules = report._dig(record, "profile", "activation_saved_bytes_by_module") or {}
+        flat = tables.flatten(record)
+        modules = tables._dig(record, "profile", "activation_saved_bytes_by_module") or {}
         if flat["status"] == "ok":
-            rows += [{**{k: flat[k] for k in ("strategy", *report.SETTING)}, "module": name, "bytes": size}
+            rows += [{**{k: flat[k] for k in ("strategy", *tables.SETTING)}, "module": name, "bytes": size}
                      for name, size in modules.items()]
-    return pd.DataFrame(rows, columns=["strategy", *report.SETTING, "module", "bytes"])
+    return pd.DataFrame(rows, columns=["strategy", *tables.SETTING, "module", "bytes"])
 
 
 def module_table(long: pd.DataFrame) -> pd.DataFrame:
@@ -50,13 +50,13 @@ def module_table(long: pd.DataFrame) -> pd.DataFrame:
     shown = table[keep].copy()
     shown["other"] = table.drop(columns=keep).sum(axis=1, min_count=1)
     shown["total saved"] = table.sum(axis=1, min_count=1)
-    return shown.reindex(report.strategy_order(shown.index))
+    return shown.reindex(tables.strategy_order(shown.index))
 
 
 def _settings(frame: pd.DataFrame) -> list[dict]:
     ok = frame[frame["status"] == "ok"]
-    unique = ok[report.SETTING].astype("object").drop_duplicates()
-    return [dict(zip(report.SETTING, values, strict=True)) for values in unique.itertuples(index=False)]
+    unique = ok[tables.SETTING].astype("object").drop_duplicates()
+    return [dict(zip(tables.SETTING, values, strict=True)) for values in unique.itertuples(index=False)]
 
 
 def _mib(table: pd.DataFrame) -> str:
@@ -68,10 +68,10 @@ def breakdown_markdown(frame: pd.DataFrame, records: list[dict]) -> tuple[str, p
     """The Markdown report and its long CSV form (one row per strategy, setting and category or module)."""
     long_modules, lines, csv_rows = module_long(records), ["# Training memory breakdown (MiB)", "", __doc__, ""], []
     for setting in _settings(frame):
-        runs = report.sort_runs(report.select_setting(frame[frame["status"] == "ok"], setting))
-        categories = category_table(runs).reindex(report.strategy_order(runs["strategy"]))
-        modules = module_table(report.select_setting(long_modules, setting))
-        lines += [f"## {report._setting_text(setting)}", ""]
+        runs = tables.sort_runs(tables.select_setting(frame[frame["status"] == "ok"], setting))
+        categories = category_table(runs).reindex(tables.strategy_order(runs["strategy"]))
+        modules = module_table(tables.select_setting(long_modules, setting))
+        lines += [f"## {tables._setting_text(setting)}", ""]
         if not categories.empty:
             lines += ["Peak memory of one training step by category:", "", _mib(categories), ""]
         if not modules.empty:

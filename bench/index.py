@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from bench import report
+from bench import tables
 from bench.results import write_atomic
 
 INDEX_FILES = ("README.md", "index.html")
@@ -60,7 +60,7 @@ def setting_rows(records: list[dict]) -> list[tuple[str, str]]:
     for record in records:
         env = record.get("environment") or {}
         facts = {"device": env.get("gpu") or env.get("cpu"), "torch": env.get("torch"), "cuda": env.get("cuda")}
-        facts |= {f"config.{k}": v for k, v in _flat(report._dig(record, "run", "config") or {}).items()}
+        facts |= {f"config.{k}": v for k, v in _flat(tables._dig(record, "run", "config") or {}).items()}
         for key, value in facts.items():
             if not any(key.startswith(f"config.{s}") for s in SKIPPED_KEYS):
                 seen.setdefault(key, set()).add("-" if value is None else str(value))
@@ -82,11 +82,11 @@ def _run_counts(frame: pd.DataFrame) -> str:
 
 
 def _reference_text(frame: pd.DataFrame) -> str:
-    setting = report.reference_setting(frame)
+    setting = tables.reference_setting(frame)
     if not setting:
         return "No successful run: figures and tables are empty."
     return (f"Figures with one setting show the reference setting (the one with the most strategies): "
-            f"{report._setting_text(setting)}.")
+            f"{tables._setting_text(setting)}.")
 
 
 def other_files(out: Path) -> list[str]:
@@ -101,7 +101,7 @@ def index_markdown(frame: pd.DataFrame, agg: pd.DataFrame, records: list[dict], 
              f"{_run_counts(frame)}. {_reference_text(frame)}", "",
              "## Results", "", "Mean ± sample std over seeds; ↑ / ↓ = higher / lower is better; column legend in "
              "[summary.md](summary.md), definitions in the project's results/README.md.", "",
-             report.results_markdown(agg), "", "## Figures", ""]
+             tables.results_markdown(agg), "", "## Figures", ""]
     for name, caption in FIGURES.items():
         if name in files:
             lines += [f"### [{name}]({name})", "", caption, "", f"![{name}]({name})", ""]
@@ -123,7 +123,7 @@ STYLE = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0
 def index_html(frame: pd.DataFrame, agg: pd.DataFrame, records: list[dict], *, source: str,
                files: list[str]) -> str:
     esc = html.escape
-    view = report.summary_view(agg, arrows=True)
+    view = tables.summary_view(agg, arrows=True)
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Benchmark report: "
              f"{esc(source)}</title><style>{STYLE}</style></head><body>",
              f"<h1>Benchmark report: <code>{esc(source)}</code></h1>",
