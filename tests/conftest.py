@@ -35,3 +35,22 @@ def model():
 @pytest.fixture
 def video():
     return micro_video()
+
+
+SLOW_CALLS = ("run_bench", "subprocess", "run_sweep", "torchrun", "ray.init", "Executor", "bench.dryrun", "main([")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark as ``slow`` every test whose body runs a sweep, a process or an engine end to end, so that
+    ``pytest -m "not slow"`` is a fast inner loop; CI runs everything. Marked by what the test calls, so a new
+    end-to-end test is marked without anyone remembering to."""
+    import inspect
+
+    for item in items:
+        function = getattr(item, "function", None)
+        try:
+            source = inspect.getsource(function) if function is not None else ""
+        except (OSError, TypeError):
+            continue
+        if any(call in source for call in SLOW_CALLS):
+            item.add_marker(pytest.mark.slow)
