@@ -25,8 +25,9 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 KNOWN_ERRORS = (  # module, class: errors whose message is the whole story
-    ("bench.config", "ConfigError"), ("bench.results", "ResultFileError"), ("bench.report", "ReportError"),
-    ("bench.lifeline", "FolderInUseError"), ("bench.gate", "GateError"), ("bench.gate", "BaselineError"),
+    ("bench.config", "ConfigError"), ("bench.results", "ResultFileError"), ("bench.tables", "ReportError"),
+    ("bench.lifeline", "FolderInUseError"), ("bench.gate", "BaselineError"), ("bench.predictions", "PredictionsError"),
+    ("bench.profile", "ProfileError"), ("bench.profile", "GpuBusyError"), ("data.synthetic", "SyntheticDataError"),
     ("strategies.registry", "StrategyError"), ("data.manifest", "DatasetError"),
     ("models.backbone", "BackboneError"), ("bench.pretrain", "PretrainError"), ("bench.metrics", "MetricsInputError"),
 )

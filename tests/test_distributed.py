@@ -68,7 +68,7 @@ def test_world_size_must_divide_the_global_batch(tmp_path, capsys):
     code = run_bench.main(["--preset", "smoke", "--strategies", "frozen", "--batch-size", "15", "--nproc-per-node",
                            "2", "--out", str(tmp_path)])
     assert code == 2
-    assert "train.world_size: expected >= 1 and dividing batch_size 15, got 2" in capsys.readouterr().err
+    assert "train.world_size: expected a divisor of batch_size 15, got 2" in capsys.readouterr().err
 
 
 def test_a_multi_rank_config_outside_torchrun_is_refused():
