@@ -68,7 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
-    """Run-config keys the launch flags decide: the world size of a DDP run."""
+    """Run-config keys the launch flags decide: the world size of a DDP run. The flags are checked against each
+    other first, so a combination that cannot work is named as such before any config value is."""
+    _check_combination(args)
     return {"train": {"world_size": args.nproc_per_node}} if args.nproc_per_node else {}
 
 

@@ -46,7 +46,14 @@ def killed(model, cfg):
     return model
 
 
+def fragile(model, cfg):
+    if os.environ.get("FRAGILE_FAILS"):
+        raise RuntimeError("fragile: asked to fail")
+    return model
+
+
 register("explode", config=FaultConfig, apply=explode, description="raises at step 2")
+register("fragile", config=FaultConfig, apply=fragile, description="fails while FRAGILE_FAILS is set")
 register("killed", config=FaultConfig, apply=killed, description="killed by SIGKILL at step 1")
 '''
 
@@ -86,17 +93,16 @@ def test_failures_are_recorded_and_the_sweep_goes_on(plugin, tmp_path, capsys):
     assert (out / "frozen__f2_b16_s0.json").read_bytes() == frozen_bytes
 
 
-def test_a_failed_rerun_never_replaces_a_good_result(plugin, tmp_path):
+def test_a_failed_rerun_never_replaces_a_good_result(plugin, tmp_path, monkeypatch):
     out = tmp_path / "runs"
-    assert run_bench.main(["--preset", "smoke", "--strategies", "frozen", "--out", str(out)]) == 0
-    good = (out / "frozen__f2_b16_s0.json").read_bytes()
-    # same run id, different config: a failure of the new config is written beside the good result
-    # (a weights tag open_clip does not know passes config validation and fails when the run loads the model)
-    assert run_bench.main(["--preset", "smoke", "--strategies", "frozen", "--out", str(out), "--pretrained",
-                           "no_such_tag"]) == 1
-    assert (out / "frozen__f2_b16_s0.json").read_bytes() == good
-    failed = json.loads((out / "frozen__f2_b16_s0.failed.json").read_text())
-    assert failed["run"]["status"] == "failed" and "no_such_tag" in failed["run"]["error"]
+    assert run_bench.main(["--preset", "smoke", "--strategies", "fragile", "--out", str(out)]) == 0
+    good = (out / "fragile__f2_b16_s0.json").read_bytes()
+    # same run id, different config (another epoch count), failing inside the worker: written beside the good one
+    monkeypatch.setenv("FRAGILE_FAILS", "1")
+    assert run_bench.main(["--preset", "smoke", "--strategies", "fragile", "--epochs", "2", "--out", str(out)]) == 1
+    assert (out / "fragile__f2_b16_s0.json").read_bytes() == good
+    failed = json.loads((out / "fragile__f2_b16_s0.failed.json").read_text())
+    assert failed["run"]["status"] == "failed" and "asked to fail" in failed["run"]["error"]
 
 
 def test_a_sweep_from_the_command_line_leaves_nothing_for_the_resource_tracker(tmp_path):
