@@ -182,6 +182,16 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def recorded_path(path: Path) -> str:
+    """How a weights file is named in a result: relative to the project when it lies inside it (the shipped weights),
+    else its absolute path."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(PROJECT_DIR))
+    except ValueError:
+        return str(resolved)
+
+
 def file_sha256(path: Path) -> str:
     stat = path.stat()
     return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -326,7 +336,7 @@ def load_weights(name: str, path: Path, *, activation: str = "auto", weights_qui
     fmt = "open_clip-tag" if source == "tag" and checkpoint.format.startswith("open_clip") else checkpoint.format
     model.weights_info = WeightsInfo(source=source, format=fmt, activation=_activation_name(quick),
                                      activation_from=why, weights_activation=_activation_name(need),
-                                     path=str(path.resolve()), sha256=file_sha256(path), tag=tag)
+                                     path=recorded_path(path), sha256=file_sha256(path), tag=tag)
     return model
 
 
@@ -341,7 +351,7 @@ def create_clip(name: str, pretrained: str | None = None, *, activation: str = "
         model = open_clip.create_model(name)
         model.weights_info = WeightsInfo(source="local-dir", format="open_clip-local-dir",
                                          activation=_activation_name(quick or False), activation_from="weights",
-                                         weights_activation=_activation_name(quick), path=str(checkpoint),
+                                         weights_activation=_activation_name(quick), path=recorded_path(checkpoint),
                                          sha256=file_sha256(checkpoint))
         return model
     if name not in open_clip.list_models():
