@@ -121,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
                                seeds=args.seeds or [base["train"]["seed"]],
                                frames=args.frames or [base["data"]["frames"]],
                                batch_sizes=args.batch_size or [base["train"]["batch_size"]])
-    check_datasets(specs)
     experiments.preflight(specs)
     baseline = preflight_gate(args, specs)
     out = ensure_writable_folder(args.out or Path("runs") / Path(args.preset).stem)  # before any work
@@ -139,18 +138,6 @@ def run(args: argparse.Namespace) -> int:
         if args.update_baseline or args.check:
             return gate_step(records, args, baseline)
     return 0 if (frame["status"] == "ok").all() else 1
-
-
-def check_datasets(specs: list) -> None:
-    """Read every real dataset's manifest once before any run starts: a malformed file fails the sweep at once in
-    one line naming file and line, rather than every run one by one."""
-    roots = sorted({(s.config.data.dataset, s.config.data.data_root) for s in specs
-                    if s.config.data.dataset != "synthetic"})
-    if roots:
-        from data.video_dataset import resolve_manifest
-
-        for dataset, root in roots:
-            resolve_manifest(dataset, root)
 
 
 def baseline_path(args: argparse.Namespace) -> Path:

@@ -123,10 +123,18 @@ def resolved(run: RunConfig, strategy_cfg) -> RunConfig:
 
 
 def preflight(specs: list[RunSpec]) -> None:
-    """Checks that need more than the config itself, done once before any run starts: every distinct backbone and
-    its weights load (a wrong checkpoint fails here in one line, not in every worker)."""
+    """Checks that need more than the config itself, done once before any run starts, so a bad file fails the sweep
+    at once in one line rather than every run one by one: every real dataset's manifest reads, and every distinct
+    backbone and its weights load."""
     from models.backbone import check_weights
 
+    roots = sorted({(s.config.data.dataset, s.config.data.data_root) for s in specs
+                    if s.config.data.dataset != "synthetic"})
+    if roots:
+        from data.video_dataset import resolve_manifest
+
+        for dataset, root in roots:
+            resolve_manifest(dataset, root)
     for model in {(s.config.model.backbone, s.config.model.pretrained, s.config.model.activation) for s in specs}:
         check_weights(model[0], model[1], activation=model[2])
 
