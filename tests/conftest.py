@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,6 +26,24 @@ def micro_model(temporal: str = "mean", num_frames: int = 3) -> torch.nn.Module:
 
 def micro_video(batch: int = 2, frames: int = 3, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, frames, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(autouse=True)
+def strategy_registry_restored():
+    """Each test starts from the built-in strategies: a plugin a test imports (``PAR_BENCH_PLUGINS``) is
+    unregistered and forgotten afterwards, so two tests may ship different plugins under one module name and no test
+    sees another's strategies (the README's strategy list, the sweep's ``--strategies all``)."""
+    from strategies import registry
+
+    registry.names()
+    registered, modules = dict(registry._REGISTRY), set(sys.modules)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(registered)
+    temporary = tempfile.gettempdir()
+    for name in set(sys.modules) - modules:
+        if (getattr(sys.modules[name], "__file__", None) or "").startswith(temporary):
+            del sys.modules[name]
 
 
 @pytest.fixture
