@@ -181,6 +181,7 @@ def run_one(cfg: RunConfig) -> dict:
     numerics = precision.numerics_for(cfg.train, device)
     half_cast = precision.half_frozen_parameters(model.backbone, numerics.dtype) \
         if cfg.train.half_frozen_backbone else 0
+    relaid = precision.relayout_attention_inputs(model, numerics)
     loaders = build_loaders(cfg.data, image_size=image_size_of(model.backbone), batch_size=cfg.train.batch_size,
                             seed=cfg.train.seed, pin_memory=device.type == "cuda")
     if ranks:
@@ -202,7 +203,8 @@ def run_one(cfg: RunConfig) -> dict:
                                                             numerics=numerics)
     extras = profile.profile_extras(model, next(iter(loaders["train"])), loss_fn=loss_fn, optimizer=optimizer,
                                     device=device, cfg=cfg.profile, numerics=numerics)  # after training
-    numerics_record = precision.setting_record(cfg.train, device, half_cast_params=half_cast)
+    numerics_record = precision.setting_record(cfg.train, device, half_cast_params=half_cast,
+                                                relaid_attentions=relaid)
     prof = {**profile.count_parameters(model, base_ids),
             **profile.step_time_stats(outcome.step_times_s, warmup_steps=cfg.profile.warmup_steps,
                                       batch_size=cfg.train.batch_size),

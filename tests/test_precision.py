@@ -9,7 +9,7 @@ from torch import nn
 
 from bench import profile, report
 from bench.config import ConfigError, RunConfig, TrainConfig
-from bench.precision import Numerics, half_frozen_parameters, numerics_for, switches_label
+from bench.precision import Numerics, half_frozen_parameters, numerics_for, relayout_attention_inputs, switches_label
 from bench.train import make_optimizer, train_step
 from data.schema import MARS
 from models.loss import WeightedBCE
@@ -134,3 +134,42 @@ def test_bad_numerics_values_fail_naming_the_field(train, field):
     with pytest.raises(ConfigError, match=field) as error:
         RunConfig.from_dict({"train": train})
     assert "\n" not in str(error.value)
+
+
+def _expanded_weight_copies(attention: nn.MultiheadAttention, x: torch.Tensor) -> list:
+    """Allocations of the (L, E, 3E) broadcast input-projection weight during one no-grad bf16 attention call."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    shape = [x.shape[1], attention.embed_dim, 3 * attention.embed_dim]
+    with torch.no_grad(), BF16.forward_context(), torch_profile(activities=[ProfilerActivity.CPU],
+                                                                 record_shapes=True) as prof:
+        attention(x, x, x, need_weights=False)
+    return [e.name for e in prof.events() if e.input_shapes and list(e.input_shapes[0]) == shape]
+
+
+def test_cpu_low_precision_attention_gets_sequence_major_inputs_with_the_same_values():
+    torch.manual_seed(0)
+    # frozen (a frozen backbone's attention) and in train mode: the path that copies the broadcast weight
+    attention = nn.MultiheadAttention(64, 4, batch_first=True).requires_grad_(False)
+    x = torch.randn(6, 17, 64)  # (N, L, E)
+    with torch.no_grad():
+        plain = attention(x, x, x, need_weights=False)[0]
+    assert _expanded_weight_copies(attention, x), "PyTorch no longer copies the weight: the re-layout may go"
+    assert relayout_attention_inputs(attention, BF16) == 1
+    assert not _expanded_weight_copies(attention, x)  # the projection is one matrix multiply
+    with torch.no_grad():
+        relaid = attention(x, x, x, need_weights=False)[0]
+    assert relaid.shape == plain.shape and torch.equal(relaid, plain)  # fp32 outside autocast: same kernels' values
+    key = torch.randn(6, 17, 64)
+    with torch.no_grad():  # cross-attention (query is not key) passes through unchanged in value
+        assert torch.allclose(attention(x, key, key, need_weights=False)[0],
+                              nn.MultiheadAttention.forward(attention, x, key, key, need_weights=False)[0])
+
+
+@pytest.mark.parametrize("numerics", [Numerics(), Numerics(device_type="cuda", dtype=torch.bfloat16)],
+                         ids=["cpu-fp32", "cuda-bf16"])
+def test_attention_inputs_are_left_alone_where_kernels_take_strided_inputs(numerics):
+    model = micro_model()
+    assert relayout_attention_inputs(model, numerics) == 0
+    assert not any(m._forward_pre_hooks for m in model.modules() if isinstance(m, nn.MultiheadAttention))
