@@ -174,10 +174,38 @@ def measure_flops(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *
             backward_flops = backward.get_total_flops()
     forward_flops, batch = forward.get_total_flops(), video.shape[0]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"fwd_flops_per_clip": forward_flops / batch, "fwd_flops_batch": forward_flops,
+    by_module = flops_by_module(forward)
+    return {"fwd_flops_by_module": by_module,
+            "fwd_flops_per_clip": forward_flops / batch, "fwd_flops_batch": forward_flops,
             "bwd_flops_batch": backward_flops, "train_step_flops": forward_flops + backward_flops,
             "optimizer_update_flops_approx": ADAM_FLOPS_PER_PARAM * trainable, "flops_batch_size": batch,
             "flops_convention": FLOPS_CONVENTION, "flops_counter": f"torch {torch.__version__} FlopCounterMode"}
+
+
+def flops_by_module(counter: FlopCounterMode, depth: int = 2) -> dict[str, int]:
+    """Where a forward pass's FLOPs go: per module of at most ``depth`` dotted name parts, each module's own share
+    (its children at that depth subtracted), largest first; ``(outside modules)`` is what ran outside the model's
+    modules (the loss). The shares sum to the counter's total. Forward only: ``FlopCounterMode`` charges backward
+    work to whichever module's output hook fires (identity layers such as open_clip's ``ls_1`` / ``ls_2`` collect
+    it), so backward has no trustworthy split; its total is ``bwd_flops_batch``."""
+    inclusive: dict[str, int] = {}
+    for path, ops in counter.get_flop_counts().items():
+        parts = path.split(".")
+        key = "(outside modules)" if path == "Global" else ".".join(parts[1:]) or "(model)"  # drop the root class
+        if path == "Global" or key == "(model)" or len(parts) - 1 <= depth:
+            inclusive[key] = inclusive.get(key, 0) + int(sum(ops.values()))
+    inner = {k: v for k, v in inclusive.items() if k != "(outside modules)"}
+    own = {key: flops - sum(v for k, v in inner.items() if _is_child(k, key)) for key, flops in inner.items()}
+    if "(outside modules)" in inclusive:
+        own["(outside modules)"] = inclusive["(outside modules)"] - inclusive.get("(model)", 0)
+    return dict(sorted(((k, v) for k, v in own.items() if v), key=lambda item: -item[1]))
+
+
+def _is_child(name: str, parent: str) -> bool:
+    """``vision.frames`` is a child of ``vision``; every top-level module is a child of ``(model)``."""
+    if parent == "(model)":
+        return name != parent and "." not in name
+    return name.startswith(parent + ".") and name.count(".") == parent.count(".") + 1
 
 
 # ---------------------------------------------------------------------------------------------------------------------

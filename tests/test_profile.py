@@ -93,6 +93,26 @@ def test_full_fine_tuning_backward_is_twice_the_forward_except_the_input_layers(
     assert flops["optimizer_update_flops_approx"] == profile.ADAM_FLOPS_PER_PARAM * trainable
 
 
+def test_forward_flops_by_module_match_the_analytic_count_of_each_part():
+    model = registry.apply_strategy(micro_model(), "full")
+    video, target, loss_fn = micro_batch()
+    flops = profile.measure_flops(model, video, target, loss_fn=loss_fn)
+    by_module, macs = flops["fwd_flops_by_module"], par_model_macs(model, batch=2, frames=3)
+    assert by_module["vision.frames"] == 2 * macs["frames"]
+    assert by_module["vision_proj"] == 2 * macs["vision_proj"] and by_module["text_proj"] == 2 * macs["text_proj"]
+    assert sum(v for k, v in by_module.items() if k.startswith("fusion.")) == 2 * macs["fusion"]
+    assert sum(by_module.values()) == flops["fwd_flops_batch"]
+    assert list(by_module.values()) == sorted(by_module.values(), reverse=True)
+
+
+def test_side_tuning_forward_flops_name_the_side_networks():
+    model = registry.apply_strategy(micro_model(), "side")
+    video, target, loss_fn = micro_batch()
+    flops = profile.measure_flops(model, video, target, loss_fn=loss_fn)
+    assert {"vision.side_ssn", "vision.side_tsn"} <= set(flops["fwd_flops_by_module"])
+    assert sum(flops["fwd_flops_by_module"].values()) == flops["fwd_flops_batch"]
+
+
 def test_frozen_backbone_backward_covers_only_the_trainable_head():
     frozen = registry.apply_strategy(micro_model(), "frozen")
     full = registry.apply_strategy(micro_model(), "full")
