@@ -7,11 +7,12 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench import experiments, gate, launch, report
 from bench.boundary import ensure_writable_folder, entry_point
 from bench.config import merge
-from bench.lifeline import FolderLock
-from bench.sweep import run_sweep
+from bench.reporting import gate, report
+from bench.runner import experiments, launch
+from bench.runner.lifeline import FolderLock
+from bench.runner.sweep import run_sweep
 
 DESCRIPTION = """Benchmark fine-tuning strategies of CLIP for video pedestrian attribute recognition (VTF pipeline).
 Every strategy is trained and evaluated by the same loop and profiled the same way; one JSON per run is written
@@ -86,7 +87,7 @@ def list_strategies(base: dict | None = None) -> str:
     catalog = experiments.strategy_catalog()
     if base is None:
         return "\n".join(f"{name:<16} {entry['description']}" for name, entry in catalog.items())
-    from bench.experiments import parameter_counts
+    from bench.runner.experiments import parameter_counts
 
     rows = []
     for name, counts in parameter_counts(base, list(catalog)):
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         records = run_sweep(specs, out, resume=not args.no_resume, retry_failed=args.retry_failed,
                             launcher=launch.make_launcher(args))
         if records is None:
-            print(f"when the jobs have finished: python -m bench.report {out}")
+            print(f"when the jobs have finished: python -m bench.reporting.report {out}")
             return 0
         frame = report.to_frame(records)
         print(report.summary_table(frame))

@@ -7,7 +7,7 @@ silently fall back to a default.
 Every field is declared with ``option(default, help, **rules)``: its constraints live in the field's metadata and
 one generic pass (``validate_fields``, run by every section's ``__post_init__``) checks the type and every rule of
 every field, so a field added later is checked as soon as it is declared. Rules that involve several fields are a
-section's ``check_fields``. Strategy configs go through the same ``validate_fields`` (``bench.experiments``).
+section's ``check_fields``. Strategy configs go through the same ``validate_fields`` (``bench.runner.experiments``).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ RULES = ("min", "max", "above", "below", "choices", "keys", "check")  # the cons
 ACTIVATIONS = ("auto", "quick_gelu", "gelu")  # models/backbone.py chooses; kept here so config needs no torch
 FRAME_FITS = ("pad", "stretch")  # data/transforms.py
 AUGMENTS = ("none", "frame", "clip")
-PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/precision.py
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/measure/precision.py
 SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
 
 
@@ -105,11 +105,11 @@ def _device_problem(value: str) -> str | None:
 
 @functools.cache
 def selectable_metrics() -> tuple[str, ...]:
-    """The scalar keys ``bench.metrics.evaluate`` returns, read off one evaluation of a two-clip case, so the list of
-    metrics a checkpoint may be chosen by never drifts from the code that computes them."""
+    """The scalar keys ``bench.measure.metrics.evaluate`` returns, read off one evaluation of a two-clip case, so the
+    list of metrics a checkpoint may be chosen by never drifts from the code that computes them."""
     import numpy as np
 
-    from bench import metrics
+    from bench.measure import metrics
     from data.schema import get_schema
 
     schema = get_schema("synthetic")

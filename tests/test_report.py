@@ -1,7 +1,8 @@
 """Reports from result JSONs: every file written and readable, seed statistics and ratios hand-checked, failed and
 profile-only runs handled, figures labelled with units, and the same folder always gives the same bytes.
 
-The records below are fabricated (schema of bench/worker.py + bench/run.py) so the expected numbers are known.
+The records below are fabricated (schema of bench/runner/worker.py + bench/runner/run.py) so the expected numbers are
+known.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from bench import plots, report
+from bench.reporting import plots, report
 from bench.results import SCHEMA_VERSION
 
 MIB = 2**20

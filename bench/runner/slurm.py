@@ -6,7 +6,7 @@ output folder must be on a filesystem every node sees. Before Slurm preempts a t
 SIGTERM (the run records ``preempted``) and submitit requeues the task through ``checkpoint``; the requeued task
 skips its run when the folder already holds its result, as any resume does. The driver waits and returns the
 records (a task that raised or was killed becomes a failed / preempted record), or with ``--no-wait`` exits after
-submitting; ``python -m bench.report OUT`` then builds the report from the JSONs.
+submitting; ``python -m bench.reporting.report OUT`` then builds the report from the JSONs.
 
 Settings (``--slurm-config FILE.json`` and ``--slurm-*`` flags, flags win): ``partition``, ``time_min``,
 ``gpus_per_task``, ``cpus_per_task``, ``mem_gb``, ``array_parallelism``, ``additional`` (extra sbatch options),
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.config import ConfigError, _build, load_json
-from bench.placement import Slot
 from bench.results import read_result
-from bench.sweep import Launcher, Progress, RunSpec, failure_record, run_spec, settle, skip_reason
+from bench.runner.placement import Slot
+from bench.runner.sweep import Launcher, Progress, RunSpec, failure_record, run_spec, settle, skip_reason
 
 CLUSTERS = ("slurm", "local", "debug")
 

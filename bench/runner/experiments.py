@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from bench.config import EXPERIMENTS_DIR, ConfigError, PresetConfig, RunConfig, load_json, merge, validate_fields
-from bench.sweep import RunSpec
+from bench.runner.sweep import RunSpec
 from strategies import registry
 
 
@@ -158,8 +158,8 @@ def parameter_counts(base: dict, strategies: list[str]) -> list[tuple[str, dict]
     """Build the base model once, then each strategy on a copy of it, and count its parameters."""
     import copy
 
-    from bench.profile import count_parameters
-    from bench.run import build_base_model, seed_everything, with_strategy
+    from bench.measure.profile import count_parameters
+    from bench.runner.run import build_base_model, seed_everything, with_strategy
 
     frames, batch = base["data"]["frames"], base["train"]["batch_size"]
     first = run_config(base, strategies[0], seed=0, frames=frames, batch_size=batch)

@@ -1,7 +1,7 @@
 """Keep the torch profiler's own chatter out of a run's output, and every other line in it.
 
-The CPU memory measurement (``bench.profile.cpu_peak_memory``) runs the torch profiler, whose C++ tracing library
-(kineto) writes straight to file descriptor 2, past Python's ``sys.stderr``:
+The CPU memory measurement (``bench.measure.profile.cpu_peak_memory``) runs the torch profiler, whose C++ tracing
+library (kineto) writes straight to file descriptor 2, past Python's ``sys.stderr``:
 
     USDT:<date> <pid>:<tid> SyncActivityProfilerHandler.cpp:39] profiler_start
     USDT:<date> <pid>:<tid> SyncActivityProfilerHandler.cpp:46] profiler_stop

@@ -1,8 +1,8 @@
 """A paper-scale dry run anyone can run on a CPU: the ``paper`` settings on a MARS-format folder with an OpenAI-format
 checkpoint, a couple of training steps per strategy, real result JSONs and a report.
 
-    python -m bench.dryrun --out results/paper-dryrun-cpu              # every strategy
-    python -m bench.dryrun --strategies full,side --work /tmp/dryrun   # a subset, inputs kept in /tmp/dryrun
+    python -m bench.tools.dryrun --out results/paper-dryrun-cpu              # every strategy
+    python -m bench.tools.dryrun --strategies full,side --work /tmp/dryrun   # a subset, inputs kept in /tmp/dryrun
 
 It exercises exactly the path a GPU user runs with the real files -- ``data.prepare mars`` on a raw MARS download,
 ``--pretrained ~/.cache/clip/ViT-B-16.pt`` (OpenAI's TorchScript archive, QuickGELU), ViT-B/16 at 224 px, 6 frames,
@@ -149,7 +149,7 @@ def prepare_inputs(work: Path, *, backbone: str = "ViT-B-16") -> tuple[Path, Pat
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.dryrun", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m bench.tools.dryrun", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/paper-dryrun"), help="result folder")
     parser.add_argument("--work", type=Path, default=Path(".cache/paper-dryrun"),
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@entry_point("bench.dryrun")
+@entry_point("bench.tools.dryrun")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from bench.cli import main as run_bench

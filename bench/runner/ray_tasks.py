@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from bench.config import ConfigError, RunConfig
-from bench.placement import Slot
-from bench.sweep import ROOT, Launcher, Progress, RunSpec, attempt_spec, failure_record, settle
+from bench.runner.placement import Slot
+from bench.runner.sweep import ROOT, Launcher, Progress, RunSpec, attempt_spec, failure_record, settle
 
 
 def run_on_node(config: dict, run_id: str, threads: int | None) -> dict:

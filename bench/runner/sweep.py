@@ -6,15 +6,16 @@ signal becomes a failed record and the sweep goes on. A failure never replaces a
 run: it is then written beside it as ``<run_id>.failed.json`` (``settle``, the one writer of result files).
 
 Where the pending runs execute is a launcher's only decision (``Launcher``): one after the other here
-(``serial_launcher``), over CPU or GPU slots (bench/pool.py), as Slurm array tasks (bench/slurm.py) or Ray tasks
-(bench/ray_tasks.py). A run with ``train.world_size`` > 1 is started through torchrun (bench/distributed.py).
+(``serial_launcher``), over CPU or GPU slots (bench/runner/pool.py), as Slurm array tasks (bench/runner/slurm.py) or Ray
+tasks (bench/runner/ray_tasks.py). A run with ``train.world_size`` > 1 is started through torchrun
+(bench/runner/distributed.py).
 
 Workers are forked from a ``multiprocessing`` fork server that has imported the heavy third-party libraries once
 (torch, torchvision, open_clip, peft: about 7 s a process on this project's CPU, 20 % of a default run). A forked
 worker is still a process of its own: it starts with no tensor allocated, so its peak-memory figures are as clean
 as a fresh interpreter's, and a crash or a kill ends only it. The project's own modules, strategy plugins included,
 are imported in the worker, under the environment and ``sys.path`` the sweep has at that moment. Where the
-platform has no fork server, each worker is a fresh ``python -m bench.worker`` subprocess.
+platform has no fork server, each worker is a fresh ``python -m bench.runner.worker`` subprocess.
 """
 from __future__ import annotations
 
@@ -30,13 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import lifeline
 from bench.config import RunConfig
-from bench.placement import THREADS_ENV, Slot
 from bench.results import ResultFileError, read_result, write_json_atomic
-from bench.worker import run_record
+from bench.runner import lifeline
+from bench.runner.placement import THREADS_ENV, Slot
+from bench.runner.worker import run_record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project folder, above bench/runner/
 SERIAL = Slot()  # the serial sweep's place: this machine's GPUs and all its cores
 
 
@@ -118,11 +119,11 @@ def _is_ok(path: Path) -> bool:
 
 
 FORK_SERVER = "forkserver" in multiprocessing.get_all_start_methods()
-PRELOAD = ["bench.preload"]  # third-party imports only: see bench/preload.py
+PRELOAD = ["bench.runner.preload"]  # third-party imports only: see bench/runner/preload.py
 
 
 def _subprocess_worker(arguments: tuple[str, ...], env: dict) -> int:
-    command = [sys.executable, "-m", "bench.worker", *arguments]
+    command = [sys.executable, "-m", "bench.runner.worker", *arguments]
     # own session: Ctrl-C reaches only the sweep, which stops the worker; the kernel kills it if the sweep dies
     return subprocess.run(command, cwd=ROOT, env=env, start_new_session=True,
                           preexec_fn=lifeline.die_with_parent).returncode
@@ -134,12 +135,13 @@ def _torchrun_worker(arguments: tuple[str, ...], env: dict, world_size: int) -> 
     threads = max(1, int(env.get(THREADS_ENV) or os.cpu_count() or 1) // world_size)
     env = {**env, THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
-               "-m", "bench.worker", *arguments]
+               "-m", "bench.runner.worker", *arguments]
     return subprocess.run(command, cwd=ROOT, env=env).returncode
 
 
 def _forked_worker(arguments: tuple[str, ...], env: dict) -> int:
-    """Run ``bench.worker`` in a process forked from the preloaded fork server; its exit code (negative: signal)."""
+    """Run ``bench.runner.worker`` in a process forked from the preloaded fork server; its exit code (negative:
+    signal)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     process = context.Process(target=_worker_main, args=(arguments, env), name=f"bench-worker {arguments[2]}")
@@ -153,7 +155,8 @@ def _forked_worker(arguments: tuple[str, ...], env: dict) -> int:
 
 
 def _worker_main(arguments: tuple[str, ...], env: dict) -> None:
-    """Inside the forked worker: take the sweep's current environment and paths, then run like ``bench.worker``."""
+    """Inside the forked worker: take the sweep's current environment and paths, then run like
+    ``bench.runner.worker``."""
     lifeline.tie_to_sweep_pid(int(env[lifeline.SWEEP_PID_ENV]))
     os.environ.clear()
     os.environ.update(env)
@@ -161,7 +164,7 @@ def _worker_main(arguments: tuple[str, ...], env: dict) -> None:
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
     sys.path[:0] = extra
     _thread_only_progress_lock()
-    from bench.worker import execute
+    from bench.runner.worker import execute
 
     code = execute(Path(arguments[0]), Path(arguments[1]), arguments[2])
     sys.stdout.flush()

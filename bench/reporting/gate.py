@@ -10,13 +10,13 @@ mean of n seeds), never below a floor. Checks, per strategy and run:
   baseline's learned margin. This needs no baseline accuracy to be right: misaligned labels, a frozen head, a loop
   that does not train all put a model at the majority level, far below half its margin. A baseline is refused
   unless every strategy's required margin lies outside the seed noise on both sides (``check_learnable``);
-* better than chance: test macro-F1 minus the macro-F1 of the run's own test predictions paired with permuted
-  clips (bench/statistics.py ``permutation_chance``) must exceed ``K_STD`` standard deviations of that permutation
-  distribution: a permutation test of the run itself, needing nothing from the baseline. The majority class is a
-  weak floor for macro-F1 (predicting minority classes at random scores about 5 points above it on the embedded
-  default); the permutation level is the chance level of this very model's outputs, so predictions unrelated to
-  the clip (misaligned labels) sit at 0 here;
-* own parameters: the own-parameter probe (bench/predictions.py: test predictions with the strategy's own
+* better than chance: test macro-F1 minus the macro-F1 of the run's own test predictions paired with permuted clips
+  (bench/measure/statistics.py ``permutation_chance``) must exceed ``K_STD`` standard deviations of that permutation
+  distribution: a permutation test of the run itself, needing nothing from the baseline. The majority class is a weak
+  floor for macro-F1 (predicting minority classes at random scores about 5 points above it on the embedded default); the
+  permutation level is the chance level of this very model's outputs, so predictions unrelated to the clip (misaligned
+  labels) sit at 0 here;
+* own parameters: the own-parameter probe (bench/measure/predictions.py: test predictions with the strategy's own
   parameters back at their initial values) must move the predictions by at least ``LEARNED_FRACTION`` of the
   baseline's mean. It is exactly 0 if a strategy's parameters never step or are not used by the forward pass;
 * gain over ``frozen`` (macro-F1 minus frozen's in the same sweep and seed): checked only where the baseline shows a
@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from bench.measure.statistics import record_chance
 from bench.results import environment, git_state, write_json_atomic
-from bench.statistics import record_chance
 
 BASELINE_VERSION = 2
 ACCURACY = ("macro_f1", "paper_f1", "mA")

@@ -1,7 +1,7 @@
 """One run over several processes: DDP under torchrun (``--nproc-per-node K`` = ``train.world_size``).
 
-The sweep starts such a run with ``torchrun --standalone --nproc-per-node K -m bench.worker`` (bench/sweep.py); the
-loop stays the one of bench/train.py, only what it is given changes:
+The sweep starts such a run with ``torchrun --standalone --nproc-per-node K -m bench.runner.worker``
+(bench/runner/sweep.py); the loop stays the one of bench/runner/train.py, only what it is given changes:
 
 * data: ``train.batch_size`` is the global batch, each rank loads ``batch_size / K`` clips per step from a
   ``DistributedSampler`` that calls ``set_epoch`` before every pass, so every epoch is a new permutation shared by
@@ -15,7 +15,7 @@ loop stays the one of bench/train.py, only what it is given changes:
   computed on each item exactly once, identically on every rank (so every rank keeps the same checkpoint);
 * profile: peak memory per rank and its max, step time as the max over ranks of their medians, throughput from the
   global batch; FLOPs are counted on one rank's batch (``*_per_rank``) and ``train_step_flops`` is K times that,
-  the work of one step of the whole run. Only rank 0 writes the record (bench/worker.py).
+  the work of one step of the whole run. Only rank 0 writes the record (bench/runner/worker.py).
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from bench.config import RunConfig
-from bench.precision import FP32, Numerics
-from bench.train import predict
+from bench.measure.precision import FP32, Numerics
+from bench.runner.train import predict
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,8 @@ def average_batchnorm_statistics(model: nn.Module, world_size: int) -> None:
 
 def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "eval", *,
                   numerics: Numerics = FP32) -> tuple[np.ndarray, np.ndarray]:
-    """``bench.train.predict`` over a whole split, whichever rank runs it: under DDP every rank predicts its shard,
-    then all predictions are gathered by dataset index and the sampler's padding dropped."""
+    """``bench.runner.train.predict`` over a whole split, whichever rank runs it: under DDP every rank predicts its
+    shard, then all predictions are gathered by dataset index and the sampler's padding dropped."""
     sampler = loader.sampler
     if not isinstance(sampler, DistributedSampler):
         return predict(model, loader, device, desc=desc, numerics=numerics)

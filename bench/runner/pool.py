@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from bench.placement import Slot
-from bench.sweep import Launcher, Progress, RunSpec, run_spec
+from bench.runner.placement import Slot
+from bench.runner.sweep import Launcher, Progress, RunSpec, run_spec
 
 
 def _run_in_free_slot(spec: RunSpec, *, out_dir: Path, free: queue.Queue, progress: Progress) -> dict:

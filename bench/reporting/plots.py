@@ -1,6 +1,6 @@
 """Figures of the report, drawn with seaborn on matplotlib's Agg backend (no display, no pyplot global state).
 
-Every function takes a DataFrame of ``bench.report`` (``COLUMNS`` rows or ``aggregate`` rows) and returns the
+Every function takes a DataFrame of ``bench.reporting.report`` (``COLUMNS`` rows or ``aggregate`` rows) and returns the
 ``matplotlib.figure.Figure`` so tests can inspect axes and labels; ``save_figure`` writes the PNG. Built to stay
 legible at 14 strategies and more: one colour per strategy *family* (shades of it for the family's variants, the
 same in every figure and every report), horizontal bars sorted by value, Pareto labels placed so they do not overlap.
@@ -30,9 +30,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from bench.labels import place_labels  # noqa: E402
+from bench.reporting.labels import place_labels  # noqa: E402
+from bench.reporting.tables import select_setting, sort_number, strategy_order  # noqa: E402
 from bench.results import write_atomic  # noqa: E402
-from bench.tables import select_setting, sort_number, strategy_order  # noqa: E402
 
 DPI = 120
 F1_LABELS = {"paper_f1": "paper-F1 (%)", "macro_f1": "macro-F1 (%)"}

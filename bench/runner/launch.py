@@ -1,11 +1,11 @@
 """Where the runs of a sweep execute: the command-line flags and the launcher they choose.
 
-``--launcher local`` (default) runs the pending runs one after the other, or over ``--jobs N`` CPU slots / one slot
-per ``--gpus`` id (bench/pool.py); ``slurm`` makes one Slurm array task per pending run through submitit
-(bench/slurm.py); ``ray`` makes one Ray task per run (bench/ray_tasks.py). ``--nproc-per-node K`` makes every run
-one DDP run over K processes started by torchrun (bench/distributed.py); K is the run's ``train.world_size``, part of
-its config and of the report's setting. Whatever the launcher, the result JSON per run in ``--out`` is the single
-source of truth: resume, reports and the gate read only those.
+``--launcher local`` (default) runs the pending runs one after the other, or over ``--jobs N`` CPU slots / one slot per
+``--gpus`` id (bench/runner/pool.py); ``slurm`` makes one Slurm array task per pending run through submitit
+(bench/runner/slurm.py); ``ray`` makes one Ray task per run (bench/runner/ray_tasks.py). ``--nproc-per-node K`` makes
+every run one DDP run over K processes started by torchrun (bench/runner/distributed.py); K is the run's
+``train.world_size``, part of its config and of the report's setting. Whatever the launcher, the result JSON per run in
+``--out`` is the single source of truth: resume, reports and the gate read only those.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import importlib.util
 from pathlib import Path
 
 from bench.config import ConfigError
-from bench.placement import Slot, cpu_slots, gpu_slots
-from bench.sweep import Launcher, serial_launcher
+from bench.runner.placement import Slot, cpu_slots, gpu_slots
+from bench.runner.sweep import Launcher, serial_launcher
 
 LAUNCHERS = ("local", "slurm", "ray")
 
@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--retry-failed", action="store_true",
                        help="on resume, run failed runs again (default: only missing and preempted runs run)")
     group.add_argument("--no-wait", action="store_true",
-                       help="slurm: exit after submitting; `python -m bench.report OUT` builds the report later")
+                       help="slurm: exit after submitting; `python -m bench.reporting.report OUT` builds the report "
+                            "later")
     slurm = parser.add_argument_group("slurm (--launcher slurm; needs the [slurm] extra)")
     slurm.add_argument("--slurm-config", type=Path, help="JSON file of the fields below (flags win over it)")
     slurm.add_argument("--slurm-partition", help="Slurm partition")
@@ -104,17 +105,17 @@ def make_launcher(args: argparse.Namespace) -> Launcher:
     if args.launcher in ("slurm", "ray"):
         _require_engine("submitit" if args.launcher == "slurm" else "ray", args.launcher)
     if args.launcher == "slurm":
-        from bench.slurm import load_slurm_config, slurm_launcher
+        from bench.runner.slurm import load_slurm_config, slurm_launcher
 
         return slurm_launcher(load_slurm_config(args), wait=not args.no_wait, retry_failed=args.retry_failed,
                               threads=args.threads)
     if args.launcher == "ray":
-        from bench.ray_tasks import ray_launcher
+        from bench.runner.ray_tasks import ray_launcher
 
         return ray_launcher(address=args.ray_address, gpus_per_run=args.ray_gpus_per_run,
                             cpus_per_run=args.ray_cpus_per_run, threads=args.threads)
     if args.jobs == 1 and not args.gpus and not args.threads:
         return serial_launcher
-    from bench.pool import pool_launcher
+    from bench.runner.pool import pool_launcher
 
     return pool_launcher(local_slots(args))

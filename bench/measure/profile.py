@@ -27,9 +27,9 @@ from torch.profiler._memory_profiler import _CATEGORY_TO_INDEX, Category
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.config import ProfileConfig
-from bench.native_logs import KINETO_NOISE, native_stderr_without
-from bench.precision import FP32, Numerics
-from bench.train import train_step
+from bench.measure.native_logs import KINETO_NOISE, native_stderr_without
+from bench.measure.precision import FP32, Numerics
+from bench.runner.train import train_step
 
 
 class ProfileError(ValueError):

@@ -1,16 +1,16 @@
 """Where a strategy's training memory goes: peak memory by category and saved activations by module, per setting.
 
-Generated into ``memory_breakdown.md`` / ``memory_breakdown.csv`` by ``python -m bench.report``. Categories are the
-torch profiler's at the step's peak (CPU runs: ``peak_mem_<category>_bytes``, bench/profile.py ``cpu_peak_memory``);
-the module table is what autograd saved for backward during one training forward, charged to the module that saved
-it (``activation_bytes_by_module``). Both are means over seeds; MiB = 2^20 bytes.
+Generated into ``memory_breakdown.md`` / ``memory_breakdown.csv`` by ``python -m bench.reporting.report``. Categories
+are the torch profiler's at the step's peak (CPU runs: ``peak_mem_<category>_bytes``, bench/measure/profile.py
+``cpu_peak_memory``); the module table is what autograd saved for backward during one training forward, charged to the
+module that saved it (``activation_bytes_by_module``). Both are means over seeds; MiB = 2^20 bytes.
 """
 from __future__ import annotations
 
 import pandas as pd
 from tabulate import tabulate
 
-from bench import tables
+from bench.reporting import tables
 
 MIB = 2**20
 CATEGORY_HEADERS = {"params": "params", "grads": "grads", "optimizer_state": "optimizer state",

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from bench.config import TrainConfig
-from bench.precision import FP32, Numerics
+from bench.measure.precision import FP32, Numerics
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Per-clip test predictions kept in the result JSON, and what a strategy's own parameters contribute to them.
 
-Statistics over test clips (bench/statistics.py: bootstrap intervals, paired comparisons) need every clip's
+Statistics over test clips (bench/measure/statistics.py: bootstrap intervals, paired comparisons) need every clip's
 prediction, not only the metrics. They are stored inside the run's result JSON, so the JSON stays the single source
 of truth: sigmoid probabilities as float32 (exact: the metrics recomputed from them equal the recorded ones; a
 float16 copy would move clips across the 0.45 / 0.5 thresholds), zlib-compressed and base64-encoded; the 0/1

@@ -13,7 +13,7 @@ the fp32 model on load), loadable as ``create_clip("local-dir:DIR")`` or ``creat
 "DIR/open_clip_model.safetensors")``, and ``metadata.json`` (arguments, data description, versions, wall time,
 losses, zero-shot checks of the stored model and of the same architecture at its random initialisation, sha256).
 
-    python -m bench.pretrain --out models/weights/par-vit-tiny-synthclip --steps 1200 --batch-size 64 --seed 0
+    python -m bench.tools.pretrain --out models/weights/par-vit-tiny-synthclip --steps 1200 --batch-size 64 --seed 0
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class PretrainConfig:
 def build_parser() -> argparse.ArgumentParser:
     """CLI whose defaults reproduce the committed checkpoint (tests compare them with its metadata.json)."""
     d = PretrainConfig()
-    p = argparse.ArgumentParser(prog="python -m bench.pretrain", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=DEFAULT_OUT, help="output directory (checkpoint, config, metadata.json)")
     p.add_argument("--model", default=d.model, help="open_clip architecture (models/configs)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (one fresh batch each)")
@@ -267,7 +267,7 @@ def _metadata(argv: list[str], args: argparse.Namespace, cfg: PretrainConfig, *,
               losses: list[float], checks: dict, weights: Path, timing: dict) -> dict:
     """metadata.json: how the checkpoint was made and what it can do."""
     return {
-        "command": " ".join(["python -m bench.pretrain", *argv]), "arguments": vars(args), "config": asdict(cfg),
+        "command": " ".join(["python -m bench.tools.pretrain", *argv]), "arguments": vars(args), "config": asdict(cfg),
         "seed": cfg.seed, "steps": cfg.steps, "data": data_description(cfg, image_size),
         "loss": {"first": losses[0], "final_mean_last_20": float(np.mean(losses[-20:])),
                  "every_25_steps": [round(x, 4) for x in losses[::25]]},
@@ -308,4 +308,4 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     from bench.boundary import run_entry  # the command line's error boundary (one line, exit 2 on bad input)
 
-    sys.exit(run_entry(main, "bench.pretrain"))
+    sys.exit(run_entry(main, "bench.tools.pretrain"))

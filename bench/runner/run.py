@@ -1,5 +1,5 @@
 """One benchmark run: config -> data -> model -> strategy -> train (val chooses the checkpoint) -> test once ->
-metrics -> profile -> one result dict. Runs inside a worker process (bench/worker.py) so peak memory is clean."""
+metrics -> profile -> one result dict. Runs inside a worker process (bench/runner/worker.py) so peak memory is clean."""
 from __future__ import annotations
 
 import math
@@ -9,11 +9,12 @@ import time
 import numpy as np
 import torch
 
-from bench import distributed, metrics, precision, predictions, profile
 from bench.config import RunConfig
-from bench.datasets import build_loaders
-from bench.precision import FP32
-from bench.train import TrainOutcome, cosine_with_warmup, make_optimizer, snapshot, train_epoch
+from bench.measure import metrics, precision, predictions, profile
+from bench.measure.precision import FP32
+from bench.runner import distributed
+from bench.runner.datasets import build_loaders
+from bench.runner.train import TrainOutcome, cosine_with_warmup, make_optimizer, snapshot, train_epoch
 from data.schema import get_schema
 from models.backbone import image_size_of
 from models.loss import WeightedBCE
@@ -170,7 +171,7 @@ def _constant(optimizer):
 
 def run_one(cfg: RunConfig) -> dict:
     """Execute one run and return its ``metrics`` and ``profile`` sections. Under torchrun (``train.world_size``
-    > 1) this is one rank of a DDP run (bench/distributed.py); every rank returns the run's figures."""
+    > 1) this is one rank of a DDP run (bench/runner/distributed.py); every rank returns the run's figures."""
     seed_everything(cfg.train.seed)
     ranks = distributed.start(cfg)  # None for a one-process run
     device = ranks.device if ranks else resolve_device(cfg.train.device)

@@ -1,15 +1,15 @@
 """Side-by-side comparison of sweeps that differ in one setting, e.g. the embedded default on a random backbone and
 on the shipped pretrained one::
 
-    python -m bench.compare results/default-random results/default --labels random,pretrained
+    python -m bench.reporting.compare results/default-random results/default --labels random,pretrained
 
-Each folder is read like ``bench.report`` reads it (successful runs, mean over seeds per strategy and setting); the
-table has one row per strategy and, per folder, macro-F1, paper-F1, peak training memory, step time, memory and step
-time as ratios to ``full`` of the same folder, and tunable parameters, plus the macro-F1 change from the first folder
-to each later one; columns without any value (F1 of profile-only sweeps) are left out. Written as ``compare.md`` and
-``compare.csv``, e.g. fp32 beside bf16::
+Each folder is read like ``bench.reporting.report`` reads it (successful runs, mean over seeds per strategy and
+setting); the table has one row per strategy and, per folder, macro-F1, paper-F1, peak training memory, step time,
+memory and step time as ratios to ``full`` of the same folder, and tunable parameters, plus the macro-F1 change from the
+first folder to each later one; columns without any value (F1 of profile-only sweeps) are left out. Written as
+``compare.md`` and ``compare.csv``, e.g. fp32 beside bf16::
 
-    python -m bench.compare results/paper-profile-cpu results/paper-profile-cpu-bf16 --labels fp32,bf16
+    python -m bench.reporting.compare results/paper-profile-cpu results/paper-profile-cpu-bf16 --labels fp32,bf16
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from bench import report
 from bench.boundary import ensure_writable_folder, entry_point
+from bench.reporting import report
 from bench.results import write_atomic
 
 SHOWN = {  # aggregated column -> (header, scale, format)
@@ -83,7 +83,7 @@ def compare_markdown(table: pd.DataFrame) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m bench.reporting.compare", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", type=Path, nargs="+", help="two or more sweep output folders (--out)")
     parser.add_argument("--labels", help="comma-separated column labels, one per folder (default: folder names)")
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@entry_point("bench.compare")
+@entry_point("bench.reporting.compare")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     labels = args.labels.split(",") if args.labels else [folder.name for folder in args.folders]

@@ -2,12 +2,12 @@
 
 When every strategy scores low on a dataset, two explanations compete: the task is too hard for the training
 budget, or the CLIP pipeline is slow to learn it. A convolutional network has the locality prior that a tiny ViT
-trained for a few hundred steps lacks; trained by ``bench.run.fit_and_test`` on the same data and loaders, with
+trained for a few hundred steps lacks; trained by ``bench.runner.run.fit_and_test`` on the same data and loaders, with
 the same weighted BCE, prior-initialised output, Adam with warm-up and cosine decay, validation-selected checkpoint,
 single test evaluation and majority baseline, it tells the two apart. The figures are a yardstick for the
 data, not a strategy of the benchmark: the network shares nothing with CLIP or VTF.
 
-    python -m bench.reference --epochs 4 --out results/reference-cnn
+    python -m bench.tools.reference --epochs 4 --out results/reference-cnn
 """
 from __future__ import annotations
 
@@ -19,15 +19,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench import profile
 from bench.boundary import ensure_writable_folder, entry_point
 from bench.config import ConfigError, RunConfig, merge
-from bench.datasets import build_loaders
-from bench.experiments import load_preset, run_config, run_id
+from bench.measure import profile
 from bench.results import write_json_atomic
-from bench.run import fit_and_test, resolve_device, seed_everything, weighted_loss
-from bench.train import make_optimizer
-from bench.worker import now_iso, run_record
+from bench.runner.datasets import build_loaders
+from bench.runner.experiments import load_preset, run_config, run_id
+from bench.runner.run import fit_and_test, resolve_device, seed_everything, weighted_loss
+from bench.runner.train import make_optimizer
+from bench.runner.worker import now_iso, run_record
 from data.schema import get_schema
 from models.backbone import configured_image_size
 
@@ -95,7 +95,7 @@ def reference_config(preset: str | None, *, epochs: int | None, seed: int) -> Ru
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.reference", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.reference", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", help="experiment preset whose data and training settings are used (default: default)")
     p.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@entry_point("bench.reference")
+@entry_point("bench.tools.reference")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.epochs is not None and args.epochs < 1:

@@ -1,4 +1,4 @@
-"""Worker process for one run: ``python -m bench.worker CONFIG.json RESULT.json``.
+"""Worker process for one run: ``python -m bench.runner.worker CONFIG.json RESULT.json``.
 
 Running each run in its own process keeps peak-memory figures clean (allocator state and ``ru_maxrss`` are per
 process) and turns a crash or an out-of-memory kill into a recorded failed run while the sweep goes on.
@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.config import RunConfig, load_json
-from bench.placement import apply_threads, placement
 from bench.results import SCHEMA_VERSION, environment, git_state, write_json_atomic
+from bench.runner.placement import apply_threads, placement
 
 
 def now_iso() -> str:
@@ -56,7 +56,7 @@ def _write(result_path: Path, record: dict) -> None:
 
 
 def execute(config_path: Path, result_path: Path, run_id: str) -> int:
-    from bench.run import run_one
+    from bench.runner.run import run_one
 
     cfg = RunConfig.from_dict(load_json(config_path))
     apply_threads()

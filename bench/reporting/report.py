@@ -1,9 +1,11 @@
-"""A report folder generated from result JSONs: ``python -m bench.report FOLDER`` rebuilds it from the JSONs alone.
+"""A report folder generated from result JSONs: ``python -m bench.reporting.report FOLDER`` rebuilds it from the JSONs
+alone.
 
-The tables and the statistics come from ``bench/tables.py`` (summary, VTF Tables 2 and 3, memory breakdown,
-bootstrap statistics), the figures from ``bench/plots.py`` (``fig1_efficiency.png``, ``pareto.png``,
-``cost_curves.png``), the front page (``README.md``, ``index.html``) from ``bench/index.py``. This module only puts
-them together; the table functions are re-exported here, so ``bench.report`` stays the one name for reporting.
+The tables and the statistics come from ``bench/reporting/tables.py`` (summary, VTF Tables 2 and 3, memory breakdown,
+bootstrap statistics), the figures from ``bench/reporting/plots.py`` (``fig1_efficiency.png``, ``pareto.png``,
+``cost_curves.png``), the front page (``README.md``, ``index.html``) from ``bench/reporting/index.py``. This module only
+puts them together; the table functions are re-exported here, so ``bench.reporting.report`` stays the one name for
+reporting.
 """
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import breakdown, index
 from bench.boundary import ensure_writable_folder, entry_point
-from bench.tables import *  # noqa: F401,F403  (the tables' public names, as bench.report.*)
-from bench.tables import (  # noqa: F401  (used here, and by callers as bench.report.*)
+from bench.reporting import breakdown, index
+from bench.reporting.tables import *  # noqa: F401,F403  (the tables' public names, as bench.reporting.report.*)
+from bench.reporting.tables import (  # noqa: F401  (used here, and by callers as bench.reporting.report.*)
     ReportError,
     _dig,
     _setting_text,
@@ -47,7 +49,7 @@ def figure_title(frame: pd.DataFrame, setting: dict | None) -> str:
 
 
 def write_figures(frame: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Path]:
-    from bench import plots  # matplotlib is imported only when figures are drawn
+    from bench.reporting import plots  # matplotlib is imported only when figures are drawn
 
     ok = frame[frame["status"] == "ok"]
     setting = reference_setting(frame)
@@ -82,20 +84,21 @@ def write_reports(folder: Path, out: Path | None = None) -> list[Path]:
 
 
 def write_breakdown(frame: pd.DataFrame, scan, out: Path) -> list[Path]:
-    """memory_breakdown.{md,csv}: peak memory by category and saved activations by module (bench/breakdown.py)."""
+    """memory_breakdown.{md,csv}: peak memory by category and saved activations by module
+    (bench/reporting/breakdown.py)."""
     memory_text, memory_rows = breakdown.breakdown_markdown(frame, scan.records)
     return [_write_text(out / "memory_breakdown.md", memory_text),
             _write_csv(out / "memory_breakdown.csv", memory_rows)]
 
 
 def write_index(out: Path, **content) -> list[Path]:
-    """The report's front page (README.md, index.html): see ``bench/index.py``."""
+    """The report's front page (README.md, index.html): see ``bench/reporting/index.py``."""
     return index.write_index(out, **content)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.report",
+        prog="python -m bench.reporting.report",
         description="Regenerate the report (summary.csv/.md/.tex, per-attribute and frames tables, figures) of a "
                     "benchmark output folder from its result JSONs. Column definitions: results/README.md.")
     parser.add_argument("folder", type=Path, help="folder holding one result JSON per run (a sweep's --out)")
@@ -103,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@entry_point("bench.report")
+@entry_point("bench.reporting.report")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     written = write_reports(args.folder, args.out)
