@@ -36,12 +36,11 @@ from bench.config import (
     TrainConfig,
     selectable_metrics,
 )
+from bench.records import ResultFileError, is_finished, read_result, write_atomic
 from bench.reporting import report
-from bench.results import ResultFileError, read_result, write_atomic
 from bench.runner.experiments import load_preset, run_config
 from bench.runner.lifeline import FolderInUseError, FolderLock
 from bench.runner.run import TrainingFailed, check_epoch
-from bench.runner.sweep import is_finished
 from data.manifest import DatasetError, read_manifest
 from data.prepare import main as prepare_main
 from tests.real_fixtures import make_mars_fixture

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import run_bench
+from bench.records import read_result
 from bench.reporting import report
-from bench.results import read_result
 from bench.runner.distributed import EpochSampler, _assemble
 
 # Test metrics of a 2-rank DDP run vs one process at the same global batch (16 = 2 x 8) on the smoke preset differ

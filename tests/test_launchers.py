@@ -7,7 +7,7 @@ import json
 import pytest
 
 import run_bench
-from bench.results import read_result
+from bench.records import read_result
 
 RUNS = ("frozen__f2_b16_s0", "full__f2_b16_s0")
 SWEEP = ["--preset", "smoke", "--strategies", "frozen,full", "--threads", "1"]
@@ -66,7 +66,7 @@ def test_submitit_no_wait_exits_after_submitting_and_the_report_is_built_later(t
 
 def test_an_array_task_of_a_finished_run_only_reads_its_result(tmp_path, serial):
     pytest.importorskip("submitit")
-    from bench.results import write_json_atomic
+    from bench.records import write_json_atomic
     from bench.runner.experiments import expand, load_preset
     from bench.runner.slurm import ArrayTask
 

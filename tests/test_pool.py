@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 import run_bench
-from bench.results import read_result
+from bench.records import read_result
 from bench.runner.launch import make_launcher
 from bench.runner.placement import cpu_slots, gpu_slots
 

@@ -25,7 +25,7 @@ from tabulate import tabulate
 
 from bench.measure.metrics import MA_EPS, MACRO_THRESHOLD, PAPER_THRESHOLD, evaluate
 from bench.measure.predictions import PredictionsError, decode
-from bench.results import write_atomic
+from bench.records import write_atomic
 from data.schema import AttributeSchema, get_schema
 
 METRICS = ("macro_f1", "paper_f1", "mA")

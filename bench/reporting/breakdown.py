@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 from tabulate import tabulate
 
+from bench.records import dig
 from bench.reporting import tables
 
 MIB = 2**20
@@ -34,7 +35,7 @@ def module_long(records: list[dict]) -> pd.DataFrame:
     rows = []
     for record in records:
         flat = tables.flatten(record)
-        modules = tables._dig(record, "profile", "activation_saved_bytes_by_module") or {}
+        modules = dig(record, "profile", "activation_saved_bytes_by_module") or {}
         if flat["status"] == "ok":
             rows += [{**{k: flat[k] for k in ("strategy", *tables.SETTING)}, "module": name, "bytes": size}
                      for name, size in modules.items()]

@@ -21,8 +21,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.boundary import ensure_writable_folder, entry_point
+from bench.records import write_atomic
 from bench.reporting import report
-from bench.results import write_atomic
 
 SHOWN = {  # aggregated column -> (header, scale, format)
     "macro_f1_mean": ("macro-F1 (%)", 100.0, ".2f"),

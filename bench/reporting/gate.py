@@ -44,8 +44,9 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from bench.measure.environment import environment, git_state
 from bench.measure.statistics import record_chance
-from bench.results import environment, git_state, write_json_atomic
+from bench.records import write_json_atomic
 
 BASELINE_VERSION = 2
 ACCURACY = ("macro_f1", "paper_f1", "mA")

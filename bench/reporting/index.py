@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bench.records import dig, write_atomic
 from bench.reporting import tables
-from bench.results import write_atomic
 
 INDEX_FILES = ("README.md", "index.html")
 FIGURES = {  # file -> caption; drawn in this order
@@ -60,7 +60,7 @@ def setting_rows(records: list[dict]) -> list[tuple[str, str]]:
     for record in records:
         env = record.get("environment") or {}
         facts = {"device": env.get("gpu") or env.get("cpu"), "torch": env.get("torch"), "cuda": env.get("cuda")}
-        facts |= {f"config.{k}": v for k, v in _flat(tables._dig(record, "run", "config") or {}).items()}
+        facts |= {f"config.{k}": v for k, v in _flat(dig(record, "run", "config") or {}).items()}
         for key, value in facts.items():
             if not any(key.startswith(f"config.{s}") for s in SKIPPED_KEYS):
                 seen.setdefault(key, set()).add("-" if value is None else str(value))

@@ -30,9 +30,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from bench.records import write_atomic  # noqa: E402
 from bench.reporting.labels import place_labels  # noqa: E402
 from bench.reporting.tables import select_setting, sort_number, strategy_order  # noqa: E402
-from bench.results import write_atomic  # noqa: E402
 
 DPI = 120
 F1_LABELS = {"paper_f1": "paper-F1 (%)", "macro_f1": "macro-F1 (%)"}

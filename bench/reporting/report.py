@@ -20,7 +20,6 @@ from bench.reporting import breakdown, index
 from bench.reporting.tables import *  # noqa: F401,F403  (the tables' public names, as bench.reporting.report.*)
 from bench.reporting.tables import (  # noqa: F401  (used here, and by callers as bench.reporting.report.*)
     ReportError,
-    _dig,
     _setting_text,
     _write_csv,
     _write_text,

@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 from bench.measure import statistics
 from bench.measure.precision import switches_label
-from bench.results import ResultFileError, read_result, write_atomic
+from bench.records import FAILED_SUFFIX, ResultFileError, dig, read_result, write_atomic
 
 # The CPU memory profiler's categories at the peak (bench/measure/profile.py), as ``peak_mem_<category>_bytes``.
 MEMORY_CATEGORIES = ("params", "grads", "optimizer_state", "activations", "inputs", "temporaries",
@@ -132,7 +132,7 @@ class Scan:
 
 def _canonical_first(path: Path) -> tuple:
     """Files named after their run (``<run_id>.json``) sort before copies such as ``<run_id> (copy).json``."""
-    return (path.name.endswith(".failed.json"), " " in path.stem or "copy" in path.stem.lower(), path.name)
+    return (path.name.endswith(FAILED_SUFFIX), " " in path.stem or "copy" in path.stem.lower(), path.name)
 
 
 def scan_folder(folder: Path) -> Scan:
@@ -147,7 +147,7 @@ def scan_folder(folder: Path) -> Scan:
         except ResultFileError as error:
             scan.unreadable.append(str(error))
             continue
-        failed_retry = path.name.endswith(".failed.json")
+        failed_retry = path.name.endswith(FAILED_SUFFIX)
         key = (failed_retry, record["run"]["id"], record["run"].get("config_digest"))
         if key in seen:
             scan.duplicates.append(f"{path}: same run id and config as {seen[key].name}; counted once")
@@ -164,29 +164,20 @@ def load_records(folder: Path) -> list[dict]:
     return scan.records
 
 
-def _dig(mapping: dict, *keys):
-    """``mapping[k1][k2]...`` or None where any level is missing."""
-    for key in keys:
-        if not isinstance(mapping, dict):
-            return None
-        mapping = mapping.get(key)
-    return mapping
-
-
 def flatten(record: dict) -> dict:
     """One result JSON -> one row of ``COLUMNS`` (None where a section is missing, e.g. profile-only runs)."""
-    run, cfg, test = record.get("run") or {}, _dig(record, "run", "config") or {}, _dig(record, "metrics", "test") or {}
+    run, cfg, test = record.get("run") or {}, dig(record, "run", "config") or {}, dig(record, "metrics", "test") or {}
     env, prof = record.get("environment") or {}, record.get("profile") or {}
     row = {"run_id": run.get("id"), "strategy": run.get("strategy"), "family": run.get("family"),
-           "status": run.get("status"), "mode": prof.get("mode"), "dataset": _dig(cfg, "data", "dataset"),
-           "backbone": _dig(cfg, "model", "backbone"), "device": env.get("gpu") or env.get("cpu"),
-           "seed": _dig(cfg, "train", "seed"), "frames": _dig(cfg, "data", "frames"),
-           "batch_size": _dig(cfg, "train", "batch_size"), "best_epoch": _dig(record, "metrics", "best_epoch"),
+           "status": run.get("status"), "mode": prof.get("mode"), "dataset": dig(cfg, "data", "dataset"),
+           "backbone": dig(cfg, "model", "backbone"), "device": env.get("gpu") or env.get("cpu"),
+           "seed": dig(cfg, "train", "seed"), "frames": dig(cfg, "data", "frames"),
+           "batch_size": dig(cfg, "train", "batch_size"), "best_epoch": dig(record, "metrics", "best_epoch"),
            **_ranks(cfg),
-           "precision": _dig(cfg, "train", "precision") or "fp32",  # records before the field were all fp32
-           "switches": switches_label(_dig(cfg, "train") or {}),
-           "majority_paper_f1": _dig(record, "metrics", "majority_test", "paper_f1"),
-           "majority_macro_f1": _dig(record, "metrics", "majority_test", "macro_f1"),
+           "precision": dig(cfg, "train", "precision") or "fp32",  # records before the field were all fp32
+           "switches": switches_label(dig(cfg, "train") or {}),
+           "majority_paper_f1": dig(record, "metrics", "majority_test", "paper_f1"),
+           "majority_macro_f1": dig(record, "metrics", "majority_test", "macro_f1"),
            "git_commit": run.get("git_commit"), "error": run.get("error")}
     row.update({key: test.get(key) for key in TEST_METRICS})
     row.update({key: prof.get(key) for key in PROFILE_KEYS})
@@ -197,7 +188,7 @@ def flatten(record: dict) -> dict:
 
 def _ranks(cfg: dict) -> dict:
     """World size and per-rank batch of a run (records written before DDP existed: one process, whole batch)."""
-    world, batch = _dig(cfg, "train", "world_size") or 1, _dig(cfg, "train", "batch_size")
+    world, batch = dig(cfg, "train", "world_size") or 1, dig(cfg, "train", "batch_size")
     return {"world_size": world, "batch_per_rank": None if batch is None else batch // world}
 
 
@@ -445,7 +436,7 @@ def attribute_f1(records: list[dict], *, level: str) -> pd.DataFrame:
     section, key = ATTRIBUTE_LEVELS[level]
     rows = []
     for record in records:
-        flat, entries = flatten(record), _dig(record, "metrics", "test", section) or {}
+        flat, entries = flatten(record), dig(record, "metrics", "test", section) or {}
         if flat["status"] != "ok":
             continue
         base = {k: flat[k] for k in ("strategy", *SETTING, "seed")}

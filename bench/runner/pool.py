@@ -4,7 +4,7 @@ Each slot runs one worker process at a time (the same forked worker as the seria
 process of its own: its peak memory stays per run and per device, and an exception, an out-of-memory kill or a
 signal ends only that run, which is recorded as failed while the other slots go on. A GPU slot sees only its GPUs
 (``CUDA_VISIBLE_DEVICES``); a CPU slot gets an equal share of the cores (``torch.set_num_threads``), recorded in the
-run's ``placement`` and ``environment.torch_threads``. Results are written by the sweep's ``settle``, as in the
+run's ``placement`` and ``environment.torch_threads``. Results are written by ``bench.records.settle``, as in the
 serial sweep; runs are taken in sweep order, each by the first free slot.
 """
 from __future__ import annotations

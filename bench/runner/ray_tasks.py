@@ -1,11 +1,11 @@
 """Ray (``--launcher ray [--ray-address ADDR]``; extra ``[ray]``): one Ray task per pending run.
 
-Each task asks for one GPU (or ``--ray-gpus-per-run``; Ray sets its ``CUDA_VISIBLE_DEVICES``) or, on a cluster
-without GPUs, ``--ray-cpus-per-run`` CPUs, and runs its run in a worker process of its own, in a scratch folder of
-its node, exactly as the serial sweep does. The record travels back to the driver, which writes it into ``--out``
-with the sweep's ``settle`` (atomic, never a failure over a good result): no shared filesystem is needed. Tasks
-have ``max_retries=0`` (a benchmark run is never silently repeated); a task whose Ray worker died is recorded as a
-failed run. The nodes need the project installed at the same commit (each record names its commit).
+Each task asks for one GPU (or ``--ray-gpus-per-run``; Ray sets its ``CUDA_VISIBLE_DEVICES``) or, on a cluster without
+GPUs, ``--ray-cpus-per-run`` CPUs, and runs its run in a worker process of its own, in a scratch folder of its node,
+exactly as the serial sweep does. The record travels back to the driver, which writes it into ``--out`` with
+``bench.records.settle`` (atomic, never a failure over a good result): no shared filesystem is needed. Tasks have
+``max_retries=0`` (a benchmark run is never silently repeated); a task whose Ray worker died is recorded as a failed
+run. The nodes need the project installed at the same commit (each record names its commit).
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import tempfile
 from pathlib import Path
 
 from bench.config import ConfigError, RunConfig
+from bench.records import settle
 from bench.runner.placement import Slot
-from bench.runner.sweep import ROOT, Launcher, Progress, RunSpec, attempt_spec, failure_record, settle
+from bench.runner.sweep import ROOT, Launcher, Progress, RunSpec, attempt_spec, failure_record
 
 
 def run_on_node(config: dict, run_id: str, threads: int | None) -> dict:

@@ -170,8 +170,9 @@ def _constant(optimizer):
 
 
 def run_one(cfg: RunConfig) -> dict:
-    """Execute one run and return its ``metrics`` and ``profile`` sections. Under torchrun (``train.world_size``
-    > 1) this is one rank of a DDP run (bench/runner/distributed.py); every rank returns the run's figures."""
+    """Execute one run and return the record's ``OUTCOME`` sections (bench/records.py: ``metrics``, ``profile``,
+    ``weights``). Under torchrun (``train.world_size`` > 1) this is one rank of a DDP run
+    (bench/runner/distributed.py); every rank returns the run's figures."""
     seed_everything(cfg.train.seed)
     ranks = distributed.start(cfg)  # None for a one-process run
     device = ranks.device if ranks else resolve_device(cfg.train.device)

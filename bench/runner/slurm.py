@@ -1,12 +1,12 @@
 """Slurm through submitit (``--launcher slurm``; extra ``[slurm]``): one array task per pending run.
 
-``executor.map_array`` submits one Slurm job array; each array task runs its run in a worker process of its own
-(as the serial sweep does) and writes the result straight into the shared ``--out`` folder with ``settle``, so the
+``executor.map_array`` submits one Slurm job array; each array task runs its run in a worker process of its own (as the
+serial sweep does) and writes the result straight into the shared ``--out`` folder with ``bench.records.settle``, so the
 output folder must be on a filesystem every node sees. Before Slurm preempts a task or its time runs out, it sends
-SIGTERM (the run records ``preempted``) and submitit requeues the task through ``checkpoint``; the requeued task
-skips its run when the folder already holds its result, as any resume does. The driver waits and returns the
-records (a task that raised or was killed becomes a failed / preempted record), or with ``--no-wait`` exits after
-submitting; ``python -m bench.reporting.report OUT`` then builds the report from the JSONs.
+SIGTERM (the run records ``preempted``) and submitit requeues the task through ``checkpoint``; the requeued task skips
+its run when the folder already holds its result, as any resume does. The driver waits and returns the records (a task
+that raised or was killed becomes a failed / preempted record), or with ``--no-wait`` exits after submitting;
+``python -m bench.reporting.report OUT`` then builds the report from the JSONs.
 
 Settings (``--slurm-config FILE.json`` and ``--slurm-*`` flags, flags win): ``partition``, ``time_min``,
 ``gpus_per_task``, ``cpus_per_task``, ``mem_gb``, ``array_parallelism``, ``additional`` (extra sbatch options),
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.config import ConfigError, _build, load_json
-from bench.results import read_result
+from bench.records import read_result, settle, skip_reason
 from bench.runner.placement import Slot
-from bench.runner.sweep import Launcher, Progress, RunSpec, failure_record, run_spec, settle, skip_reason
+from bench.runner.sweep import Launcher, Progress, RunSpec, failure_record, run_spec
 
 CLUSTERS = ("slurm", "local", "debug")
 

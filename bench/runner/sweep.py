@@ -3,7 +3,8 @@
 Finished runs (status ok, identical config digest) are skipped when a sweep is started again, and so are failed
 ones unless ``retry_failed``; preempted ones run again. A run that raises, runs out of memory or is killed by a
 signal becomes a failed record and the sweep goes on. A failure never replaces an earlier good result of the same
-run: it is then written beside it as ``<run_id>.failed.json`` (``settle``, the one writer of result files).
+run: it is then written beside it as ``<run_id>.failed.json`` (``bench.records.settle``, the one writer of result
+files; ``skip_reason`` decides what a resume skips).
 
 Where the pending runs execute is a launcher's only decision (``Launcher``): one after the other here
 (``serial_launcher``), over CPU or GPU slots (bench/runner/pool.py), as Slurm array tasks (bench/runner/slurm.py) or Ray
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import RunConfig
-from bench.results import ResultFileError, read_result, write_json_atomic
+from bench.records import FAILED, ResultFileError, read_result, settle, skip_reason
 from bench.runner import lifeline
 from bench.runner.placement import THREADS_ENV, Slot
 from bench.runner.worker import run_record
@@ -47,30 +48,7 @@ class RunSpec:
     config: RunConfig
 
 
-def skip_reason(path: Path, cfg: RunConfig, *, retry_failed: bool = False) -> str | None:
-    """Why a resumed sweep need not run ``cfg`` again (None: run it). A result counts only for an identical config
-    digest; a failed one is kept unless ``retry_failed``, a preempted one is always run again."""
-    if not path.exists():
-        return None
-    try:
-        run = read_result(path)["run"]
-    except ResultFileError as error:
-        print(f"warning: {error}; the run is redone and the file replaced", flush=True)
-        return None
-    if run.get("config_digest") != cfg.digest():
-        return None
-    if run["status"] == "ok":
-        return "finished earlier, skipped"
-    if run["status"] == "failed" and not retry_failed:
-        return "failed earlier, skipped (--retry-failed runs it again)"
-    return None
-
-
-def is_finished(path: Path, cfg: RunConfig) -> bool:
-    return skip_reason(path, cfg, retry_failed=True) is not None
-
-
-def failure_record(spec: RunSpec, reason: str, *, status: str = "failed") -> dict:
+def failure_record(spec: RunSpec, reason: str, *, status: str = FAILED) -> dict:
     return run_record(spec.config, run_id=spec.run_id, status=status, error=reason)
 
 
@@ -94,28 +72,6 @@ def collect(spec: RunSpec, attempt: Path, returncode: int, slot: Slot = SERIAL) 
         record = failure_record(spec, exit_reason(returncode))
         record["run"]["placement"] = slot.placement(spec.config.train.device, spec.config.train.world_size)
     return record
-
-
-def settle(record: dict, final: Path) -> dict:
-    """Write ``record`` as the run's result without ever overwriting a good result with a failure: a failure beside
-    a good result goes to ``<run_id>.failed.json``. The one writer of result files for every launcher."""
-    ok = record["run"]["status"] == "ok"
-    keep_old = not ok and final.exists() and _is_ok(final)
-    write_json_atomic(final.with_suffix(".failed.json") if keep_old else final, record)
-    if ok:
-        final.with_suffix(".failed.json").unlink(missing_ok=True)
-    return record
-
-
-def _settle(spec: RunSpec, attempt: Path, final: Path, returncode: int) -> dict:
-    return settle(collect(spec, attempt, returncode), final)
-
-
-def _is_ok(path: Path) -> bool:
-    try:
-        return read_result(path)["run"]["status"] == "ok"
-    except ResultFileError:
-        return False
 
 
 FORK_SERVER = "forkserver" in multiprocessing.get_all_start_methods()

@@ -13,29 +13,21 @@ import signal
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 
+from bench import records
 from bench.config import RunConfig, load_json
-from bench.results import SCHEMA_VERSION, environment, git_state, write_json_atomic
+from bench.measure.environment import environment, git_state
+from bench.records import now_iso, write_json_atomic
 from bench.runner.placement import apply_threads, placement
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def run_record(cfg: RunConfig, *, run_id: str, status: str, error: str | None = None, started_at: str | None = None,
                duration_s: float | None = None) -> dict:
-    commit, dirty = git_state()
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run": {"id": run_id, "strategy": cfg.strategy.name, "family": cfg.strategy.registered, "status": status,
-                "error": error, "config": cfg.to_dict(), "config_digest": cfg.digest(), "git_commit": commit,
-                "git_dirty": dirty, "started_at": started_at, "finished_at": now_iso(), "duration_s": duration_s,
-                "placement": placement(cfg.train.device)},
-        "metrics": {}, "profile": {}, "environment": environment(),
-    }
+    """A record (``bench.records``) of a run in this process: its placement, environment and git state."""
+    return records.new_record(cfg, run_id=run_id, status=status, error=error, started_at=started_at,
+                              duration_s=duration_s, git=git_state(), placement=placement(cfg.train.device),
+                              environment=environment())
 
 
 PREEMPTED_EXIT_CODE = 3
@@ -66,19 +58,20 @@ def execute(config_path: Path, result_path: Path, run_id: str) -> int:
     try:
         outcome = run_one(cfg)
     except Preempted as stop:
-        _write(result_path, run_record(cfg, run_id=run_id, status="preempted", started_at=started, error=str(stop),
-                                       duration_s=time.perf_counter() - start))
+        _write(result_path, run_record(cfg, run_id=run_id, status=records.PREEMPTED, started_at=started,
+                                       error=str(stop), duration_s=time.perf_counter() - start))
         print(f"run {run_id} {stop}", file=sys.stderr)
         return PREEMPTED_EXIT_CODE
     except Exception as error:  # recorded, not hidden: the sweep reports it as a failed run
-        record = run_record(cfg, run_id=run_id, status="failed", started_at=started,
+        record = run_record(cfg, run_id=run_id, status=records.FAILED, started_at=started,
                             error=f"{type(error).__name__}: {error}", duration_s=time.perf_counter() - start)
         record["run"]["traceback"] = traceback.format_exc()
         _write(result_path, record)
         print(f"run {run_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    record = run_record(cfg, run_id=run_id, status="ok", started_at=started, duration_s=time.perf_counter() - start)
-    record.update(outcome)
+    record = run_record(cfg, run_id=run_id, status=records.OK, started_at=started,
+                        duration_s=time.perf_counter() - start)
+    record.update(outcome)  # the OUTCOME sections
     _write(result_path, record)
     return 0
 

@@ -22,12 +22,12 @@ from torch import nn
 from bench.boundary import ensure_writable_folder, entry_point
 from bench.config import ConfigError, RunConfig, merge
 from bench.measure import profile
-from bench.results import write_json_atomic
+from bench.records import now_iso, write_json_atomic
 from bench.runner.datasets import build_loaders
 from bench.runner.experiments import load_preset, run_config, run_id
 from bench.runner.run import fit_and_test, resolve_device, seed_everything, weighted_loss
 from bench.runner.train import make_optimizer
-from bench.runner.worker import now_iso, run_record
+from bench.runner.worker import run_record
 from data.schema import get_schema
 from models.backbone import configured_image_size
 
