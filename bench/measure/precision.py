@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from bench.config import TrainConfig
+if TYPE_CHECKING:  # measure reads the sections it is given and imports no config at run time (README, Architecture)
+    from bench.config import TrainConfig
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # "auto" leaves PyTorch's own choice (flash / memory-efficient / cuDNN where the inputs allow, math otherwise).
@@ -57,6 +59,17 @@ class Numerics:
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)  # skipped when the unscaled gradients hold inf / NaN
         self.scaler.update()
+
+    def train_step(self, model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
+                   optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """One optimizer step; the forward under these numerics, the loss in fp32. Defined here, beside the numerics
+        it runs under, so that the training loop and the profiler run this very step."""
+        optimizer.zero_grad(set_to_none=True)
+        with self.forward_context():
+            logits = model(video)
+        loss = loss_fn(logits.float(), target)
+        self.backward_and_step(loss, optimizer)
+        return loss.detach()
 
 
 FP32 = Numerics()

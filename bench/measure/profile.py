@@ -17,6 +17,7 @@ import os
 import tempfile
 import threading
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,10 +27,11 @@ from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import _CATEGORY_TO_INDEX, Category
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.config import ProfileConfig
 from bench.measure.native_logs import KINETO_NOISE, native_stderr_without
 from bench.measure.precision import FP32, Numerics
-from bench.runner.train import train_step
+
+if TYPE_CHECKING:  # measure reads the sections it is given and imports no config at run time (README, Architecture)
+    from bench.config import ProfileConfig
 
 
 class ProfileError(ValueError):
@@ -194,15 +196,14 @@ def cpu_peak_memory(model: nn.Module, video: torch.Tensor, target: torch.Tensor,
                     optimizer: torch.optim.Optimizer, numerics: Numerics = FP32) -> dict:
     """Peak live-tensor bytes of one CPU training step (forward, backward, optimizer.step), by category.
 
-    CPU has no allocator statistics and tracemalloc does not see tensors, so the torch profiler's memory timeline
-    is used: deterministic, and it names what is live at the peak (params, grads, optimizer state, activations).
-    The step must find Adam's state allocated, as in steady-state training: after training it is; otherwise one
-    un-profiled warm-up step runs first. Both use the training loop's own ``train_step``; the model and optimizer
-    are restored afterwards, so the call may sit before or after evaluation. If the profiler fails, a sampled RSS
-    delta is reported under another kind.
+    CPU has no allocator statistics and tracemalloc does not see tensors, so the torch profiler's memory timeline is
+    used: deterministic, and it names what is live at the peak (params, grads, optimizer state, activations). The step
+    must find Adam's state allocated, as in steady-state training: after training it is; otherwise one un-profiled
+    warm-up step runs first. Both use the training loop's own step (``Numerics.train_step``); the model and optimizer
+    are restored afterwards, so the call may sit before or after evaluation. If the profiler fails, a sampled RSS delta
+    is reported under another kind.
     """
-    step = functools.partial(train_step, model, video, target, loss_fn=loss_fn, optimizer=optimizer,
-                             numerics=numerics)
+    step = functools.partial(numerics.train_step, model, video, target, loss_fn=loss_fn, optimizer=optimizer)
     with preserved_training_state(model, optimizer, numerics):
         model.train()
         if not optimizer.state:  # called before any training step: create the optimizer state first

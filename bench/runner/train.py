@@ -83,13 +83,9 @@ def snapshot(model: nn.Module) -> dict:
 
 def train_step(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
                optimizer: torch.optim.Optimizer, numerics: Numerics = FP32) -> torch.Tensor:
-    """One optimizer step; the forward under the run's autocast / attention policy, the loss in fp32."""
-    optimizer.zero_grad(set_to_none=True)
-    with numerics.forward_context():
-        logits = model(video)
-    loss = loss_fn(logits.float(), target)
-    numerics.backward_and_step(loss, optimizer)
-    return loss.detach()
+    """One optimizer step; the forward under the run's autocast / attention policy, the loss in fp32
+    (``Numerics.train_step``, the step the profiler measures too)."""
+    return numerics.train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
 
 
 def train_epoch(model, loader, *, loss_fn, optimizer, scheduler, device, outcome: TrainOutcome, epoch: int,
