@@ -30,8 +30,9 @@ ROOMS = {
     "bench.tools": {"bench.records", "bench.measure", "bench.config", "bench.boundary", "bench.runner",
                     "bench.reporting", "bench.cli"},
 }
-# what bench may import of strategies: the registry (never a concrete strategy)
-STRATEGY_INTERFACE = {"strategies", "strategies.registry"}
+# what bench may import of strategies: the registry and the typed-options builder every config is declared with
+# (never a concrete strategy)
+STRATEGY_INTERFACE = {"strategies", "strategies.registry", "strategies.options"}
 
 
 def module_name(path: Path) -> str:
@@ -111,6 +112,14 @@ def test_bench_asks_the_registry_and_never_imports_a_concrete_strategy():
     concrete = sorted(f"{src} -> {dst}" for src, dsts in edges.items() if src.startswith("bench")
                       for dst in dsts if dst.startswith("strategies") and dst not in STRATEGY_INTERFACE)
     assert concrete == []
+
+
+def test_the_options_builder_imports_nothing_of_ours_and_is_no_strategy():
+    """One builder validates every config, bench's and the strategies', so it must depend on neither side."""
+    from strategies import registry
+
+    assert graph()["strategies.options"] == set()
+    assert "options" in registry._NOT_STRATEGIES
 
 
 def room_of(module: str) -> str | None:

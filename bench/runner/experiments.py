@@ -14,7 +14,7 @@ import itertools
 import json
 from pathlib import Path
 
-from bench.config import EXPERIMENTS_DIR, ConfigError, PresetConfig, RunConfig, load_json, merge, validate_fields
+from bench.config import EXPERIMENTS_DIR, ConfigError, PresetConfig, RunConfig, load_json, merge
 from bench.runner.sweep import RunSpec
 from strategies import registry
 
@@ -107,12 +107,17 @@ def run_config(base: dict, strategy: str, *, seed: int, frames: int, batch_size:
                           "train": {"seed": seed, "batch_size": batch_size},
                           "strategy": {"name": strategy, "family": entry["family"], "params": params}})
     run = RunConfig.from_dict(config)
-    params = registry.build_config(run.strategy.registered, run.strategy.params)  # validate strategy params early
+    return resolved(run, strategy_params(run.strategy.registered, run.strategy.params, variant=strategy))
+
+
+def strategy_params(family: str, params: dict, *, variant: str):
+    """The strategy's config built and checked by the registry; a problem in a variant's parameters names its file."""
     try:
-        validate_fields(params, f"strategy {strategy!r} params")  # the same generic pass as the run config's
-    except ConfigError as error:
-        raise registry.StrategyError(str(error)) from None
-    return resolved(run, params)
+        return registry.build_config(family, params)
+    except registry.StrategyError as error:
+        if variant == family:
+            raise
+        raise registry.StrategyError(f"{EXPERIMENTS_DIR / 'strategies' / f'{variant}.json'}: {error}") from None
 
 
 def resolved(run: RunConfig, strategy_cfg) -> RunConfig:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from bench.config import ConfigError, _build, load_json
+from bench.config import ConfigError, Validated, build, load_json, option
 from bench.records import read_result, settle, skip_reason
 from bench.runner.placement import Slot
 from bench.runner.sweep import Launcher, Progress, RunSpec, failure_record, run_spec
@@ -29,25 +30,21 @@ CLUSTERS = ("slurm", "local", "debug")
 
 
 @dataclass(frozen=True)
-class SlurmConfig:
-    cluster: str = "slurm"
-    partition: str | None = None
-    time_min: int = 240
-    gpus_per_task: int = 1
-    cpus_per_task: int | None = None
-    mem_gb: float | None = None
-    array_parallelism: int = 64
-    additional: dict = field(default_factory=dict)
-    folder: str | None = None
+class SlurmConfig(Validated):
+    """The Slurm settings of a sweep, declared and checked like every config (``option``)."""
 
-    def __post_init__(self):
-        if self.cluster not in CLUSTERS:
-            raise ConfigError(f"slurm.cluster: expected one of {CLUSTERS}, got {self.cluster!r}")
-        for name in ("time_min", "array_parallelism"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"slurm.{name}: expected >= 1, got {getattr(self, name)}")
-        if self.gpus_per_task < 0:
-            raise ConfigError(f"slurm.gpus_per_task: expected >= 0, got {self.gpus_per_task}")
+    SECTION: ClassVar[str] = "slurm"
+
+    cluster: str = option("slurm", "slurm, or submitit's local (subprocesses here) / debug (this process) executors",
+                          choices=CLUSTERS)
+    partition: str | None = option(None, "Slurm partition; null = the cluster's default")
+    time_min: int = option(240, "time limit of each array task, minutes", min=1)
+    gpus_per_task: int = option(1, "GPUs of each array task", min=0)
+    cpus_per_task: int | None = option(None, "CPUs of each array task; null = Slurm's default", min=1)
+    mem_gb: float | None = option(None, "memory of each array task in GB; null = Slurm's default", above=0)
+    array_parallelism: int = option(64, "array tasks running at once", min=1)
+    additional: dict = option(help="extra sbatch options", factory=dict)
+    folder: str | None = option(None, "submitit's logs and pickles; null = OUT/.submitit")
 
 
 def load_slurm_config(args: argparse.Namespace) -> SlurmConfig:
@@ -59,7 +56,7 @@ def load_slurm_config(args: argparse.Namespace) -> SlurmConfig:
     if args.nproc_per_node and "gpus_per_task" not in data:
         data["gpus_per_task"] = args.nproc_per_node
     try:
-        return _build(SlurmConfig, data, "slurm")
+        return build(SlurmConfig, data, "slurm")
     except ConfigError as error:
         raise ConfigError(f"{args.slurm_config or '--slurm-*'}: {error}") from None
 

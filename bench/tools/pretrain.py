@@ -26,8 +26,9 @@ import platform
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import open_clip
@@ -37,6 +38,7 @@ from open_clip.loss import ClipLoss
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from bench.config import Validated, option
 from data import captions
 from data.transforms import clip_normalize
 from models.backbone import CONFIG_DIR, create_clip, image_size_of, tokenizer_for
@@ -49,35 +51,31 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 
 class PretrainError(ValueError):
-    """Invalid pre-training arguments or a checkpoint that does not round-trip."""
+    """A checkpoint that does not round-trip (bad arguments are the config's ``ConfigError``)."""
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(Validated):
     """Everything that decides the checkpoint (``workers`` only changes speed; ``threads`` may change float
-    summation order, so it is fixed and recorded)."""
+    summation order, so it is fixed and recorded). Declared and checked like every config (``option``)."""
 
-    model: str = "par-vit-tiny"
-    steps: int = 1200
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 100
-    seed: int = 0
-    data_seed: int = 0
-    nuisance_max: float = 2.0
-    threads: int = 1
-    workers: int = 1
-    eval_pairs: int = 1000
+    SECTION: ClassVar[str] = "pretrain"
 
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "threads", "eval_pairs"):
-            if getattr(self, name) < 1:
-                raise PretrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.batch_size < 2 or self.lr <= 0 or self.warmup_steps < 0 or self.workers < 0 or self.eval_pairs < 5:
-            raise PretrainError(f"need --batch-size >= 2, --lr > 0, --warmup-steps >= 0, --workers >= 0, "
-                                f"--eval-pairs >= 5; got {self.batch_size}, {self.lr}, {self.warmup_steps}, "
-                                f"{self.workers}, {self.eval_pairs}")
+    model: str = option("par-vit-tiny", "open_clip architecture (models/configs)")
+    steps: int = option(1200, "optimizer steps (one fresh batch each)", min=1)
+    batch_size: int = option(64, "pairs per step (contrastive negatives)", min=2)
+    lr: float = option(1e-3, "peak learning rate", above=0)
+    weight_decay: float = option(0.1, "AdamW decay on weight matrices", min=0)
+    warmup_steps: int = option(100, "linear warm-up steps before cosine", min=0)
+    seed: int = option(0, "torch seed: initialisation", min=0)
+    data_seed: int = option(0, "which synthetic people exist", min=0)
+    nuisance_max: float = option(2.0, "nuisance scale ~ U(0, this)", min=0)
+    threads: int = option(1, "torch CPU threads (fixed: summation order)", min=1)
+    workers: int = option(1, "DataLoader processes rendering pairs", min=0)
+    eval_pairs: int = option(1000, "held-out pairs for the zero-shot checks", min=5)
+
+
+HELP = {f.name: f.metadata["help"] for f in fields(PretrainConfig)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,18 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = PretrainConfig()
     p = argparse.ArgumentParser(prog="python -m bench.tools.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=DEFAULT_OUT, help="output directory (checkpoint, config, metadata.json)")
-    p.add_argument("--model", default=d.model, help="open_clip architecture (models/configs)")
-    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (one fresh batch each)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="pairs per step (contrastive negatives)")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay on weight matrices")
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up steps before cosine")
-    p.add_argument("--seed", type=int, default=d.seed, help="torch seed: initialisation")
-    p.add_argument("--data-seed", type=int, default=d.data_seed, help="which synthetic people exist")
-    p.add_argument("--nuisance-max", type=float, default=d.nuisance_max, help="nuisance scale ~ U(0, this)")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (fixed: summation order)")
-    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader processes rendering pairs")
-    p.add_argument("--eval-pairs", type=int, default=d.eval_pairs, help="held-out pairs for the zero-shot checks")
+    p.add_argument("--model", default=d.model, help=HELP["model"])
+    p.add_argument("--steps", type=int, default=d.steps, help=HELP["steps"])
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=HELP["batch_size"])
+    p.add_argument("--lr", type=float, default=d.lr, help=HELP["lr"])
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=HELP["weight_decay"])
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=HELP["warmup_steps"])
+    p.add_argument("--seed", type=int, default=d.seed, help=HELP["seed"])
+    p.add_argument("--data-seed", type=int, default=d.data_seed, help=HELP["data_seed"])
+    p.add_argument("--nuisance-max", type=float, default=d.nuisance_max, help=HELP["nuisance_max"])
+    p.add_argument("--threads", type=int, default=d.threads, help=HELP["threads"])
+    p.add_argument("--workers", type=int, default=d.workers, help=HELP["workers"])
+    p.add_argument("--eval-pairs", type=int, default=d.eval_pairs, help=HELP["eval_pairs"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
