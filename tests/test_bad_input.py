@@ -104,6 +104,10 @@ PRESET_CASES = {
                        "strategy_defaults: unknown strategy family 'nosuch'; registered: adapter,"),
     "family param typo": ({"strategy_defaults": {"side": {"widht": 3}}},
                           "strategy_defaults: side: strategy 'side': unknown parameter(s) ['widht']"),
+    "family param out of range": ({"strategy_defaults": {"lora": {"r": 0}}},
+                                  "strategy_defaults: lora: strategy 'lora': r: expected >= 1, got 0"),
+    "family param wrong type": ({"strategy_defaults": {"prompt": {"init": 3}}},
+                                "strategy_defaults: prompt: strategy 'prompt': init: expected a string, got 3"),
     "preset is a list": ([1, 2], "expected a JSON object {...} at the top level, got list"),
 }
 
