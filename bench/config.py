@@ -5,10 +5,10 @@ it was produced. Unknown keys are rejected with the full dotted path, so a typo 
 silently fall back to a default.
 
 Every field is declared with ``option(default, help, **rules)``: its constraints live in the field's metadata and
-one generic pass (``validate_fields``, run by every section's ``__post_init__``) checks the type and every rule of
-every field, so a field added later is checked as soon as it is declared. Rules that involve several fields are a
-section's ``check_fields``. The builder is ``strategies/options.py``: every strategy's config is declared and checked
-by the same one, so there is one validation path for every config.
+one generic pass (``strategies.options.validate_fields``, run by every section's ``__post_init__``) checks the type
+and every rule of every field, so a field added later is checked as soon as it is declared. Rules that involve
+several fields are a section's ``check_fields``. That builder lives in ``strategies/options.py`` because every
+strategy's config is declared and checked by the same one: one validation path for every config.
 """
 from __future__ import annotations
 
