@@ -1,1 +1,2 @@
-"""The benchmark harness: config, loop, profiling, metrics, results, reports."""
+"""The benchmark harness. At the top: what every room shares (config, records, boundary) and the command line (cli);
+the rooms: measure, runner, reporting, tools (README, "Layout and architecture")."""

@@ -1,7 +1,7 @@
 """The error boundary of every command-line entry point: bad input ends in one line and exit code 2, never a
 traceback; a bug ends in one line that says where its traceback was written; Ctrl-C ends in one line and 130.
 
-    @entry_point("bench.report")
+    @entry_point("bench.reporting.report")
     def main(argv=None) -> int: ...
 
 Known errors are the project's own error types (each message names the file or field, the value and what was
@@ -25,19 +25,22 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 KNOWN_ERRORS = (  # module, class: errors whose message is the whole story
-    ("bench.config", "ConfigError"), ("bench.results", "ResultFileError"), ("bench.tables", "ReportError"),
-    ("bench.lifeline", "FolderInUseError"), ("bench.gate", "BaselineError"), ("bench.predictions", "PredictionsError"),
-    ("bench.profile", "ProfileError"), ("bench.profile", "GpuBusyError"), ("data.synthetic", "SyntheticDataError"),
-    ("strategies.registry", "StrategyError"), ("data.manifest", "DatasetError"),
-    ("models.backbone", "BackboneError"), ("bench.pretrain", "PretrainError"), ("bench.metrics", "MetricsInputError"),
+    ("bench.config", "ConfigError"), ("bench.records", "ResultFileError"),
+    ("bench.measure.predictions", "PredictionsError"), ("bench.measure.profile", "ProfileError"),
+    ("bench.measure.profile", "GpuBusyError"), ("bench.measure.metrics", "MetricsInputError"),
+    ("bench.runner.lifeline", "FolderInUseError"),
+    ("bench.reporting.tables", "ReportError"), ("bench.reporting.gate", "BaselineError"),
+    ("bench.tools.pretrain", "PretrainError"),
+    ("strategies.registry", "StrategyError"), ("models.backbone", "BackboneError"),
+    ("data.synthetic", "SyntheticDataError"), ("data.manifest", "DatasetError"),
 )
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRACEBACK_DIR_ENV = "PAR_BENCH_TRACEBACK_DIR"  # where unexpected errors leave their traceback (default: temp dir)
 
 
 def _qualified(kind: type) -> tuple[str, str]:
-    """(module, class) of an error type; a module run as ``python -m bench.report`` is ``__main__`` but its spec
-    still says ``bench.report``."""
+    """(module, class) of an error type; a module run as ``python -m bench.reporting.report`` is ``__main__`` but its
+    spec still says ``bench.reporting.report``."""
     module = sys.modules.get(kind.__module__)
     spec = getattr(module, "__spec__", None)
     return (spec.name if spec is not None and kind.__module__ == "__main__" else kind.__module__), kind.__name__

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench import experiments, gate, launch, report
 from bench.boundary import ensure_writable_folder, entry_point
 from bench.config import merge
-from bench.lifeline import FolderLock
-from bench.sweep import run_sweep
+from bench.reporting import gate, report
+from bench.runner import experiments, launch
+from bench.runner.lifeline import FolderLock
+from bench.runner.sweep import run_sweep
+from strategies import registry
 
 DESCRIPTION = """Benchmark fine-tuning strategies of CLIP for video pedestrian attribute recognition (VTF pipeline).
 Every strategy is trained and evaluated by the same loop and profiled the same way; one JSON per run is written
@@ -34,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print every strategy with a description; with --backbone, also its trainable / total "
                    "parameter counts, computed by building each model (random weights) at the settings of "
                    "--preset, which defaults to 'paper' here (VTFPAR++: fusion width 240, side width 240)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="with --list-strategies: also every strategy's parameters, each with its type, default (a "
+                   "variant's own value where it sets one) and help text")
     p.add_argument("--preset", help=f"experiment preset: default (if omitted), {', '.join(experiments.preset_names())}"
                                     ", or a path to a preset .json file")
     p.add_argument("--dataset", choices=("synthetic", "mars", "duke"), help="dataset (default: synthetic)")
@@ -86,7 +91,7 @@ def list_strategies(base: dict | None = None) -> str:
     catalog = experiments.strategy_catalog()
     if base is None:
         return "\n".join(f"{name:<16} {entry['description']}" for name, entry in catalog.items())
-    from bench.experiments import parameter_counts
+    from bench.runner.experiments import parameter_counts
 
     rows = []
     for name, counts in parameter_counts(base, list(catalog)):
@@ -97,11 +102,35 @@ def list_strategies(base: dict | None = None) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", intfmt=",")
 
 
+def strategy_parameters(name: str, entry: dict) -> list[str]:
+    """The lines of one strategy under ``--verbose``: each parameter's name, type, default and help (with its
+    declared bounds or choices); a variant shows its family and its own values as the defaults."""
+    fields = registry.describe(entry["family"], entry["params"])
+    lines = [f"    (variant of {entry['family']})"] if entry["family"] != name else []
+    if not fields:
+        return [*lines, "    (no parameters)"]
+    name_width = max(len(f.name) for f in fields)
+    spec_width = max(len(f"{f.type} = {f.default}") for f in fields)
+    for f in fields:
+        text = f.help + (f" ({f.rules})" if f.rules else "")
+        lines.append(f"    {f.name:<{name_width}}  {f'{f.type} = {f.default}':<{spec_width}}  {text}")
+    return lines
+
+
+def list_parameters() -> str:
+    """``--list-strategies --verbose``: every strategy with its description and its parameters."""
+    lines = []
+    for name, entry in experiments.strategy_catalog().items():
+        lines += [f"{name:<16} {entry['description']}", *strategy_parameters(name, entry)]
+    return "\n".join(lines)
+
+
 def print_strategies(args: argparse.Namespace) -> int:
-    """--list-strategies: descriptions; with --backbone, parameter counts at the paper's settings unless --preset
-    says otherwise. Counting needs no weights, so models are built from random initialisation (offline)."""
+    """--list-strategies: descriptions (with --verbose, every strategy's parameters); with --backbone, parameter
+    counts at the paper's settings unless --preset says otherwise. Counting needs no weights, so models are built from
+    random initialisation (offline)."""
     if not args.backbone:
-        print(list_strategies())
+        print(list_parameters() if args.verbose else list_strategies())
         return 0
     preset = args.preset or "paper"
     base = merge(experiments.load_preset(preset), overrides(args))
@@ -109,6 +138,8 @@ def print_strategies(args: argparse.Namespace) -> int:
     print(f"parameter counts of --backbone {args.backbone} at preset {preset!r} "
           f"(fusion width {base['model']['fusion_width']}, {base['data']['frames']} frames):")
     print(list_strategies(base))
+    if args.verbose:
+        print(f"\nparameters of every strategy:\n{list_parameters()}")
     return 0
 
 
@@ -128,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         records = run_sweep(specs, out, resume=not args.no_resume, retry_failed=args.retry_failed,
                             launcher=launch.make_launcher(args))
         if records is None:
-            print(f"when the jobs have finished: python -m bench.report {out}")
+            print(f"when the jobs have finished: python -m bench.reporting.report {out}")
             return 0
         frame = report.to_frame(records)
         print(report.summary_table(frame))

@@ -5,9 +5,10 @@ it was produced. Unknown keys are rejected with the full dotted path, so a typo 
 silently fall back to a default.
 
 Every field is declared with ``option(default, help, **rules)``: its constraints live in the field's metadata and
-one generic pass (``validate_fields``, run by every section's ``__post_init__``) checks the type and every rule of
-every field, so a field added later is checked as soon as it is declared. Rules that involve several fields are a
-section's ``check_fields``. Strategy configs go through the same ``validate_fields`` (``bench.experiments``).
+one generic pass (``strategies.options.validate_fields``, run by every section's ``__post_init__``) checks the type
+and every rule of every field, so a field added later is checked as soon as it is declared. Rules that involve
+several fields are a section's ``check_fields``. That builder lives in ``strategies/options.py`` because every
+strategy's config is declared and checked by the same one: one validation path for every config.
 """
 from __future__ import annotations
 
@@ -17,25 +18,23 @@ import functools
 import hashlib
 import importlib.util
 import json
-import math
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from strategies import options
+from strategies.options import option
+
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 DATASETS = ("synthetic", "mars", "duke")
-RULES = ("min", "max", "above", "below", "choices", "keys", "check")  # the constraints a field's metadata may declare
 ACTIVATIONS = ("auto", "quick_gelu", "gelu")  # models/backbone.py chooses; kept here so config needs no torch
 FRAME_FITS = ("pad", "stretch")  # data/transforms.py
 AUGMENTS = ("none", "frame", "clip")
-PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/precision.py
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/measure/precision.py
 SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
 
 
-class ConfigError(ValueError):
+class ConfigError(options.OptionError):
     """A configuration value or file is invalid; the message names the field."""
 
 
@@ -44,35 +43,11 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable | None = None, **rules) -> Any:
-    """A config field with its help text and declared constraints, checked by ``validate_fields``.
+class Validated(options.Validated):
+    """Base of every config section (``strategies.options.Validated``): a bad value is a ``ConfigError`` naming the
+    section and field."""
 
-    Rules: ``min`` / ``max`` (inclusive), ``above`` / ``below`` (exclusive), ``choices`` (a collection, or a callable
-    returning one, evaluated when checked), ``keys`` (allowed keys of a dict field, same forms), ``check`` (a callable
-    returning None or the text of the problem). None passes every rule of a field typed ``X | None``.
-    """
-    unknown = sorted(set(rules) - set(RULES))
-    if unknown:
-        raise TypeError(f"option: unknown rule(s) {unknown}; known: {RULES}")
-    metadata = {"help": help, **rules}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-class Validated:
-    """Base of every config section: on construction each field is checked against its type annotation and its
-    declared rules (one generic pass, so a new field is checked as soon as it is declared), then ``check_fields``
-    runs the section's rules that involve several fields."""
-
-    SECTION: ClassVar[str] = ""
-
-    def __post_init__(self):
-        validate_fields(self, self.SECTION)
-        self.check_fields()
-
-    def check_fields(self) -> None:
-        """Rules across fields; the default has none."""
+    ERROR: ClassVar[type[ConfigError]] = ConfigError
 
 
 def _known_backbone(name: str) -> str | None:
@@ -105,11 +80,11 @@ def _device_problem(value: str) -> str | None:
 
 @functools.cache
 def selectable_metrics() -> tuple[str, ...]:
-    """The scalar keys ``bench.metrics.evaluate`` returns, read off one evaluation of a two-clip case, so the list of
-    metrics a checkpoint may be chosen by never drifts from the code that computes them."""
+    """The scalar keys ``bench.measure.metrics.evaluate`` returns, read off one evaluation of a two-clip case, so the
+    list of metrics a checkpoint may be chosen by never drifts from the code that computes them."""
     import numpy as np
 
-    from bench import metrics
+    from bench.measure import metrics
     from data.schema import get_schema
 
     schema = get_schema("synthetic")
@@ -249,7 +224,7 @@ class RunConfig(Validated):
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        return _build(cls, data, "")
+        return build(cls, data)
 
 
 def _strategy_defaults_problem(defaults: dict) -> str | None:
@@ -276,107 +251,9 @@ class PresetConfig(RunConfig):
                                      check=_strategy_defaults_problem)
 
 
-def validate_fields(obj: Any, prefix: str = "") -> None:
-    """Check every field of a dataclass instance against its annotation and the rules in its metadata.
-
-    Ints are accepted (and stored) as floats where a float is declared, lists as tuples where a tuple is. Used for
-    the run config's sections and for strategy configs alike."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        path = f"{prefix}.{f.name}" if prefix else f.name
-        value, hint = getattr(obj, f.name), hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            _require(isinstance(value, hint), f"{path}: expected a {hint.__name__}, got {value!r}")
-            continue
-        checked = check_type(value, hint, path)
-        if checked is not value:
-            object.__setattr__(obj, f.name, checked)
-        check_rules(checked, f.metadata, path)
-
-
-def check_rules(value: Any, rules: Mapping, path: str) -> None:
-    """The declared constraints of one field (see ``option``); None satisfies them all."""
-    if value is None:
-        return
-    for rule, holds, text in (("min", lambda v, b: v >= b, ">="), ("max", lambda v, b: v <= b, "<="),
-                              ("above", lambda v, b: v > b, ">"), ("below", lambda v, b: v < b, "<")):
-        if rule in rules and not holds(value, rules[rule]):
-            raise ConfigError(f"{path}: expected {text} {rules[rule]}, got {value!r}")
-    if "choices" in rules:
-        allowed = _resolve(rules["choices"])
-        _require(value in allowed, f"{path}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")
-    if "keys" in rules:
-        allowed, unknown = _resolve(rules["keys"]), sorted(set(value) - set(_resolve(rules["keys"])))
-        _require(not unknown, f"{path}: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
-    if "check" in rules:
-        problem = rules["check"](value)
-        _require(problem is None, f"{path}: {problem}")
-
-
-def _resolve(choices) -> Sequence:
-    return tuple(choices() if callable(choices) else choices)
-
-
-def _type_name(annotation: Any) -> str:
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(arg) for arg in args)
-    if origin in (tuple, list) or annotation in (tuple, list):
-        return f"a list of {_type_name(args[0])}" if args else "a list"
-    names = {type(None): "null", int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
-             dict: "an object", Any: "any value"}
-    return names.get(annotation, names.get(origin, str(annotation)))
-
-
-def _convert(value: Any, annotation: Any) -> tuple[bool, Any]:
-    """(fits, value as stored) of one non-union annotation."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is Any:
-        return True, value
-    if annotation is type(None):
-        return value is None, value
-    if annotation is float:
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return number, float(value) if number else value
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if annotation in (str, bool):
-        return isinstance(value, annotation), value
-    if annotation is dict or origin is dict:
-        return isinstance(value, dict), value
-    if origin in (tuple, list) or annotation in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        items = [_convert(item, args[0]) if args else (True, item) for item in value]
-        container = tuple if (origin or annotation) is tuple else list
-        return all(ok for ok, _ in items), container(item for _, item in items)
-    return isinstance(value, origin or annotation), value
-
-
-def check_type(value: Any, annotation: Any, path: str) -> Any:
-    """Check a value against a field annotation (unions, lists / tuples of one type, scalars); returns it as stored."""
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    for option_type in typing.get_args(annotation) if union else (annotation,):
-        fits, converted = _convert(value, option_type)
-        if fits:
-            return converted
-    raise ConfigError(f"{path}: expected {_type_name(annotation)}, got {value!r}")
-
-
-def _build(cls: type, data: Any, prefix: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected an object, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ConfigError(f"{prefix or 'config'}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        path = f"{prefix}.{name}" if prefix else name
-        hint = hints[name]
-        kwargs[name] = _build(hint, value, path) if dataclasses.is_dataclass(hint) else check_type(value, hint, path)
-    return cls(**kwargs)
+def build(cls: type, data: Any, prefix: str = ""):
+    """A config dataclass from JSON data (``strategies.options.build``) raising ``ConfigError``."""
+    return options.build(cls, data, prefix, error=ConfigError)
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -19,43 +19,35 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from strategies.registry import StrategyError, register
+from strategies.options import option
+from strategies.registry import StrategyError, StrategyOptions, register
 
 PREFIXES = ("adapter_",)
 
 
+def _bottleneck_problem(value: int | float) -> str | None:
+    if value >= 1 if isinstance(value, int) else 0 < value < 1:
+        return None
+    return f"expected an int >= 1 or a fraction in (0, 1), got {value!r}"
+
+
+def _layers_problem(layers: tuple[int, ...]) -> str | None:
+    if layers and len(set(layers)) == len(layers) and min(layers) >= 0:
+        return None
+    return f"expected distinct block indices >= 0 or null (all), got {layers!r}"
+
+
 @dataclass(frozen=True)
-class AdapterConfig:
-    """bottleneck: hidden width, an int >= 1 or a float in (0, 1) = fraction of the block width; scale: s in
-    MLP(h) + s * adapter(h); layers: indices of the adapted visual blocks (None = all)."""
-
-    bottleneck: int | float = 64
-    scale: float = 0.1
-    layers: tuple[int, ...] | None = None
-
-    def __post_init__(self):
-        if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))  # JSON gives lists
-        if not (_is_int(self.bottleneck) and self.bottleneck >= 1 or _is_number(self.bottleneck)
-                and 0 < self.bottleneck < 1):
-            raise ValueError(f"bottleneck: expected an int >= 1 or a fraction in (0, 1), got {self.bottleneck!r}")
-        if not _is_number(self.scale):
-            raise ValueError(f"scale: expected a number, got {self.scale!r}")
-        if self.layers is not None and not (self.layers and len(set(self.layers)) == len(self.layers)
-                                            and all(_is_int(i) and i >= 0 for i in self.layers)):
-            raise ValueError(f"layers: expected distinct block indices >= 0 or null (all), got {self.layers!r}")
+class AdapterConfig(StrategyOptions):
+    bottleneck: int | float = option(64, "hidden width: an int >= 1, or a float in (0, 1) = fraction of the block "
+                                         "width", check=_bottleneck_problem)
+    scale: float = option(0.1, "s in MLP(h) + s * adapter(h) (AdaptFormer: 0.1)")
+    layers: tuple[int, ...] | None = option(None, "indices of the adapted visual blocks, distinct, >= 0; null = all",
+                                            check=_layers_problem)
 
     def hidden(self, width: int) -> int:
         """The bottleneck width for a block of ``width`` (a fraction rounds, at least 1)."""
         return self.bottleneck if isinstance(self.bottleneck, int) else max(1, round(self.bottleneck * width))
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class ParallelAdapterMLP(nn.Module):

@@ -11,18 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.registry import StrategyError, register
+from strategies.options import option
+from strategies.registry import StrategyOptions, register
 
 
 @dataclass(frozen=True)
-class BitFitConfig:
-    """norms: whether the LayerNorm shifts train too (BitFit: yes)."""
-
-    norms: bool = True
-
-    def __post_init__(self):
-        if not isinstance(self.norms, bool):
-            raise StrategyError(f"norms: expected true or false, got {self.norms!r}")
+class BitFitConfig(StrategyOptions):
+    norms: bool = option(True, "whether the LayerNorm shifts train too (BitFit: yes)")
 
 
 def biases(model, cfg: BitFitConfig):

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.registry import register
+from strategies.registry import StrategyOptions, register
 
 
 @dataclass(frozen=True)
-class FrozenConfig:
-    pass
+class FrozenConfig(StrategyOptions):
+    """No parameters."""
 
 
 def apply(model, cfg: FrozenConfig):

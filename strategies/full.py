@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.registry import register
+from strategies.registry import StrategyOptions, register
 
 
 @dataclass(frozen=True)
-class FullConfig:
-    pass
+class FullConfig(StrategyOptions):
+    """No parameters."""
 
 
 def trained(model, cfg: FullConfig | None = None):

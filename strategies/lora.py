@@ -23,33 +23,26 @@ from dataclasses import dataclass
 import peft
 
 from strategies.common import check_only_added_train, inject_peft, resolve_targets
-from strategies.registry import register
+from strategies.options import option
+from strategies.registry import StrategyOptions, register
 
 TARGET_MODULES = {"attn": ("attn",), "mlp": ("mlp.c_fc", "mlp.c_proj")}
 PREFIXES = ("lora_",)
 
 
+def _targets_problem(targets: tuple[str, ...]) -> str | None:
+    if targets and len(set(targets)) == len(targets) and set(targets) <= set(TARGET_MODULES):
+        return None
+    return f"expected distinct names from {sorted(TARGET_MODULES)}, got {targets!r}"
+
+
 @dataclass(frozen=True)
-class LoraConfig:
-    """r: rank; alpha: scaling numerator (update scale alpha / r); dropout: on the adapted MLP linears' inputs;
-    targets: any of "attn" (whole attention) and "mlp" (c_fc, c_proj)."""
-
-    r: int = 8
-    alpha: float = 16
-    dropout: float = 0.0
-    targets: tuple[str, ...] = ("attn", "mlp")
-
-    def __post_init__(self):
-        object.__setattr__(self, "targets", tuple(self.targets))  # JSON gives lists
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise ValueError(f"r: expected an integer >= 1, got {self.r!r}")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
-            raise ValueError(f"alpha: expected a number > 0, got {self.alpha!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
-        distinct = len(set(self.targets)) == len(self.targets)
-        if not (self.targets and distinct and set(self.targets) <= set(TARGET_MODULES)):
-            raise ValueError(f"targets: expected distinct names from {sorted(TARGET_MODULES)}, got {self.targets!r}")
+class LoraConfig(StrategyOptions):
+    r: int = option(8, "rank of the update B A", min=1)
+    alpha: float = option(16, "scaling numerator: the update is scaled by alpha / r", above=0)
+    dropout: float = option(0.0, "dropout on the adapted MLP linears' inputs (none on attention)", min=0, below=1)
+    targets: tuple[str, ...] = option(("attn", "mlp"), "what is adapted, distinct: attn (the whole attention), mlp "
+                                                       "(c_fc, c_proj)", check=_targets_problem)
 
 
 def apply(model, cfg: LoraConfig):

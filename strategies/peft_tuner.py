@@ -31,7 +31,7 @@ Rules and choices:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from peft import PromptLearningConfig
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
@@ -39,7 +39,8 @@ from peft.tuners.tuners_utils import BaseTuner
 from peft.utils import PeftType
 
 from strategies.common import check_only_added_train, first_line, inject_peft, resolve_targets
-from strategies.registry import StrategyError, register
+from strategies.options import option
+from strategies.registry import StrategyError, StrategyOptions, register
 
 RESERVED_KWARGS = {"target_modules": "set the strategy's 'targets' instead", "peft_type": "set 'tuner' instead",
                    "task_type": "the visual tower has no task type"}
@@ -56,50 +57,50 @@ INJECTABLE = {t.value.lower(): t for t in PeftType if _injectable(t) and t not i
 PREFIXES = tuple(sorted({PEFT_TYPE_TO_PREFIX_MAPPING[t] for t in INJECTABLE.values()}))
 
 
+def _tuner_problem(tuner: str) -> str | None:
+    if tuner.lower() in INJECTABLE:
+        return None
+    if tuner.upper() in PeftType.__members__:
+        return (f"peft's {tuner!r} injects no layers into a model (prompt learning or a model-level method); choose "
+                f"one of {', '.join(sorted(INJECTABLE))}")
+    return f"unknown peft tuner {tuner!r}; choose one of {', '.join(sorted(INJECTABLE))}"
+
+
+def _targets_problem(targets: tuple[str, ...]) -> str | None:
+    if targets and all(targets):
+        return None
+    return f"expected a non-empty list of module suffixes, got {targets!r}"
+
+
 @dataclass(frozen=True)
-class PeftConfig:
-    """tuner: a peft.PeftType name (case-insensitive); kwargs: keyword arguments of that tuner's config class;
-    targets: block-level module suffixes (default the MLP linears)."""
+class PeftConfig(StrategyOptions):
+    tuner: str = option("loha", "a peft.PeftType name (case-insensitive) whose tuner injects layers",
+                        check=_tuner_problem)
+    kwargs: dict = option(help="keyword arguments of that tuner's peft config class (checked by peft)", factory=dict)
+    targets: tuple[str, ...] = option(("c_fc", "c_proj"), "block-level module suffixes (default: the MLP linears)",
+                                      check=_targets_problem)
 
-    tuner: str = "loha"
-    kwargs: dict = field(default_factory=dict)
-    targets: tuple[str, ...] = ("c_fc", "c_proj")
-
-    def __post_init__(self):
-        object.__setattr__(self, "targets", tuple(self.targets))  # JSON gives lists
-        _check_tuner(self.tuner)
-        if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
-            raise ValueError(f"targets: expected a non-empty list of module suffixes, got {self.targets!r}")
+    def check_fields(self) -> None:
+        """The kwargs against the tuner's peft config class, then peft's own validation of the whole config."""
         _check_kwargs(self.peft_type, self.kwargs)
-        peft_config(self, targets=list(self.targets), feedforward=_feedforward_suffixes(self))  # peft validates
+        peft_config(self, targets=list(self.targets), feedforward=_feedforward_suffixes(self))
 
     @property
     def peft_type(self) -> PeftType:
         return INJECTABLE[self.tuner.lower()]
 
 
-def _check_tuner(tuner) -> None:
-    if isinstance(tuner, str) and tuner.lower() in INJECTABLE:
-        return
-    if isinstance(tuner, str) and tuner.upper() in PeftType.__members__:
-        raise ValueError(f"tuner: peft's {tuner!r} injects no layers into a model (prompt learning or a model-level "
-                         f"method); choose one of {', '.join(sorted(INJECTABLE))}")
-    raise ValueError(f"tuner: unknown peft tuner {tuner!r}; choose one of {', '.join(sorted(INJECTABLE))}")
-
-
 def _check_kwargs(peft_type: PeftType, kwargs: dict) -> None:
-    if not isinstance(kwargs, dict):
-        raise ValueError(f"kwargs: expected an object of keyword arguments, got {kwargs!r}")
     config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
     known = {f.name for f in dataclasses.fields(config_cls) if f.init}
     for key in kwargs:
         if key in RESERVED_KWARGS:
-            raise ValueError(f"kwargs.{key}: not allowed ({RESERVED_KWARGS[key]})")
+            raise StrategyError(f"kwargs.{key}: not allowed ({RESERVED_KWARGS[key]})")
         if key not in known:
-            raise ValueError(f"kwargs.{key}: not a parameter of peft's {config_cls.__name__}")
+            raise StrategyError(f"kwargs.{key}: not a parameter of peft's {config_cls.__name__}")
     if peft_type is PeftType.ADALORA and "total_step" not in kwargs:
-        raise ValueError("kwargs.total_step: AdaLoRA needs the run's number of optimizer steps (epochs x steps per "
-                         "epoch) to schedule its rank budget")
+        raise StrategyError("kwargs.total_step: AdaLoRA needs the run's number of optimizer steps (epochs x steps per "
+                            "epoch) to schedule its rank budget")
 
 
 def _feedforward_suffixes(cfg: PeftConfig) -> list[str] | None:
@@ -121,7 +122,7 @@ def peft_config(cfg: PeftConfig, *, targets: list[str], feedforward: list[str] |
     try:
         return config_cls(**kwargs)
     except (TypeError, ValueError, ImportError) as error:
-        raise ValueError(f"kwargs: peft's {config_cls.__name__} rejected them: {first_line(error)}") from error
+        raise StrategyError(f"kwargs: peft's {config_cls.__name__} rejected them: {first_line(error)}") from error
 
 
 def apply(model, cfg: PeftConfig):

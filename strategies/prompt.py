@@ -45,50 +45,31 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from strategies.registry import register
+from strategies.options import option
+from strategies.registry import StrategyError, StrategyOptions, register
 
 INITS = ("uniform", "normal")
 STRIPE_MASKS = ("rows", "isolated")
 
 
-class PromptError(ValueError):
-    """Invalid prompt-strategy parameters, or a model the prompts cannot attach to."""
-
-
 @dataclass(frozen=True)
-class PromptConfig:
-    """num_prompts: deep prompts per block (VPT), or per stripe and block with regions; depth: prompted blocks from
-    the first (None = all); regions: PromptPAR stripes (0 = plain VPT); global_prompts: whole-image prompts per block
-    next to the stripes (regions > 0 only); overlap_rows: extra patch rows per stripe; init: "uniform" or "normal";
-    stripe_mask: "rows" (PromptPAR's released mask: only the stripe tokens' rows are restricted) or "isolated" (the
-    global tokens may not attend to stripe tokens either)."""
+class PromptConfig(StrategyOptions):
+    num_prompts: int = option(8, "deep prompts per block (VPT), or per stripe and block with regions; >= 1 without "
+                                 "regions", min=0)
+    depth: int | None = option(None, "prompted blocks from the first; null = all", min=1)
+    regions: int = option(0, "PromptPAR stripes; 0 = plain VPT", min=0)
+    global_prompts: int = option(0, "whole-image prompts per block next to the stripes (regions > 0 only)", min=0)
+    overlap_rows: int = option(1, "extra patch rows per stripe", min=0)
+    init: str = option("uniform", "prompt initialisation", choices=INITS)
+    stripe_mask: str = option("rows", "rows: PromptPAR's released mask (only the stripe tokens' rows are restricted); "
+                                      "isolated: the global tokens may not attend to stripe tokens either",
+                              choices=STRIPE_MASKS)
 
-    num_prompts: int = 8
-    depth: int | None = None
-    regions: int = 0
-    global_prompts: int = 0
-    overlap_rows: int = 1
-    init: str = "uniform"
-    stripe_mask: str = "rows"
-
-    def __post_init__(self):
-        _check_int("num_prompts", self.num_prompts, minimum=0 if self.regions else 1)
-        if self.depth is not None:
-            _check_int("depth", self.depth, minimum=1)
-        _check_int("regions", self.regions, minimum=0)
-        _check_int("global_prompts", self.global_prompts, minimum=0)
-        _check_int("overlap_rows", self.overlap_rows, minimum=0)
-        if self.global_prompts and not self.regions:
-            raise PromptError("global_prompts: needs regions > 0 (without regions, num_prompts are the global prompts)")
-        if self.init not in INITS:
-            raise PromptError(f"init: expected one of {INITS}, got {self.init!r}")
-        if self.stripe_mask not in STRIPE_MASKS:
-            raise PromptError(f"stripe_mask: expected one of {STRIPE_MASKS}, got {self.stripe_mask!r}")
-
-
-def _check_int(field: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PromptError(f"{field}: expected an integer >= {minimum}, got {value!r}")
+    def check_fields(self) -> None:
+        self.require(self.regions or self.num_prompts >= 1,
+                     f"num_prompts: expected >= 1 without regions, got {self.num_prompts}")
+        self.require(not self.global_prompts or self.regions,
+                     "global_prompts: needs regions > 0 (without regions, num_prompts are the global prompts)")
 
 
 def stripe_rows(rows: int, *, regions: int, overlap_rows: int) -> list[tuple[int, int]]:
@@ -99,7 +80,7 @@ def stripe_rows(rows: int, *, regions: int, overlap_rows: int) -> list[tuple[int
     even overlaps. ViT-B/16 at 224 px (14 rows), 4 stripes, overlap 1: (0, 5), (3, 8), (6, 11), (9, 14).
     """
     if not 1 <= regions <= rows:
-        raise PromptError(f"regions: expected 1..{rows} (the patch rows of this backbone), got {regions}")
+        raise StrategyError(f"regions: expected 1..{rows} (the patch rows of this backbone), got {regions}")
     height = min(rows, math.ceil(rows / regions) + overlap_rows)
     spacing = (rows - height) / max(1, regions - 1)
     starts = [math.floor(r * spacing + 0.5) for r in range(regions)]
@@ -114,7 +95,7 @@ class DeepPrompts(nn.Module):
         super().__init__()
         depth = num_blocks if cfg.depth is None else cfg.depth
         if depth > num_blocks:
-            raise PromptError(f"depth: expected at most {num_blocks} (the backbone's blocks), got {depth}")
+            raise StrategyError(f"depth: expected at most {num_blocks} (the backbone's blocks), got {depth}")
         self.depth, self.grid, self.regions, self.stripe_mask = depth, tuple(grid), cfg.regions, cfg.stripe_mask
         self.num_global = cfg.global_prompts if cfg.regions else cfg.num_prompts
         self.num_region_prompts = cfg.num_prompts if cfg.regions else 0
@@ -174,7 +155,7 @@ class DeepPrompts(nn.Module):
     def attn_mask(self, num_tokens: int) -> torch.Tensor | None:
         """The region mask (built once, a non-persistent buffer); None without regions: VPT attends everywhere."""
         if num_tokens != 1 + self.num_patches:
-            raise PromptError(f"prompt hook: expected 1 + {self.num_patches} tokens from the embedding, "
+            raise StrategyError(f"prompt hook: expected 1 + {self.num_patches} tokens from the embedding, "
                               f"got {num_tokens}")
         return self.region_mask
 
@@ -216,9 +197,9 @@ def apply(model: nn.Module, cfg: PromptConfig) -> nn.Module:
     """Attach ``DeepPrompts`` as ``model.vision.frames.prompts``; only its ``prompt_*`` parameters learn."""
     frames = getattr(model.vision, "frames", None)
     if frames is None or not hasattr(frames, "prompts"):
-        raise PromptError("prompt: model.vision has no ClipFrameEncoder prompt hook (was the visual path replaced?)")
+        raise StrategyError("prompt: model.vision has no ClipFrameEncoder prompt hook (was the visual path replaced?)")
     if frames.prompts is not None:
-        raise PromptError("prompt: model.vision.frames.prompts is already set; apply one prompt strategy only")
+        raise StrategyError("prompt: model.vision.frames.prompts is already set; apply one prompt strategy only")
     visual = model.backbone
     prompts = DeepPrompts(cfg, width=frames.width, grid=tuple(visual.grid_size), num_blocks=len(frames.blocks),
                           patch_size=visual.conv1.kernel_size[0], class_token=_embedded_class_token(visual))

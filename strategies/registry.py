@@ -12,6 +12,11 @@ whole model, the strategy enables only its own parameters, and the shared fusion
 ``prompt_``, ``side_`` ...), listed in ``prefixes``. A strategy that trains parameters the model already had (full
 fine-tuning: all of the visual tower; BitFit: its biases) declares them with ``trains_existing(model, cfg)``, so what it
 trains is stated by the strategy and checked, not special-cased by the tests.
+
+A strategy's config is a frozen dataclass deriving from ``StrategyOptions``, every field declared with
+``strategies.options.option`` (type, default, help text, rules): the builder the run config uses too. A bad value, from
+JSON, the command line or code, is one ``StrategyError`` naming the strategy, the field, the value and what was
+expected; ``describe`` lists the fields (``run_bench.py --list-strategies --verbose``).
 """
 from __future__ import annotations
 
@@ -22,16 +27,25 @@ import json
 import os
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 from torch import nn
 
-_NOT_STRATEGIES = {"registry", "common"}
+from strategies import options
+
+_NOT_STRATEGIES = {"registry", "common", "options"}
 _REGISTRY: dict[str, StrategyEntry] = {}
 
 
-class StrategyError(ValueError):
-    """Unknown strategy or invalid strategy parameters."""
+class StrategyError(options.OptionError):
+    """Unknown strategy, invalid strategy parameters, or a model a strategy cannot apply to."""
+
+
+class StrategyOptions(options.Validated):
+    """Base of every strategy's config: its fields are checked against their declared types and rules on
+    construction, and a bad value is a ``StrategyError`` naming the field."""
+
+    ERROR: ClassVar[type[StrategyError]] = StrategyError
 
 
 def _nothing(model: nn.Module, cfg: Any) -> tuple:
@@ -105,7 +119,8 @@ def get(name: str) -> StrategyEntry:
 
 
 def build_config(name: str, params: dict | None = None):
-    """Strategy parameters (from JSON) -> the strategy's frozen config dataclass; unknown keys are rejected."""
+    """Strategy parameters (from JSON) -> the strategy's frozen config dataclass; unknown keys are rejected. A plugin
+    whose config is a plain dataclass gets the same generic check of its fields' types and rules."""
     entry = get(name)
     params = dict(params or {})
     known = {f.name for f in dataclasses.fields(entry.config)}
@@ -113,9 +128,17 @@ def build_config(name: str, params: dict | None = None):
     if unknown:
         raise StrategyError(f"strategy {name!r}: unknown parameter(s) {unknown}; known: {sorted(known)}")
     try:
-        return entry.config(**params)
+        cfg = entry.config(**params)
+        if not isinstance(cfg, StrategyOptions):
+            options.validate_fields(cfg, error=StrategyError)
+        return cfg
     except (TypeError, ValueError) as error:
         raise StrategyError(f"strategy {name!r}: {error}") from error
+
+
+def describe(name: str, params: dict | None = None) -> list[options.FieldDoc]:
+    """Every parameter of a strategy: type, default (``params`` replace defaults, as a variant does), help, rules."""
+    return options.describe(get(name).config, params)
 
 
 def config_to_json(cfg) -> str:

@@ -60,71 +60,44 @@ from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 from models.vision import ClipFrameEncoder
-from strategies.registry import register
+from strategies.options import option
+from strategies.registry import StrategyError, StrategyOptions, register
 
 PAPER_DEPTH = 12
 PAPER_TAPS = (0, 3, 6, 9, 11)
 FUSION_PROJECTIONS = ("auto", "linear")
 
 
-class SideError(ValueError):
-    """Invalid side-tuning parameters, or an input the side network cannot take."""
-
-
-def _check_int(field: str, value, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SideError(f"{field}: expected an integer >= {minimum}, got {value!r}")
+def _taps_problem(taps: tuple[int, ...]) -> str | None:
+    if not taps or min(taps) < 0:
+        return f"expected a non-empty list of integers >= 0, got {list(taps)}"
+    if list(taps) != sorted(set(taps)):
+        return f"expected strictly increasing indices, got {list(taps)}"
+    return None
 
 
 @dataclass(frozen=True)
-class SideConfig:
-    """width / heads / mlp_ratio: the side blocks (paper 240 / 6 / 4); ssn_depth: SSN blocks (paper 7);
-    taps: CLIP outputs to read (0 = after ln_pre, k = block k), None = ``default_taps(depth)``; spatial /
-    temporal: which side networks run; max_frames: most TSN blocks, one per frame (paper 8; the
-    model's clip length decides how many are built); fusion_projection: "auto" = side tokens straight into the
-    fusion block when the widths match (VTFPAR++), a Linear otherwise; "linear" = always a Linear."""
+class SideConfig(StrategyOptions):
+    width: int = option(240, "width of the side blocks (paper 240)", min=1)
+    heads: int = option(6, "attention heads of the side blocks, dividing width (paper 6)", min=1)
+    ssn_depth: int = option(7, "blocks of the spatial side network (paper 7)", min=1)
+    taps: tuple[int, ...] | None = option(None, "CLIP outputs read, strictly increasing (0 = after ln_pre, k = block "
+                                                "k); null = default_taps(depth)", check=_taps_problem)
+    spatial: bool = option(True, "run the spatial side network")
+    temporal: bool = option(True, "run the temporal side network")
+    max_frames: int = option(8, "most temporal blocks, one per frame (paper 8; the clip length decides how many are "
+                                "built)", min=1)
+    mlp_ratio: float = option(4.0, "MLP width / width of the side blocks (paper 4)", above=0)
+    fusion_projection: str = option("auto", "auto: side tokens straight into the fusion block when the widths match "
+                                            "(VTFPAR++), a Linear otherwise; linear: always a Linear",
+                                    choices=FUSION_PROJECTIONS)
 
-    width: int = 240
-    heads: int = 6
-    ssn_depth: int = 7
-    taps: tuple[int, ...] | None = None
-    spatial: bool = True
-    temporal: bool = True
-    max_frames: int = 8
-    mlp_ratio: float = 4.0
-    fusion_projection: str = "auto"
-
-    def __post_init__(self):
-        if self.fusion_projection not in FUSION_PROJECTIONS:
-            raise SideError(f"fusion_projection: expected one of {FUSION_PROJECTIONS}, got {self.fusion_projection!r}")
-        _check_int("width", self.width, minimum=1)
-        _check_int("heads", self.heads, minimum=1)
-        if self.width % self.heads:
-            raise SideError(f"heads: must divide width {self.width}, got {self.heads}")
-        _check_int("ssn_depth", self.ssn_depth, minimum=1)
-        _check_int("max_frames", self.max_frames, minimum=1)
-        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or self.mlp_ratio <= 0:
-            raise SideError(f"mlp_ratio: expected a number > 0, got {self.mlp_ratio!r}")
-        if not isinstance(self.spatial, bool) or not isinstance(self.temporal, bool):
-            raise SideError(f"spatial/temporal: expected booleans, got {self.spatial!r} / {self.temporal!r}")
-        if not (self.spatial or self.temporal):
-            raise SideError("spatial/temporal: at least one side network must be on")
-        if self.taps is not None:
-            object.__setattr__(self, "taps", _checked_taps(self.taps))
-            if len(self.taps) - 1 > self.ssn_depth:
-                raise SideError(f"taps: {len(self.taps)} taps need ssn_depth >= {len(self.taps) - 1} "
-                                f"(one fused before block 1, one after each block), got {self.ssn_depth}")
-
-
-def _checked_taps(taps) -> tuple[int, ...]:
-    if isinstance(taps, (str, bytes)) or not hasattr(taps, "__iter__"):
-        raise SideError(f"taps: expected a list of CLIP output indices, got {taps!r}")
-    taps = tuple(taps)
-    if not taps or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in taps):
-        raise SideError(f"taps: expected a non-empty list of integers >= 0, got {list(taps)}")
-    if list(taps) != sorted(set(taps)):
-        raise SideError(f"taps: expected strictly increasing indices, got {list(taps)}")
-    return taps
+    def check_fields(self) -> None:
+        self.require(self.width % self.heads == 0, f"heads: must divide width {self.width}, got {self.heads}")
+        self.require(self.spatial or self.temporal, "spatial/temporal: at least one side network must be on")
+        self.require(self.taps is None or len(self.taps) - 1 <= self.ssn_depth,
+                     f"taps: {len(self.taps or ())} taps need ssn_depth >= {len(self.taps or ()) - 1} (one fused "
+                     f"before block 1, one after each block), got {self.ssn_depth}")
 
 
 def default_taps(depth: int) -> tuple[int, ...]:
@@ -192,7 +165,7 @@ class SpatialSideNet(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B', W, h, w) -> (B', P, W)
         if x.shape[1] + 1 != self.positions.shape[0]:
-            raise SideError(f"side: frames give {x.shape[1]} patches, the backbone's grid has "
+            raise StrategyError(f"side: frames give {x.shape[1]} patches, the backbone's grid has "
                             f"{self.positions.shape[0] - 1}: feed frames at the backbone's input size")
         cls = self.class_token.expand(x.shape[0], 1, -1)  # (B', 1, W)
         return torch.cat([cls, x], dim=1) + self.positions  # (B', 1+P, W)
@@ -223,7 +196,7 @@ class TemporalSideNet(nn.Module):
 
     def check_frames(self, frames: int) -> None:
         if frames > len(self.blocks):
-            raise SideError(f"side: the clip has {frames} frames but the temporal side network was built with one "
+            raise StrategyError(f"side: the clip has {frames} frames but the temporal side network was built with one "
                             f"block per frame for {len(self.blocks)}-frame clips")
 
     def first_frame(self, taps: list[torch.Tensor]) -> torch.Tensor:
@@ -254,15 +227,15 @@ class SideVision(nn.Module):
     def __init__(self, backbone: nn.Module, cfg: SideConfig, *, num_frames: int):
         super().__init__()
         if cfg.temporal and num_frames > cfg.max_frames:
-            raise SideError(f"side: clips of {num_frames} frames, but the temporal side network has at most "
+            raise StrategyError(f"side: clips of {num_frames} frames, but the temporal side network has at most "
                             f"max_frames={cfg.max_frames} blocks (one per frame); raise max_frames")
         self.frames = ClipFrameEncoder(backbone)
         depth, clip_width = len(self.frames.blocks), self.frames.width
         self.taps = cfg.taps if cfg.taps is not None else default_taps(depth)
         if self.taps[-1] > depth:
-            raise SideError(f"taps: the backbone has outputs 0..{depth}, got {list(self.taps)}")
+            raise StrategyError(f"taps: the backbone has outputs 0..{depth}, got {list(self.taps)}")
         if len(self.taps) - 1 > cfg.ssn_depth:
-            raise SideError(f"ssn_depth: {len(self.taps)} taps need at least {len(self.taps) - 1} SSN blocks, "
+            raise StrategyError(f"ssn_depth: {len(self.taps)} taps need at least {len(self.taps) - 1} SSN blocks, "
                             f"got {cfg.ssn_depth}")
         patch_size, num_patches = backbone.conv1.kernel_size[0], backbone.positional_embedding.shape[0] - 1
         self.side_ssn = SpatialSideNet(cfg, clip_width=clip_width, patch_size=patch_size, num_patches=num_patches,
@@ -298,7 +271,7 @@ class SideVision(nn.Module):
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         if video.dim() != 5:
-            raise SideError(f"side: expected a video (B, T, 3, H, W), got shape {tuple(video.shape)}")
+            raise StrategyError(f"side: expected a video (B, T, 3, H, W), got shape {tuple(video.shape)}")
         b, t = video.shape[:2]
         if self.side_tsn is not None:
             self.side_tsn.check_frames(t)  # before the backbone runs
@@ -317,7 +290,7 @@ class SideVision(nn.Module):
 def _check_plain_temporal(model) -> None:
     temporal = getattr(model.vision, "temporal", None)
     if temporal is not None and list(temporal.parameters()):
-        raise SideError(f"side: model.temporal {type(temporal).__name__} does not apply under side tuning (the "
+        raise StrategyError(f"side: model.temporal {type(temporal).__name__} does not apply under side tuning (the "
                         "temporal side network is the temporal model); use model.temporal 'mean'")
 
 

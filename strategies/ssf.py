@@ -21,23 +21,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from strategies.registry import StrategyError, register
+from strategies.options import option
+from strategies.registry import StrategyError, StrategyOptions, register
 
 WRAPPED = ("ln_1", "attn", "ln_2", "mlp.c_fc", "mlp.c_proj")
 
 
+def _layers_problem(layers: tuple[int, ...]) -> str | None:
+    return None if layers and min(layers) >= 0 else f"expected a list of block indices >= 0, got {list(layers)}"
+
+
 @dataclass(frozen=True)
-class SSFConfig:
-    """layers: indices of the visual blocks that get scale-and-shift (None = all)."""
-
-    layers: tuple[int, ...] | None = None
-
-    def __post_init__(self):
-        if self.layers is not None:
-            layers = tuple(self.layers)
-            if not layers or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers):
-                raise StrategyError(f"layers: expected a list of block indices >= 0, got {list(layers)}")
-            object.__setattr__(self, "layers", layers)
+class SSFConfig(StrategyOptions):
+    layers: tuple[int, ...] | None = option(None, "indices of the visual blocks that get scale-and-shift, >= 0; null "
+                                                  "= all", check=_layers_problem)
 
 
 class ScaleShift(nn.Module):

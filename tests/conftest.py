@@ -56,7 +56,8 @@ def video():
     return micro_video()
 
 
-SLOW_CALLS = ("run_bench", "subprocess", "run_sweep", "torchrun", "ray.init", "Executor", "bench.dryrun", "main([")
+SLOW_CALLS = ("run_bench", "subprocess", "run_sweep", "torchrun", "ray.init", "Executor", "bench.tools.dryrun",
+              "main([")
 
 
 def pytest_collection_modifyitems(items):

@@ -1,6 +1,8 @@
-"""Who may import whom (README, "Layout"): checked on the source, lazy imports inside functions included.
+"""Who may import whom (README, "Architecture"): checked on the source, lazy imports inside functions included.
 
-``python -m pytest tests/test_architecture.py -q`` is the command that shows the package has no import circle.
+``python -m pytest tests/test_architecture.py -q`` is the command that shows the project has no import circle, that
+each package imports only what the layout allows, and that inside ``bench`` each room imports only the rooms below
+it (``ROOMS``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,24 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "strategies", "models", "data")
 # package -> packages of ours it may import (besides itself)
 ALLOWED = {"bench": {"strategies", "models", "data"}, "strategies": {"models"}, "models": set(), "data": set()}
+# room of bench -> rooms of bench it may import (besides itself), from the floor up: the result schema imports nothing
+# of ours; measurements need only it; the config asks measure.metrics which metrics exist; runs and reports stand on
+# those, reports never on the runner; the command line and the tools sit on top.
+ROOMS = {
+    "bench.records": set(),
+    "bench.measure": {"bench.records"},
+    "bench.config": {"bench.measure"},
+    "bench.boundary": {"bench.config"},
+    "bench.runner": {"bench.records", "bench.measure", "bench.config"},
+    "bench.reporting": {"bench.records", "bench.measure", "bench.config", "bench.boundary"},
+    "bench.cli": {"bench.records", "bench.measure", "bench.config", "bench.boundary", "bench.runner",
+                  "bench.reporting"},
+    "bench.tools": {"bench.records", "bench.measure", "bench.config", "bench.boundary", "bench.runner",
+                    "bench.reporting", "bench.cli"},
+}
+# what bench may import of strategies: the registry and the typed-options builder every config is declared with
+# (never a concrete strategy)
+STRATEGY_INTERFACE = {"strategies", "strategies.registry", "strategies.options"}
 
 
 def module_name(path: Path) -> str:
@@ -26,10 +46,12 @@ def modules() -> dict[str, Path]:
 
 
 def _library_nodes(tree: ast.Module):
-    """Every node but those of an ``if __name__ == "__main__":`` guard: a command line's glue may borrow the
-    harness's error boundary (``python -m data.prepare``) without the library depending on it."""
+    """Every node but those of an ``if __name__ == "__main__":`` guard (a command line's glue may borrow the
+    harness's error boundary, ``python -m data.prepare``, without the library depending on it) and of an
+    ``if TYPE_CHECKING:`` block (read by type checkers only, never run: an annotation, not a dependency)."""
     for node in tree.body:
-        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+        if isinstance(node, ast.If) and ("__main__" in ast.unparse(node.test)
+                                         or ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")):
             continue
         yield from ast.walk(node)
 
@@ -88,5 +110,48 @@ def test_packages_import_only_what_the_layout_allows(package):
 def test_bench_asks_the_registry_and_never_imports_a_concrete_strategy():
     edges = graph()
     concrete = sorted(f"{src} -> {dst}" for src, dsts in edges.items() if src.startswith("bench")
-                      for dst in dsts if dst.startswith("strategies.") and dst != "strategies.registry")
+                      for dst in dsts if dst.startswith("strategies") and dst not in STRATEGY_INTERFACE)
     assert concrete == []
+
+
+def test_the_options_builder_imports_nothing_of_ours_and_is_no_strategy():
+    """One builder validates every config, bench's and the strategies', so it must depend on neither side."""
+    from strategies import registry
+
+    assert graph()["strategies.options"] == set()
+    assert "options" in registry._NOT_STRATEGIES
+
+
+def room_of(module: str) -> str | None:
+    """``bench.runner.sweep`` -> ``bench.runner``; ``bench.config`` -> itself; the bare ``bench`` package (an empty
+    ``__init__``) belongs to no room."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "bench" and len(parts) > 1 else None
+
+
+def test_every_bench_module_sits_in_a_room_of_the_layering():
+    homeless = sorted(name for name in modules() if name.startswith("bench.") and room_of(name) not in ROOMS)
+    assert homeless == []
+
+
+def layering_violations(edges: dict[str, set[str]]) -> list[str]:
+    """Imports from one room of bench into another that ``ROOMS`` does not allow."""
+    def allowed(src: str, dst: str) -> bool:
+        return room_of(dst) in (None, room_of(src)) or room_of(dst) in ROOMS[room_of(src)]
+
+    return sorted(f"{src} -> {dst}" for src, dsts in edges.items() if room_of(src) for dst in dsts
+                  if not allowed(src, dst))
+
+
+def test_bench_rooms_import_only_the_rooms_below_them():
+    assert layering_violations(graph()) == []
+
+
+def test_the_rooms_layering_itself_has_no_circle():
+    assert cycles(ROOMS) == []
+
+
+def test_the_room_check_catches_a_wrong_import():
+    """The layering test is not vacuous: a measurement that imported the runner would be named."""
+    edges = {"bench.measure.profile": {"bench.runner.train", "bench.records"}, "bench.runner.train": {"bench.config"}}
+    assert layering_violations(edges) == ["bench.measure.profile -> bench.runner.train"]

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 import run_bench
-from bench import boundary, report
+from bench import boundary
 from bench.config import (
     EXPERIMENTS_DIR,
     ConfigError,
@@ -36,11 +36,11 @@ from bench.config import (
     TrainConfig,
     selectable_metrics,
 )
-from bench.experiments import load_preset, run_config
-from bench.lifeline import FolderInUseError, FolderLock
-from bench.results import ResultFileError, read_result, write_atomic
-from bench.run import TrainingFailed, check_epoch
-from bench.sweep import is_finished
+from bench.records import ResultFileError, is_finished, read_result, write_atomic
+from bench.reporting import report
+from bench.runner.experiments import load_preset, run_config
+from bench.runner.lifeline import FolderInUseError, FolderLock
+from bench.runner.run import TrainingFailed, check_epoch
 from data.manifest import DatasetError, read_manifest
 from data.prepare import main as prepare_main
 from tests.real_fixtures import make_mars_fixture
@@ -104,6 +104,10 @@ PRESET_CASES = {
                        "strategy_defaults: unknown strategy family 'nosuch'; registered: adapter,"),
     "family param typo": ({"strategy_defaults": {"side": {"widht": 3}}},
                           "strategy_defaults: side: strategy 'side': unknown parameter(s) ['widht']"),
+    "family param out of range": ({"strategy_defaults": {"lora": {"r": 0}}},
+                                  "strategy_defaults: lora: strategy 'lora': r: expected >= 1, got 0"),
+    "family param wrong type": ({"strategy_defaults": {"prompt": {"init": 3}}},
+                                "strategy_defaults: prompt: strategy 'prompt': init: expected a string, got 3"),
     "preset is a list": ([1, 2], "expected a JSON object {...} at the top level, got list"),
 }
 
@@ -433,7 +437,7 @@ class _Loader:
 
 
 def test_an_epoch_without_steps_or_with_a_nan_loss_fails_the_run():
-    from bench.train import TrainOutcome
+    from bench.runner.train import TrainOutcome
 
     with pytest.raises(TrainingFailed, match="epoch 1 took no training step"):
         check_epoch(float("nan"), epoch=0, steps_before=0, outcome=TrainOutcome(), loader=_Loader())
@@ -477,14 +481,14 @@ def test_boundary_interrupt_and_argparse_exit(capsys):
 
 IN_PROCESS = {
     "run_bench.py": (run_bench.main, ["--preset", "smoke", "--strategies", "frozen", "--out"]),
-    "bench.report": (report.main, [str(EARLIER.parent), "--out"]),
-    "bench.compare": ("bench.compare", [str(EARLIER.parent), str(EARLIER.parent), "--out"]),
-    "bench.reference": ("bench.reference", ["--preset", "smoke", "--out"]),
+    "bench.reporting.report": (report.main, [str(EARLIER.parent), "--out"]),
+    "bench.reporting.compare": ("bench.reporting.compare", [str(EARLIER.parent), str(EARLIER.parent), "--out"]),
+    "bench.tools.reference": ("bench.tools.reference", ["--preset", "smoke", "--out"]),
 }
 MODULE_MAINS = {  # their boundary sits in the ``__main__`` guard, or the error type is ``__main__``'s: run as users do
-    "bench.report": ["EMPTY", "--out"],
+    "bench.reporting.report": ["EMPTY", "--out"],
     "data.prepare": ["mars", "--raw", "RAW", "--out"],
-    "bench.pretrain": ["--model", "par-vit-micro", "--steps", "1", "--out"],
+    "bench.tools.pretrain": ["--model", "par-vit-micro", "--steps", "1", "--out"],
 }
 
 

@@ -1,4 +1,5 @@
-"""Side-by-side comparison of two sweeps (bench/compare.py): values, deltas and files, on fabricated records."""
+"""Side-by-side comparison of two sweeps (bench/reporting/compare.py): values, deltas and files, on fabricated
+records."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from bench import compare
+from bench.reporting import compare
 from tests.test_report import MIB, fake_record
 
 

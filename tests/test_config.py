@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bench.config import ConfigError, RunConfig, load_json, merge
-from bench.experiments import expand, load_preset, resolve_strategies, strategy_catalog
+from bench.runner.experiments import expand, load_preset, resolve_strategies, strategy_catalog
 
 
 def test_every_preset_and_variant_builds_a_valid_run_config():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import run_bench
-from bench import report
-from bench.distributed import EpochSampler, _assemble
-from bench.results import read_result
+from bench.records import read_result
+from bench.reporting import report
+from bench.runner.distributed import EpochSampler, _assemble
 
 # Test metrics of a 2-rank DDP run vs one process at the same global batch (16 = 2 x 8) on the smoke preset differ
 # by data order (DistributedSampler's permutation) and, on CPU, by BatchNorm's per-rank batch statistics: measured
@@ -72,8 +72,8 @@ def test_world_size_must_divide_the_global_batch(tmp_path, capsys):
 
 
 def test_a_multi_rank_config_outside_torchrun_is_refused():
-    from bench.experiments import expand, load_preset
-    from bench.run import run_one
+    from bench.runner.experiments import expand, load_preset
+    from bench.runner.run import run_one
 
     base = load_preset("smoke")
     base["train"]["world_size"] = 2

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import run_bench
-from bench.native_logs import is_noise
+from bench.measure.native_logs import is_noise
 
 NOISE = ("gpuGetDeviceCount", "profiler_start", "profiler_stop", "DeviceProperties.cpp",
          "SyncActivityProfilerHandler")
@@ -29,7 +29,7 @@ def test_known_profiler_lines_are_noise_and_nothing_else_is():
 
 FILTERED_PROCESS = """
 import os, sys
-from bench.native_logs import native_stderr_without
+from bench.measure.native_logs import native_stderr_without
 with native_stderr_without():
     os.write(2, sys.argv[1].encode() + b"\\nfirst real line\\n" + sys.argv[2].encode() + b"\\n")
     print("python-level line", file=sys.stderr)

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import run_bench
-from bench import gate, metrics, predictions
 from bench.config import merge
-from bench.experiments import expand, load_preset
-from bench.worker import run_record
+from bench.measure import metrics, predictions
+from bench.reporting import gate
+from bench.runner.experiments import expand, load_preset
+from bench.runner.worker import run_record
 from data.schema import MARS
 
 # ---- synthetic records: the gate's arithmetic ------------------------------------------------------------------
@@ -180,7 +181,7 @@ SMALL = {"data": {"num_train": 256, "num_val": 64, "num_test": 384}, "train": {"
 
 def _run(strategy: str, seed: int) -> dict:
     """One real run in this process (so a test can break the pipeline with monkeypatch), as a result record."""
-    from bench.run import run_one
+    from bench.runner.run import run_one
 
     base = merge(load_preset("gate"), SMALL)
     spec = expand(base, strategies=[strategy], seeds=[seed], frames=[1], batch_sizes=[16])[0]
@@ -196,9 +197,9 @@ def small_baseline():
 
 
 def _labels_of_the_next_clip(monkeypatch):
-    import bench.run
+    import bench.runner.run
 
-    real = bench.run.build_loaders
+    real = bench.runner.run.build_loaders
 
     def shifted(*args, **kwargs):
         loaders = real(*args, **kwargs)
@@ -206,17 +207,17 @@ def _labels_of_the_next_clip(monkeypatch):
             loader.dataset.labels = np.roll(loader.dataset.labels, -1, axis=0)  # clip i gets clip i+1's labels
         return loaders
 
-    monkeypatch.setattr(bench.run, "build_loaders", shifted)
+    monkeypatch.setattr(bench.runner.run, "build_loaders", shifted)
 
 
 def _own_parameters_never_stepped(monkeypatch):
-    import bench.run
+    import bench.runner.run
 
     def head_only(model, cfg, backbone_ids):
         own = {id(p) for p in predictions.own_parameters(model).values()}
         return torch.optim.Adam([p for p in model.parameters() if p.requires_grad and id(p) not in own], lr=cfg.lr)
 
-    monkeypatch.setattr(bench.run, "make_optimizer", head_only)
+    monkeypatch.setattr(bench.runner.run, "make_optimizer", head_only)
 
 
 def test_another_seed_passes_the_small_gate(small_baseline):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import run_bench
-from bench.results import read_result
+from bench.records import read_result
 
 RUNS = ("frozen__f2_b16_s0", "full__f2_b16_s0")
 SWEEP = ["--preset", "smoke", "--strategies", "frozen,full", "--threads", "1"]
@@ -61,14 +61,14 @@ def test_submitit_no_wait_exits_after_submitting_and_the_report_is_built_later(t
     assert run_bench.main(argv) == 0
     printed = capsys.readouterr().out
     assert "submitted as debug job" in printed and "1 run(s) submitted" in printed
-    assert f"python -m bench.report {out}" in printed and not (out / "report").exists()
+    assert f"python -m bench.reporting.report {out}" in printed and not (out / "report").exists()
 
 
 def test_an_array_task_of_a_finished_run_only_reads_its_result(tmp_path, serial):
     pytest.importorskip("submitit")
-    from bench.experiments import expand, load_preset
-    from bench.results import write_json_atomic
-    from bench.slurm import ArrayTask
+    from bench.records import write_json_atomic
+    from bench.runner.experiments import expand, load_preset
+    from bench.runner.slurm import ArrayTask
 
     spec = expand(load_preset("smoke"), strategies=["frozen"], seeds=[0], frames=[2], batch_sizes=[16])[0]
     write_json_atomic(tmp_path / f"{spec.run_id}.json", serial[spec.run_id])

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.metrics import MetricsInputError, evaluate, majority_probs, positive_rates
+from bench.measure.metrics import MetricsInputError, evaluate, majority_probs, positive_rates
 from data.schema import MARS, AttributeGroup, AttributeSchema
 
 

@@ -13,7 +13,7 @@ import torch
 from open_clip.model import _build_vision_tower
 from torch import nn
 
-from bench.experiments import strategy_catalog
+from bench.runner.experiments import strategy_catalog
 from strategies import adapter, lora, registry
 from tests.conftest import micro_model, micro_video
 

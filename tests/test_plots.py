@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_rgb
 
-from bench import index, plots, report
+from bench.reporting import index, plots, report
 from tests.test_report import fake_record, write_folder
 
 FAMILIES = {"full": "full", "frozen": "frozen", "lora": "lora", "lora_mlp": "lora", "lora_qkv": "lora",
@@ -101,7 +101,7 @@ def test_index_shows_table_figures_setting_and_links_every_file(tmp_path):
     folder = write_folder(tmp_path / "runs")
     report.write_reports(folder)
     out = folder / "report"
-    (out / "compare.md").write_text("written later by bench.compare\n")
+    (out / "compare.md").write_text("written later by bench.reporting.compare\n")
     report.write_reports(folder)  # regenerated: the index now lists compare.md too
     others = sorted(p.name for p in out.iterdir() if p.name not in index.INDEX_FILES)
     markdown, page = (out / "README.md").read_text(), (out / "index.html").read_text()

@@ -7,9 +7,9 @@ import textwrap
 import pytest
 
 import run_bench
-from bench.launch import make_launcher
-from bench.placement import cpu_slots, gpu_slots
-from bench.results import read_result
+from bench.records import read_result
+from bench.runner.launch import make_launcher
+from bench.runner.placement import cpu_slots, gpu_slots
 
 PLUGIN = '''
 """Strategies that fail or are preempted on purpose, for the pool's tests."""
@@ -134,7 +134,7 @@ def test_bad_gpu_list_is_refused_by_the_parser(capsys):
 
 def test_make_launcher_without_flags_is_the_serial_sweep():
     from bench.cli import build_parser
-    from bench.sweep import serial_launcher
+    from bench.runner.sweep import serial_launcher
 
     assert make_launcher(build_parser().parse_args([])) is serial_launcher
 

@@ -7,10 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from bench import profile, report
 from bench.config import ConfigError, RunConfig, TrainConfig
-from bench.precision import Numerics, half_frozen_parameters, numerics_for, relayout_attention_inputs, switches_label
-from bench.train import make_optimizer, train_step
+from bench.measure import profile
+from bench.measure.precision import (
+    Numerics,
+    half_frozen_parameters,
+    numerics_for,
+    relayout_attention_inputs,
+    switches_label,
+)
+from bench.reporting import report
+from bench.runner.train import make_optimizer, train_step
 from data.schema import MARS
 from models.loss import WeightedBCE
 from strategies import registry

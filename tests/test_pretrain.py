@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bench.pretrain import (
+from bench.tools.pretrain import (
     CONFIG_FILE,
     DEFAULT_OUT,
     METADATA_FILE,

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import profile
 from bench.config import ProfileConfig
+from bench.measure import profile
 from data.schema import MARS
 from models.loss import WeightedBCE
 from strategies import registry

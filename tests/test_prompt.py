@@ -12,7 +12,7 @@ import torch
 from data.schema import MARS
 from models.par_model import FusionSpec, build_par_model
 from strategies import registry
-from strategies.prompt import PromptConfig, PromptError, stripe_rows
+from strategies.prompt import PromptConfig, stripe_rows
 from tests.conftest import micro_model, micro_video
 
 REGION = {"num_prompts": 3, "regions": 2, "global_prompts": 2}  # micro: 4x4 patches, stripes of rows (0,3), (1,4)
@@ -79,7 +79,7 @@ def test_config_rejects_bad_values_naming_the_field(params, field):
 
 @pytest.mark.parametrize("params, field", [({"depth": 3}, "depth"), ({"regions": 5}, "regions")])
 def test_apply_rejects_what_the_backbone_cannot_hold(params, field):
-    with pytest.raises(PromptError, match=field):  # micro: 2 blocks, 4 patch rows
+    with pytest.raises(registry.StrategyError, match=field):  # micro: 2 blocks, 4 patch rows
         prompted(params)
 
 
@@ -98,7 +98,7 @@ def test_registration_and_parameter_names():
 
 
 def test_applying_twice_is_refused():
-    with pytest.raises(PromptError, match="already set"):
+    with pytest.raises(registry.StrategyError, match="already set"):
         prompted({}, model=prompted({}))
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from bench import reference
+from bench.tools import reference
 from data.schema import MARS
 from models.backbone import BackboneError, configured_image_size
 

@@ -1,7 +1,7 @@
 """Reports from result JSONs: every file written and readable, seed statistics and ratios hand-checked, failed and
 profile-only runs handled, figures labelled with units, and the same folder always gives the same bytes.
 
-The records below are fabricated (schema of bench/worker.py + bench/run.py) so the expected numbers are known.
+The records below are fabricated (schema of bench/records.py) so the expected numbers are known.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from bench import plots, report
-from bench.results import SCHEMA_VERSION
+from bench.records import SCHEMA_VERSION
+from bench.reporting import plots, report
 
 MIB = 2**20
 GPU = "NVIDIA H100 80GB HBM3"

@@ -6,8 +6,8 @@ import json
 import pytest
 
 import run_bench
-from bench.experiments import expand, load_preset
-from bench.run import run_one
+from bench.runner.experiments import expand, load_preset
+from bench.runner.run import run_one
 
 
 def test_main_end_to_end_writes_one_json_per_run_and_prints_a_table(tmp_path, capsys):
@@ -65,7 +65,7 @@ def test_run_bench_trains_on_a_prepared_mars_fixture(tmp_path):
 
 
 def test_list_strategies_describes_every_strategy_and_counts_parameters_by_building(capsys):
-    from bench.experiments import strategy_catalog
+    from bench.runner.experiments import strategy_catalog
 
     assert run_bench.main(["--list-strategies"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]

@@ -14,7 +14,6 @@ from models.par_model import FusionSpec, build_par_model
 from strategies import registry
 from strategies.side import (
     SideConfig,
-    SideError,
     SideVision,
     SpatialSideNet,
     TemporalSideNet,
@@ -138,7 +137,7 @@ def test_temporal_network_builds_one_block_per_frame_of_the_models_clip():
 
 
 def test_clips_longer_than_max_frames_are_refused_when_the_strategy_is_applied():
-    with pytest.raises(SideError, match="clips of 4 frames.*max_frames=3"):
+    with pytest.raises(registry.StrategyError, match="clips of 4 frames.*max_frames=3"):
         _side_model(num_frames=4)
     assert len(_side_model(num_frames=4, temporal=False).vision.side_modules()) == 1
 
@@ -155,7 +154,7 @@ def test_backbone_is_registered_once_and_keeps_its_names():
 
 def test_more_frames_than_temporal_blocks_is_a_clear_error():
     model = _side_model()
-    with pytest.raises(SideError, match="4 frames.*3-frame clips"):
+    with pytest.raises(registry.StrategyError, match="4 frames.*3-frame clips"):
         model(micro_video(batch=1, frames=4))
     spatial_only = _side_model(temporal=False)  # no temporal blocks, no frame limit
     assert spatial_only.vision(micro_video(batch=1, frames=4)).shape == (1, 1 + P, 48)
@@ -216,7 +215,7 @@ def test_invalid_config_is_rejected(params, message):
 
 
 def test_taps_beyond_the_backbone_depth_are_rejected():
-    with pytest.raises(SideError, match="outputs 0..2"):
+    with pytest.raises(registry.StrategyError, match="outputs 0..2"):
         SideVision(micro_model().backbone, SideConfig(taps=(0, 3)), num_frames=3)
 
 
@@ -235,10 +234,10 @@ def test_side_refuses_a_temporal_aggregator_it_would_ignore():
     torch.manual_seed(0)
     base = build_par_model(backbone="par-vit-micro", pretrained=None, sentences=MARS.sentences(),
                            fusion=FusionSpec(width=64, heads=2), num_frames=3, temporal="tmd")
-    with pytest.raises(SideError, match="does not apply under side tuning"):
+    with pytest.raises(registry.StrategyError, match="does not apply under side tuning"):
         registry.apply_strategy(base, "side", SMALL)
 
 
 def test_fusion_projection_is_validated():
-    with pytest.raises(SideError, match="fusion_projection"):
+    with pytest.raises(registry.StrategyError, match="fusion_projection"):
         SideConfig(fusion_projection="sometimes")

@@ -1,11 +1,11 @@
-"""Bootstrap statistics: exact against bench.metrics, a hand-computed bootstrap distribution, paired differences,
-stored predictions round-trip exactly, and the report files."""
+"""Bootstrap statistics: exact against bench.measure.metrics, a hand-computed bootstrap distribution, paired
+differences, stored predictions round-trip exactly, and the report files."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench import metrics, predictions, statistics
+from bench.measure import metrics, predictions, statistics
 from data.schema import MARS, AttributeGroup, AttributeSchema
 
 ONE_BINARY = AttributeSchema("one", (AttributeGroup("x", ("x",), "{}", binary=True),))

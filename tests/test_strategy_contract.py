@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from bench.experiments import strategy_catalog
+from bench.runner.experiments import strategy_catalog
 from data.schema import MARS
 from strategies import registry
 from tests.conftest import micro_model, micro_video

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import run_bench
-from bench.results import read_result
+from bench.records import read_result
 
 PLUGIN = '''
 """Strategies that fail on purpose, for the sweep's fault tests."""

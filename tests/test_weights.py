@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bench.dryrun import openai_state_dict, write_openai_checkpoint
+from bench.tools.dryrun import openai_state_dict, write_openai_checkpoint
 from models.backbone import BackboneError, create_clip
 from run_bench import main as run_bench
 

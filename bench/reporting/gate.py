@@ -1,0 +1,411 @@
+"""The regression gate: compare a sweep with a committed baseline and fail on a regression or on a broken model.
+
+The baseline is recorded from several seeds of one preset (``--seeds 0,1,2 --update-baseline``), so every
+tolerance is measured, not guessed: the seed-to-seed standard deviation of each metric, pooled over strategies
+(each strategy's sample variance, ddof = 1, averaged), times ``K_STD`` and ``sqrt(1 + 1/n)`` (a new run against the
+mean of n seeds), never below a floor. Checks, per strategy and run:
+
+* accuracy (macro-F1, paper-F1, mA): may not fall below the baseline mean by more than its tolerance;
+* learned: test macro-F1 minus the same run's majority-class macro-F1 must reach ``LEARNED_FRACTION`` of the
+  baseline's learned margin. This needs no baseline accuracy to be right: misaligned labels, a frozen head, a loop
+  that does not train all put a model at the majority level, far below half its margin. A baseline is refused
+  unless every strategy's required margin lies outside the seed noise on both sides (``check_learnable``);
+* better than chance: test macro-F1 minus the macro-F1 of the run's own test predictions paired with permuted clips
+  (bench/measure/statistics.py ``permutation_chance``) must exceed ``K_STD`` standard deviations of that permutation
+  distribution: a permutation test of the run itself, needing nothing from the baseline. The majority class is a weak
+  floor for macro-F1 (predicting minority classes at random scores about 5 points above it on the embedded default); the
+  permutation level is the chance level of this very model's outputs, so predictions unrelated to the clip (misaligned
+  labels) sit at 0 here;
+* own parameters: the own-parameter probe (bench/measure/predictions.py: test predictions with the strategy's own
+  parameters back at their initial values) must move the predictions by at least ``LEARNED_FRACTION`` of the
+  baseline's mean. It is exactly 0 if a strategy's parameters never step or are not used by the forward pass;
+* gain over ``frozen`` (macro-F1 minus frozen's in the same sweep and seed): checked only where the baseline shows a
+  gain beyond its tolerance; it may not fall by more than that tolerance;
+* peak memory: may not rise by more than a relative tolerance (measured seed spread, floor 5 %);
+* parameter counts and FLOPs: exact, unless the strategy's configuration changed (reported, not failed).
+
+Which comparisons are exact: parameters and FLOPs always (they depend on the configuration only). Accuracy is
+deterministic on CPU for the same seed, software and CPU model: a run repeating one of the baseline's seeds is
+reported as identical or not (information, not a verdict, since another CPU or library build changes the numerics
+within the noise). Peak memory (live tensors under the CPU profiler) repeats on the same software.
+
+The baseline records its preset and setting (the resolved configuration minus strategy and seed); a sweep with a
+different preset or setting is refused before it starts, as is a missing or malformed baseline.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+
+from bench.measure.environment import environment, git_state
+from bench.measure.statistics import record_chance
+from bench.records import write_json_atomic
+
+BASELINE_VERSION = 2
+ACCURACY = ("macro_f1", "paper_f1", "mA")
+LEARNED, CHANCE, OWN_EFFECT, GAIN = "learned_margin", "chance_margin", "own_params_effect", "gain_over_frozen"
+MEMORY = ("peak_mem_bytes",)
+EXACT = ("params_trainable", "params_total", "fwd_flops_per_clip", "train_step_flops")
+K_STD = 3.0
+LEARNED_FRACTION = 0.5
+# The own-parameter effect is exactly 0 when a strategy's own parameters never step or are ignored, so the required
+# effect never drops below a tenth of the baseline's mean, even where few seeds give a wide spread.
+OWN_EFFECT_FLOOR = 0.1
+FLOORS = {"accuracy_abs": 0.005, "memory_rel": 0.05}
+REQUIRED_KEYS = ("preset", "setting", "seeds", "noise", "tolerances", "strategies")
+STRATEGY_KEYS = ("signature", *ACCURACY, LEARNED, "required_learned_margin", *MEMORY, *EXACT)
+
+
+class BaselineError(ValueError):
+    """The baseline file is missing, malformed, or does not belong to this sweep."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    strategy: str
+    metric: str
+    baseline: float | None
+    now: float | None
+    verdict: str  # ok / REGRESSION / NOT LEARNED / improved / changed-config / MISSING / n/a
+    seed: int | None = None
+    limit: float | None = None  # the bound the value was held to (lower for accuracy, upper for memory)
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in ("REGRESSION", "NOT LEARNED", "MISSING")
+
+
+def strategy_signature(record: dict) -> str:
+    """What may legitimately change parameter counts and FLOPs: the strategy, model, frames and batch size."""
+    cfg = record["run"]["config"]
+    key = {"strategy": cfg["strategy"], "model": cfg["model"], "frames": cfg["data"]["frames"],
+           "batch_size": cfg["train"]["batch_size"]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def setting_of(config: dict) -> dict:
+    """A run's configuration minus what a sweep varies per run (strategy, seed): what a baseline is valid for.
+    ``train.device: auto`` is resolved on this machine, so a CPU baseline does not pass a run on a GPU."""
+    setting = {key: value for key, value in config.items() if key != "strategy"}
+    setting["train"] = {key: value for key, value in config["train"].items() if key != "seed"}
+    if setting["train"].get("device") == "auto":
+        import torch
+
+        setting["train"]["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def _first_difference(expected, actual, path: str = "") -> str | None:
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in sorted(set(expected) | set(actual)):
+            found = _first_difference(expected.get(key), actual.get(key), f"{path}.{key}" if path else key)
+            if found:
+                return found
+        return None
+    return None if expected == actual else f"{path}: baseline {expected!r}, this sweep {actual!r}"
+
+
+def summarise(record: dict, frozen_macro_f1: float | None = None) -> dict:
+    """The gate's figures of one run; ``frozen_macro_f1``: that of ``frozen`` in the same sweep and seed."""
+    found = record.get("metrics", {})
+    test, majority, prof = found.get("test", {}), found.get("majority_test", {}), record.get("profile", {})
+    entry = {key: test.get(key) for key in ACCURACY}
+    macro, floor = test.get("macro_f1"), majority.get("macro_f1")
+    entry[LEARNED] = macro - floor if macro is not None and floor is not None else None
+    chance = record_chance(record) if macro is not None else None
+    entry[CHANCE] = macro - chance["macro_f1"] if chance else None
+    entry["required_chance_margin"] = max(K_STD * chance["macro_f1_std"], FLOORS["accuracy_abs"]) if chance else None
+    entry[OWN_EFFECT] = (found.get(OWN_EFFECT) or {}).get("prob_abs_change_mean")
+    entry[GAIN] = macro - frozen_macro_f1 if macro is not None and frozen_macro_f1 is not None else None
+    entry.update({key: prof.get(key) for key in MEMORY + EXACT})
+    entry["peak_mem_kind"] = prof.get("peak_mem_kind")
+    entry["signature"] = strategy_signature(record)
+    return entry
+
+
+def _frozen_by_seed(records: list[dict]) -> dict[int, float]:
+    return {r["run"]["config"]["train"]["seed"]: r["metrics"]["test"]["macro_f1"] for r in records
+            if r["run"]["strategy"] == "frozen" and r["run"]["status"] == "ok" and r.get("metrics", {}).get("test")}
+
+
+def summaries(records: list[dict]) -> list[tuple[str, int, dict]]:
+    """(strategy, seed, summary) of every successful run."""
+    frozen = _frozen_by_seed(records)
+    rows = []
+    for r in records:
+        if r["run"]["status"] == "ok":
+            seed = r["run"]["config"]["train"]["seed"]
+            frozen_f1 = frozen.get(seed) if r["run"]["strategy"] != "frozen" else None
+            rows.append((r["run"]["strategy"], seed, summarise(r, frozen_f1)))
+    return rows
+
+
+# ---- recording a baseline -------------------------------------------------------------------------------------
+
+def _values(rows, strategy: str, metric: str) -> list[float]:
+    return [s[metric] for name, _, s in rows if name == strategy and s[metric] is not None]
+
+
+def pooled_std(rows, metric: str) -> float:
+    """sqrt of the mean over strategies of each strategy's seed variance (ddof = 1)."""
+    variances = [np.var(v, ddof=1) for v in (_values(rows, name, metric) for name in {n for n, _, _ in rows})
+                 if len(v) >= 2]
+    return float(math.sqrt(np.mean(variances))) if variances else 0.0
+
+
+def _tolerances(rows, n_seeds: int) -> tuple[dict, dict]:
+    widen = K_STD * math.sqrt(1 + 1 / n_seeds)
+    noise = {metric: pooled_std(rows, metric) for metric in (*ACCURACY, LEARNED, CHANCE, GAIN)}
+    mem_rel = [np.std(v, ddof=1) / np.mean(v) for v in
+               (_values(rows, name, "peak_mem_bytes") for name in {n for n, _, _ in rows}) if len(v) >= 2]
+    noise["peak_mem_rel"] = float(math.sqrt(np.mean(np.square(mem_rel)))) if mem_rel else 0.0
+    tolerances = {metric: max(widen * noise[metric], FLOORS["accuracy_abs"])
+                  for metric in (*ACCURACY, LEARNED, CHANCE, GAIN)}
+    tolerances["peak_mem_rel"] = max(widen * noise["peak_mem_rel"], FLOORS["memory_rel"])
+    tolerances.update({"k_std": K_STD, "widening": round(widen, 4), "learned_fraction": LEARNED_FRACTION,
+                       "floors": FLOORS})
+    return noise, tolerances
+
+
+def _strategy_entry(rows, name: str, tolerances: dict, n_seeds: int) -> dict:
+    mine = [(seed, s) for n, seed, s in rows if n == name]
+    first = mine[0][1]
+    entry = {"signature": first["signature"], "peak_mem_kind": first["peak_mem_kind"], "runs": len(mine)}
+    for metric in (*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, *MEMORY):
+        values = _values(rows, name, metric)
+        entry[metric] = float(np.mean(values)) if values else None
+        entry[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) >= 2 else None
+    entry["required_learned_margin"] = LEARNED_FRACTION * entry[LEARNED]
+    if entry[OWN_EFFECT] is not None:
+        spread = K_STD * math.sqrt(1 + 1 / n_seeds) * (entry[f"{OWN_EFFECT}_std"] or 0.0)
+        entry["required_own_params_effect"] = max(min(LEARNED_FRACTION * entry[OWN_EFFECT], entry[OWN_EFFECT] - spread),
+                                                  OWN_EFFECT_FLOOR * entry[OWN_EFFECT])
+    entry["gain_significant"] = entry[GAIN] is not None and entry[GAIN] > tolerances[GAIN]
+    entry.update({key: first[key] for key in EXACT})
+    kept = (*ACCURACY, LEARNED, CHANCE, "required_chance_margin", OWN_EFFECT)
+    entry["per_seed"] = {str(seed): {k: s[k] for k in kept} for seed, s in mine}
+    return entry
+
+
+def check_learnable(strategies: dict, tolerances: dict) -> None:
+    """Refuse a baseline on which some strategy does not learn clearly beyond the seed noise."""
+    for name, entry in strategies.items():
+        needed = tolerances[LEARNED] / min(LEARNED_FRACTION, 1 - LEARNED_FRACTION)
+        if entry[LEARNED] < needed:
+            raise BaselineError(
+                f"strategy {name!r} does not learn clearly on this preset: learned margin {entry[LEARNED]:.4f} over "
+                f"the majority class, needed >= {needed:.4f} (the noise tolerance {tolerances[LEARNED]:.4f} on both "
+                "sides of the required margin); choose a preset that trains longer or on more data")
+        for seed, figures in entry["per_seed"].items():
+            if figures.get(CHANCE) is not None and figures[CHANCE] < figures["required_chance_margin"]:
+                needed = figures["required_chance_margin"]
+                raise BaselineError(f"strategy {name!r} seed {seed}: test macro-F1 only {figures[CHANCE]:.4f} above "
+                                    f"its own predictions on permuted clips (needed {needed:.4f})")
+        if entry.get(OWN_EFFECT) is not None and entry[OWN_EFFECT] <= 0:
+            raise BaselineError(f"strategy {name!r}: its own parameters do not change the test predictions "
+                                f"(effect {entry[OWN_EFFECT]:.3g}): they never step or the forward pass ignores them")
+
+
+MEASUREMENT = ("{n} seeds ({seeds}) of preset {preset!r}, {runs} runs (per strategy: `runs`), recorded by `python "
+               "run_bench.py --preset {preset} --seeds {seeds} --update-baseline`. noise = seed-to-seed sample std "
+               "(ddof = 1) pooled over the {pooled} strategies with >= 2 seeds (root of the mean variance); n = the "
+               "fewest seeds behind a strategy's mean; "
+               "peak_mem_rel = root mean square of "
+               "each strategy's std / mean. tolerance = max(k_std * sqrt(1 + 1/n) * noise, floor). Strategy "
+               "figures are seed means; required_learned_margin = learned_fraction * mean margin over the "
+               "majority class; chance_margin = test macro-F1 minus that of the run's own predictions on permuted "
+               "clips (20 permutations), required per run to exceed k_std * the permutations' std; "
+               "required_own_params_effect = min(learned_fraction * mean, mean - k_std * "
+               "sqrt(1 + 1/n) * own std).")
+EXACTNESS = {
+    "exact": list(EXACT),
+    "deterministic_same_seed_software_cpu": [*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, *MEMORY],
+    "note": "parameter counts and FLOPs depend only on the configuration and are compared exactly; accuracy and "
+            "peak memory repeat bit for bit for the same seed on the same CPU model and software (a gate run of a "
+            "seed in per_seed is reported as identical or not), and are compared within measured tolerances "
+            "because another CPU or library build moves them within the seed noise",
+}
+
+
+def make_baseline(records: list[dict], *, preset: str) -> dict:
+    bad = [r["run"]["id"] for r in records if r["run"]["status"] != "ok"]
+    if bad:
+        raise BaselineError(f"refusing to write a baseline from failed runs: {', '.join(bad)}")
+    seeds = sorted({r["run"]["config"]["train"]["seed"] for r in records})
+    if len(seeds) < 2:
+        raise BaselineError("--update-baseline needs at least 2 seeds to measure the noise (e.g. --seeds 0,1,2)")
+    settings = {json.dumps(setting_of(r["run"]["config"]), sort_keys=True) for r in records}
+    if len(settings) != 1:
+        raise BaselineError("refusing to write a baseline from runs of different settings (frames, batch size, ...)")
+    rows = summaries(records)
+    fewest = min(sum(1 for n, _, _ in rows if n == name) for name in {n for n, _, _ in rows})  # seeds behind a mean
+    noise, tolerances = _tolerances(rows, fewest)
+    strategies = {name: _strategy_entry(rows, name, tolerances, fewest) for name in sorted({n for n, _, _ in rows})}
+    check_learnable(strategies, tolerances)
+    commit, dirty = git_state()
+    env = environment()
+    return {"baseline_version": BASELINE_VERSION, "preset": preset, "setting": json.loads(settings.pop()),
+            "seeds": seeds,
+            "provenance": {"git_commit": commit, "git_dirty": dirty, "torch": env["torch"], "cpu": env["cpu"],
+                           "gpu": env["gpu"], "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            "measurement": MEASUREMENT.format(n=len(seeds), seeds=",".join(map(str, seeds)), preset=preset,
+                                              runs=len(rows), pooled=sum(e["runs"] >= 2 for e in strategies.values())),
+            "exactness": EXACTNESS, "noise": noise, "tolerances": tolerances, "strategies": strategies}
+
+
+# ---- reading and validating -----------------------------------------------------------------------------------
+
+def read_baseline(path: Path) -> dict:
+    """Read and validate a baseline; any problem is one ``BaselineError`` line naming the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise BaselineError(f"{path}: baseline not found (record one with --update-baseline)")
+    try:
+        baseline = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BaselineError(f"{path}: unreadable baseline ({error})") from None
+    if not isinstance(baseline, dict) or baseline.get("baseline_version") != BASELINE_VERSION:
+        found = baseline.get("baseline_version") if isinstance(baseline, dict) else type(baseline).__name__
+        raise BaselineError(f"{path}: baseline_version {found!r}, expected {BASELINE_VERSION} (re-record it with "
+                            "--seeds 0,1,2 --update-baseline)")
+    missing = [key for key in REQUIRED_KEYS if key not in baseline]
+    if missing:
+        raise BaselineError(f"{path}: missing field(s) {missing}; expected {list(REQUIRED_KEYS)}")
+    _validate_numbers(path, baseline)
+    return baseline
+
+
+def _validate_numbers(path: Path, baseline: dict) -> None:
+    for key in (*ACCURACY, LEARNED, CHANCE, GAIN, "peak_mem_rel"):
+        value = baseline["tolerances"].get(key) if isinstance(baseline["tolerances"], dict) else None
+        if not _is_number(value) or value < 0:
+            raise BaselineError(f"{path}: tolerances.{key} is {value!r}, expected a number >= 0")
+    if not isinstance(baseline["strategies"], dict) or not baseline["strategies"]:
+        raise BaselineError(f"{path}: strategies is {baseline['strategies']!r}, expected a non-empty object")
+    for name, entry in baseline["strategies"].items():
+        for key in STRATEGY_KEYS:
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if not (isinstance(value, str) if key == "signature" else _is_number(value)):
+                raise BaselineError(f"{path}: strategies.{name}.{key} is {value!r}, expected "
+                                    f"{'a string' if key == 'signature' else 'a number'}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_sweep(baseline: dict, *, preset: str, configs: list[dict], path: Path) -> None:
+    """Before the sweep: the baseline must be of this preset and setting (a ``ci`` baseline cannot pass ``smoke``)."""
+    if baseline["preset"] != preset:
+        raise BaselineError(f"{path}: recorded for preset {baseline['preset']!r}, this sweep is preset {preset!r}")
+    for config in configs:
+        difference = _first_difference(baseline["setting"], setting_of(config))
+        if difference:
+            raise BaselineError(f"{path}: setting differs from this sweep's at {difference}")
+
+
+def write_baseline(path: Path, baseline: dict) -> None:
+    write_json_atomic(Path(path), baseline)
+
+
+# ---- comparing ------------------------------------------------------------------------------------------------
+
+def _lower_bound(metric: str, base: dict, now: dict, tolerances: dict) -> float | None:
+    if metric in ACCURACY:
+        return base[metric] - tolerances[metric]
+    if metric == LEARNED:
+        return base["required_learned_margin"]
+    if metric == CHANCE:
+        return now.get("required_chance_margin")  # the run's own permutation test: no baseline figure needed
+    if metric == OWN_EFFECT:
+        return base.get("required_own_params_effect")
+    if metric == GAIN:
+        return base[GAIN] - tolerances[GAIN] if base.get("gain_significant") else None
+    return None
+
+
+def _compare_metric(strategy: str, seed: int, metric: str, base: dict, now: dict, tolerances: dict) -> Verdict:
+    old, new = base.get(metric), now.get(metric)
+    limit = _lower_bound(metric, base, now, tolerances)
+    if metric == GAIN and limit is None:
+        return Verdict(strategy, metric, old, new, "n/a", seed)  # no significant gain in the baseline
+    if metric in MEMORY and old is not None:
+        limit = old * (1 + tolerances["peak_mem_rel"])
+    if old is None and new is None:
+        return Verdict(strategy, metric, old, new, "ok", seed)
+    if metric == CHANCE and new is not None:  # the run's own permutation test, with or without a baseline figure
+        return Verdict(strategy, metric, old, new, "NOT LEARNED" if new < limit else "ok", seed, limit)
+    if old is None or new is None:
+        return Verdict(strategy, metric, old, new, "MISSING", seed, limit)
+    if metric in MEMORY:
+        verdict = "REGRESSION" if new > limit else "ok"
+    elif limit is not None:
+        failed = "NOT LEARNED" if metric in (LEARNED, CHANCE, OWN_EFFECT) else "REGRESSION"
+        improved = metric in ACCURACY and new > old + tolerances[metric]
+        verdict = failed if new < limit else ("improved" if improved else "ok")
+    elif new == old:
+        verdict = "ok"
+    else:
+        verdict = "changed-config" if base["signature"] != now["signature"] else "REGRESSION"
+    return Verdict(strategy, metric, old, new, verdict, seed, limit)
+
+
+CHECKED = (*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, *MEMORY, *EXACT)
+
+
+def compare(records: list[dict], baseline: dict) -> list[Verdict]:
+    """Every checked metric of every run (strategy, seed) and every baseline strategy, with its verdict."""
+    tolerances, expected = baseline["tolerances"], baseline["strategies"]
+    ran = {r["run"]["strategy"] for r in records}
+    verdicts = [Verdict(s, "(not in this run)", None, None, "MISSING") for s in sorted(set(expected) - ran)]
+    for r in sorted((r for r in records if r["run"]["status"] != "ok"), key=lambda r: r["run"]["id"]):
+        verdicts.append(Verdict(r["run"]["strategy"], f"(run failed: {r['run']['error']})", None, None, "MISSING",
+                                r["run"]["config"]["train"]["seed"]))
+    for strategy, seed, now in sorted(summaries(records), key=lambda row: (row[0], row[1])):
+        if strategy not in expected:
+            verdicts.append(Verdict(strategy, "(not in baseline)", None, None, "MISSING", seed))
+            continue
+        verdicts += [_compare_metric(strategy, seed, metric, expected[strategy], now, tolerances)
+                     for metric in CHECKED]
+    return verdicts
+
+
+def identical_to_baseline_seeds(records: list[dict], baseline: dict) -> tuple[int, int]:
+    """(identical, comparable): runs whose seed the baseline holds, and how many repeat its accuracy exactly."""
+    identical = comparable = 0
+    for strategy, seed, now in summaries(records):
+        stored = baseline["strategies"].get(strategy, {}).get("per_seed", {}).get(str(seed))
+        if stored:
+            comparable += 1
+            identical += all(stored.get(k) == now[k] for k in ACCURACY)
+    return identical, comparable
+
+
+def _delta(v: Verdict) -> str:
+    if v.baseline is None or v.now is None:
+        return "-"
+    if v.metric in MEMORY + EXACT and v.baseline:
+        return f"{100.0 * (v.now - v.baseline) / v.baseline:+.2f}%"
+    return f"{v.now - v.baseline:+.4f}"
+
+
+def verdict_table(verdicts: list[Verdict]) -> str:
+    rows = [[v.strategy, v.seed, v.metric, v.baseline, v.now, _delta(v), v.limit, v.verdict] for v in verdicts]
+    return tabulate(rows, headers=["strategy", "seed", "metric", "baseline (mean)", "now", "delta", "limit",
+                                   "verdict"], tablefmt="github", floatfmt=".4f", missingval="-")
+
+
+def failure_lines(verdicts: list[Verdict]) -> list[str]:
+    return [f"{v.strategy}: {v.metric} {v.verdict} (seed {v.seed}, baseline {_fmt(v.baseline)}, now {_fmt(v.now)}, "
+            f"limit {_fmt(v.limit)}, delta {_delta(v)})" for v in verdicts if v.failed]
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,84 @@
+"""Ray (``--launcher ray [--ray-address ADDR]``; extra ``[ray]``): one Ray task per pending run.
+
+Each task asks for one GPU (or ``--ray-gpus-per-run``; Ray sets its ``CUDA_VISIBLE_DEVICES``) or, on a cluster without
+GPUs, ``--ray-cpus-per-run`` CPUs, and runs its run in a worker process of its own, in a scratch folder of its node,
+exactly as the serial sweep does. The record travels back to the driver, which writes it into ``--out`` with
+``bench.records.settle`` (atomic, never a failure over a good result): no shared filesystem is needed. Tasks have
+``max_retries=0`` (a benchmark run is never silently repeated); a task whose Ray worker died is recorded as a failed
+run. The nodes need the project installed at the same commit (each record names its commit).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from bench.config import ConfigError, RunConfig
+from bench.records import settle
+from bench.runner.placement import Slot
+from bench.runner.sweep import ROOT, Launcher, Progress, RunSpec, attempt_spec, failure_record
+
+
+def run_on_node(config: dict, run_id: str, threads: int | None) -> dict:
+    """Inside a Ray task: run one spec in a worker process of its own; return its record."""
+    import ray
+
+    gpus = [str(g) for g in ray.get_gpu_ids()]
+    slot = Slot(index=int(gpus[0]) if gpus and gpus[0].isdigit() else None, threads=threads, launcher="ray")
+    spec = RunSpec(run_id, RunConfig.from_dict(config))
+    with tempfile.TemporaryDirectory(prefix="vpar-bench-ray-") as scratch:
+        return attempt_spec(spec, Path(scratch), slot)
+
+
+def _connect(address: str | None) -> None:
+    import ray
+
+    if not ray.is_initialized():  # a caller (or a test) may have started Ray with its own resources
+        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}} if address is None else None,
+                 log_to_driver=False)
+
+
+def _resources(gpus_per_run: float | None, cpus_per_run: int | None) -> dict:
+    """What each task asks for; refuses requests the cluster can never meet (such a task would wait forever)."""
+    import ray
+
+    available = ray.cluster_resources()
+    gpus = gpus_per_run if gpus_per_run is not None else (1.0 if available.get("GPU", 0) >= 1 else 0.0)
+    cpus = cpus_per_run or 1
+    if gpus > available.get("GPU", 0) or cpus > available.get("CPU", 0):
+        raise ConfigError(f"--ray-gpus-per-run {gpus} / --ray-cpus-per-run {cpus}: the Ray cluster has "
+                          f"{available.get('GPU', 0):g} GPU(s) and {available.get('CPU', 0):g} CPU(s)")
+    return {"num_gpus": gpus, "num_cpus": cpus}
+
+
+def ray_launcher(*, address: str | None = None, gpus_per_run: float | None = None, cpus_per_run: int | None = None,
+                 threads: int | None = None) -> Launcher:
+    def launch(pending: list[RunSpec], out_dir: Path, progress: Progress) -> dict[str, dict]:
+        import ray
+
+        _connect(address)
+        resources = _resources(gpus_per_run, cpus_per_run)
+        task = ray.remote(max_retries=0, **resources)(run_on_node)
+        cpu_threads = threads or (None if resources["num_gpus"] else resources["num_cpus"])
+        waiting = {task.remote(spec.config.to_dict(), spec.run_id, cpu_threads): spec for spec in pending}
+        for spec in pending:
+            progress.say(spec, f"submitted as a Ray task ({resources['num_gpus']:g} GPU, {resources['num_cpus']} CPU)")
+        records = {}
+        while waiting:
+            done, _ = ray.wait(list(waiting), num_returns=1)
+            spec = waiting.pop(done[0])
+            records[spec.run_id] = settle(_result(done[0], spec), out_dir / f"{spec.run_id}.json")
+            progress.finished(spec, records[spec.run_id])
+        return records
+
+    return launch
+
+
+def _result(ref, spec: RunSpec) -> dict:
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as error:  # the Ray worker died or the task could not run
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return failure_record(spec, f"ray task: {type(error).__name__}: {first}"[:500])
+

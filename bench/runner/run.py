@@ -1,0 +1,219 @@
+"""One benchmark run: config -> data -> model -> strategy -> train (val chooses the checkpoint) -> test once ->
+metrics -> profile -> one result dict. Runs inside a worker process (bench/runner/worker.py) so peak memory is clean."""
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import numpy as np
+import torch
+
+from bench.config import RunConfig
+from bench.measure import metrics, precision, predictions, profile
+from bench.measure.precision import FP32
+from bench.runner import distributed
+from bench.runner.datasets import build_loaders
+from bench.runner.train import TrainOutcome, cosine_with_warmup, make_optimizer, snapshot, train_epoch
+from data.schema import get_schema
+from models.backbone import image_size_of
+from models.loss import WeightedBCE
+from models.par_model import FusionSpec, build_par_model
+from strategies import registry
+
+
+class TrainingFailed(RuntimeError):
+    """Training ran but produced nothing usable (no step taken, or a non-finite loss): the run must not be ``ok``."""
+
+
+def check_epoch(loss: float, *, epoch: int, steps_before: int, outcome: TrainOutcome, loader,
+                finite: bool = True) -> None:
+    """An epoch that took no step, or (``finite``) whose mean loss is not finite, fails the run with what to change.
+    Profile-only runs ask for steps only: they measure cost, not learning."""
+    if outcome.steps == steps_before:
+        raise TrainingFailed(f"epoch {epoch + 1} took no training step (train split of {len(loader.dataset)} clips "
+                             f"in {len(loader)} batches); nothing was learned, so no result is recorded as ok")
+    if finite and not math.isfinite(loss):
+        raise TrainingFailed(f"train loss is {loss} in epoch {epoch + 1} (after {outcome.steps} steps): training "
+                             "diverged; lower train.lr or check the data")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device {name!r}: CUDA is not available on this machine (use --device cpu)")
+    return torch.device(name)
+
+
+def build_base_model(cfg: RunConfig):
+    """The PAR model before any strategy: CLIP visual tower, cached text features, fusion and head."""
+    schema = get_schema(cfg.data.dataset)
+    fusion = FusionSpec(width=cfg.model.fusion_width, heads=cfg.model.fusion_heads,
+                        mlp_ratio=cfg.model.fusion_mlp_ratio)
+    return build_par_model(backbone=cfg.model.backbone, pretrained=cfg.model.pretrained,
+                           sentences=schema.sentences(), fusion=fusion, temporal=cfg.model.temporal,
+                           num_frames=cfg.data.frames, activation=cfg.model.activation)
+
+
+def with_strategy(model, cfg: RunConfig):
+    """Apply the run's strategy; also return the ids of all parameters and of the backbone's, taken before it."""
+    base_ids = {id(p) for p in model.parameters()}
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    model = registry.apply_strategy(model, cfg.strategy.registered, cfg.strategy.params,
+                                    train_head=cfg.train.train_head)
+    return model, base_ids, backbone_ids
+
+
+def build_model(cfg: RunConfig):
+    """The run's model with its strategy, the ids of with_strategy, and what its backbone weights were."""
+    base = build_base_model(cfg)
+    weights = base.weights_info.to_dict()
+    return (*with_strategy(base, cfg), weights)
+
+
+def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow, numerics=FP32
+        ) -> tuple[TrainOutcome, dict]:
+    """Train for ``cfg.train.epochs``; keep the weights with the best validation ``select_metric`` and return
+    their validation metrics (those of the chosen checkpoint, not of the last epoch)."""
+    schema = get_schema(cfg.data.dataset)
+    steps_per_epoch = min(len(loaders["train"]), cfg.train.max_steps_per_epoch or len(loaders["train"]))
+    scheduler = cosine_with_warmup(optimizer, total_steps=steps_per_epoch * cfg.train.epochs,
+                                   warmup_steps=int(cfg.train.warmup_epochs * steps_per_epoch))
+    outcome, best_state, start = TrainOutcome(), snapshot(model), time.perf_counter()
+    best_val_metrics: dict = {}
+    for epoch in range(cfg.train.epochs):
+        steps_before = outcome.steps
+        with memory:
+            loss = train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
+                               device=device, outcome=outcome, epoch=epoch, max_steps=cfg.train.max_steps_per_epoch,
+                               numerics=numerics)
+        check_epoch(loss, epoch=epoch, steps_before=steps_before, outcome=outcome, loader=loaders["train"])
+        probs, labels = distributed.predict_split(model, loaders["val"], device, desc="val", numerics=numerics)
+        val = metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold)
+        outcome.history.append({"epoch": epoch + 1, "train_loss": loss, f"val_{cfg.train.select_metric}":
+                                val[cfg.train.select_metric], "elapsed_s": time.perf_counter() - start})
+        if val[cfg.train.select_metric] > outcome.best_val:
+            outcome.best_val, outcome.best_epoch, best_state = val[cfg.train.select_metric], epoch + 1, snapshot(model)
+            best_val_metrics = val
+    outcome.train_time_s = time.perf_counter() - start
+    model.load_state_dict(best_state, strict=False)
+    return outcome, best_val_metrics
+
+
+def evaluate_test(model, loaders, *, cfg: RunConfig, device, numerics: precision.Numerics = precision.FP32
+                  ) -> tuple[dict, float, np.ndarray, np.ndarray]:
+    """Test metrics, seconds spent predicting, and the per-clip probabilities and labels (N, A) behind them."""
+    schema = get_schema(cfg.data.dataset)
+    start = time.perf_counter()
+    probs, labels = distributed.predict_split(model, loaders["test"], device, desc="test", numerics=numerics)
+    elapsed = time.perf_counter() - start
+    return metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold), elapsed, probs, labels
+
+
+def majority_baseline(loaders, cfg: RunConfig) -> dict:
+    schema = get_schema(cfg.data.dataset)
+    train_labels, test_labels = loaders["train"].dataset.labels, loaders["test"].dataset.labels
+    probs = metrics.majority_probs(train_labels, len(test_labels), schema)
+    return metrics.evaluate(probs, test_labels, schema, threshold=cfg.train.threshold)
+
+
+def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow,
+                 numerics: precision.Numerics = precision.FP32) -> tuple[TrainOutcome, dict, float]:
+    """Train (val chooses the weights), test once, and compare with the majority class: the run's ``metrics``.
+
+    Also kept: every test clip's prediction (for bootstrap statistics) and the own-parameter probe (how much the
+    test predictions move when the strategy's own parameters go back to their values before training).
+    """
+    initial_own = predictions.snapshot_own(model)
+    outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory,
+                       numerics=numerics)
+    test, eval_time_s, probs, labels = evaluate_test(model, loaders, cfg=cfg, device=device, numerics=numerics)
+    own_effect = predictions.own_parameter_effect(
+        model, initial_own,
+        lambda: distributed.predict_split(model, loaders["test"], device, desc="probe", numerics=numerics)[0], probs)
+    result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
+                      "best_epoch": outcome.best_epoch, "history": outcome.history,
+                      "own_params_effect": own_effect, "test_predictions": predictions.encode(probs, labels)}
+    return outcome, result_metrics, eval_time_s
+
+
+def weighted_loss(loaders, device) -> WeightedBCE:
+    """VTF's weighted BCE with the positive rates of the training split."""
+    return WeightedBCE(metrics.positive_rates(loaders["train"].dataset.labels)).to(device)
+
+
+def measure_steps(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow,
+                  numerics: precision.Numerics = precision.FP32) -> TrainOutcome:
+    """Profile-only mode: ``warmup_steps + measured_steps`` training steps, no training to convergence."""
+    outcome, needed = TrainOutcome(), cfg.profile.warmup_steps + cfg.profile.measured_steps
+    start = time.perf_counter()
+    while outcome.steps < needed:
+        steps_before = outcome.steps
+        with memory:
+            loss = train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer,
+                               scheduler=_constant(optimizer), device=device, outcome=outcome, epoch=0,
+                               max_steps=needed - outcome.steps, numerics=numerics)
+        check_epoch(loss, epoch=0, steps_before=steps_before, outcome=outcome, loader=loaders["train"], finite=False)
+    outcome.train_time_s = time.perf_counter() - start
+    return outcome
+
+
+def _constant(optimizer):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def run_one(cfg: RunConfig) -> dict:
+    """Execute one run and return the record's ``OUTCOME`` sections (bench/records.py: ``metrics``, ``profile``,
+    ``weights``). Under torchrun (``train.world_size`` > 1) this is one rank of a DDP run
+    (bench/runner/distributed.py); every rank returns the run's figures."""
+    seed_everything(cfg.train.seed)
+    ranks = distributed.start(cfg)  # None for a one-process run
+    device = ranks.device if ranks else resolve_device(cfg.train.device)
+    gpu_before = profile.gpu_memory_guard(device) if cfg.profile.memory else None  # before this process uses CUDA
+    model, base_ids, backbone_ids, weights = build_model(cfg)
+    model.to(device)
+    precision.set_global_switches(cfg.train, device)
+    numerics = precision.numerics_for(cfg.train, device)
+    half_cast = precision.half_frozen_parameters(model.backbone, numerics.dtype) \
+        if cfg.train.half_frozen_backbone else 0
+    relaid = precision.relayout_attention_inputs(model, numerics)
+    loaders = build_loaders(cfg.data, image_size=image_size_of(model.backbone), batch_size=cfg.train.batch_size,
+                            seed=cfg.train.seed, pin_memory=device.type == "cuda")
+    if ranks:
+        loaders = distributed.shard_loaders(loaders, ranks, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
+    loss_fn = weighted_loss(loaders, device)
+    if cfg.train.head_prior_init:
+        model.head.init_prior(loss_fn.constant_optimum_logits())
+    trained = distributed.wrap(model, ranks) if ranks else model  # the module the loop trains and evaluates
+    optimizer = make_optimizer(model, cfg.train, backbone_ids)
+    precision.maybe_compile(model, cfg.train)
+    memory = profile.MemoryWindow(device)
+    result_metrics, eval_time_s = {}, None
+    if cfg.profile.only:
+        outcome = measure_steps(trained, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device,
+                                memory=memory, numerics=numerics)
+    else:
+        outcome, result_metrics, eval_time_s = fit_and_test(trained, loaders, cfg=cfg, loss_fn=loss_fn,
+                                                            optimizer=optimizer, device=device, memory=memory,
+                                                            numerics=numerics)
+    extras = profile.profile_extras(model, next(iter(loaders["train"])), loss_fn=loss_fn, optimizer=optimizer,
+                                    device=device, cfg=cfg.profile, numerics=numerics)  # after training
+    numerics_record = precision.setting_record(cfg.train, device, half_cast_params=half_cast,
+                                                relaid_attentions=relaid)
+    prof = {**profile.count_parameters(model, base_ids),
+            **profile.step_time_stats(outcome.step_times_s, warmup_steps=cfg.profile.warmup_steps,
+                                      batch_size=cfg.train.batch_size),
+            **memory.summary(), **extras, **(gpu_before or {}), **numerics_record, "train_time_s": outcome.train_time_s,
+            "eval_time_s": eval_time_s, "train_steps": outcome.steps,
+            "mode": "profile-only" if cfg.profile.only else "train"}
+    if ranks:
+        prof = distributed.reduce_profile(prof, ranks, batch_size=cfg.train.batch_size)
+        distributed.stop(ranks)
+    return {"metrics": result_metrics, "profile": prof, "weights": weights}

@@ -1,0 +1,236 @@
+"""A sweep: every (strategy, seed, frames, batch size) run in its own worker process.
+
+Finished runs (status ok, identical config digest) are skipped when a sweep is started again, and so are failed
+ones unless ``retry_failed``; preempted ones run again. A run that raises, runs out of memory or is killed by a
+signal becomes a failed record and the sweep goes on. A failure never replaces an earlier good result of the same
+run: it is then written beside it as ``<run_id>.failed.json`` (``bench.records.settle``, the one writer of result
+files; ``skip_reason`` decides what a resume skips).
+
+Where the pending runs execute is a launcher's only decision (``Launcher``): one after the other here
+(``serial_launcher``), over CPU or GPU slots (bench/runner/pool.py), as Slurm array tasks (bench/runner/slurm.py) or Ray
+tasks (bench/runner/ray_tasks.py). A run with ``train.world_size`` > 1 is started through torchrun
+(bench/runner/distributed.py).
+
+Workers are forked from a ``multiprocessing`` fork server that has imported the heavy third-party libraries once
+(torch, torchvision, open_clip, peft: about 7 s a process on this project's CPU, 20 % of a default run). A forked
+worker is still a process of its own: it starts with no tensor allocated, so its peak-memory figures are as clean
+as a fresh interpreter's, and a crash or a kill ends only it. The project's own modules, strategy plugins included,
+are imported in the worker, under the environment and ``sys.path`` the sweep has at that moment. Where the
+platform has no fork server, each worker is a fresh ``python -m bench.runner.worker`` subprocess.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.config import RunConfig
+from bench.records import FAILED, ResultFileError, read_result, settle, skip_reason
+from bench.runner import lifeline
+from bench.runner.placement import THREADS_ENV, Slot
+from bench.runner.worker import run_record
+
+ROOT = Path(__file__).resolve().parents[2]  # the project folder, above bench/runner/
+SERIAL = Slot()  # the serial sweep's place: this machine's GPUs and all its cores
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_id: str
+    config: RunConfig
+
+
+def failure_record(spec: RunSpec, reason: str, *, status: str = FAILED) -> dict:
+    return run_record(spec.config, run_id=spec.run_id, status=status, error=reason)
+
+
+def exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by signal {signal.Signals(-returncode).name}"
+    return f"worker exited with code {returncode} without writing a result"
+
+
+def collect(spec: RunSpec, attempt: Path, returncode: int, slot: Slot = SERIAL) -> dict:
+    """The record a finished worker left in ``attempt`` or, if it left none (killed, crashed), a failed record
+    placed where the worker ran."""
+    record = None
+    if attempt.exists():
+        try:
+            record = read_result(attempt)
+        except ResultFileError:
+            record = None
+    attempt.unlink(missing_ok=True)
+    if record is None:
+        record = failure_record(spec, exit_reason(returncode))
+        record["run"]["placement"] = slot.placement(spec.config.train.device, spec.config.train.world_size)
+    return record
+
+
+FORK_SERVER = "forkserver" in multiprocessing.get_all_start_methods()
+PRELOAD = ["bench.runner.preload"]  # third-party imports only: see bench/runner/preload.py
+
+
+def _subprocess_worker(arguments: tuple[str, ...], env: dict) -> int:
+    command = [sys.executable, "-m", "bench.runner.worker", *arguments]
+    # own session: Ctrl-C reaches only the sweep, which stops the worker; the kernel kills it if the sweep dies
+    return subprocess.run(command, cwd=ROOT, env=env, start_new_session=True,
+                          preexec_fn=lifeline.die_with_parent).returncode
+
+
+def _torchrun_worker(arguments: tuple[str, ...], env: dict, world_size: int) -> int:
+    """One run over ``world_size`` processes (DDP) on this node, started by torchrun; rank 0 writes the record.
+    The slot's threads (default: all cores) are shared out among the ranks."""
+    threads = max(1, int(env.get(THREADS_ENV) or os.cpu_count() or 1) // world_size)
+    env = {**env, THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
+               "-m", "bench.runner.worker", *arguments]
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
+
+
+def _forked_worker(arguments: tuple[str, ...], env: dict) -> int:
+    """Run ``bench.runner.worker`` in a process forked from the preloaded fork server; its exit code (negative:
+    signal)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    process = context.Process(target=_worker_main, args=(arguments, env), name=f"bench-worker {arguments[2]}")
+    process.start()
+    try:
+        process.join()
+    except KeyboardInterrupt:
+        lifeline.stop_process(process)
+        raise
+    return process.exitcode
+
+
+def _worker_main(arguments: tuple[str, ...], env: dict) -> None:
+    """Inside the forked worker: take the sweep's current environment and paths, then run like
+    ``bench.runner.worker``."""
+    lifeline.tie_to_sweep_pid(int(env[lifeline.SWEEP_PID_ENV]))
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(ROOT)
+    extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+    sys.path[:0] = extra
+    _thread_only_progress_lock()
+    from bench.runner.worker import execute
+
+    code = execute(Path(arguments[0]), Path(arguments[1]), arguments[2])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown of the preloaded libraries
+
+
+def _thread_only_progress_lock() -> None:
+    """tqdm's default lock includes a multiprocessing semaphore; a worker that leaves by ``os._exit`` never releases
+    it, and the resource tracker warns about it at the end of the sweep. One process writes each bar: a thread lock
+    is enough."""
+    import threading
+    from functools import partialmethod
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+    if os.environ.get("TQDM_DISABLE"):  # tqdm read its TQDM_* variables when the fork server imported it
+        tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
+
+
+def run_spec(spec: RunSpec, out_dir: Path, slot: Slot = SERIAL) -> dict:
+    """Run one spec in a worker process of its own (in ``slot``) and return its settled record."""
+    return settle(attempt_spec(spec, out_dir, slot), out_dir / f"{spec.run_id}.json")
+
+
+def attempt_spec(spec: RunSpec, out_dir: Path, slot: Slot = SERIAL) -> dict:
+    """Run one spec in a worker process of its own and return its record, written nowhere but ``.attempts/``."""
+    attempts = out_dir / ".attempts"
+    attempts.mkdir(parents=True, exist_ok=True)
+    config_path, attempt = attempts / f"{spec.run_id}.config.json", attempts / f"{spec.run_id}.json"
+    attempt.unlink(missing_ok=True)
+    config_path.write_text(json.dumps(spec.config.to_dict(), indent=2))
+    env = {**os.environ, **slot.env(),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           lifeline.SWEEP_PID_ENV: str(os.getpid())}
+    arguments = (str(config_path), str(attempt), spec.run_id)
+    try:
+        if spec.config.train.world_size > 1:
+            returncode = _torchrun_worker(arguments, env, spec.config.train.world_size)
+        elif FORK_SERVER:
+            returncode = _forked_worker(arguments, env)
+        else:
+            returncode = _subprocess_worker(arguments, env)
+    except KeyboardInterrupt:
+        attempt.unlink(missing_ok=True)
+        config_path.unlink(missing_ok=True)
+        print(file=sys.stderr)  # end the stopped worker's progress bar, so the message gets a line of its own
+        raise KeyboardInterrupt(f"{spec.run_id} stopped and its attempt discarded; finished runs are kept in "
+                                f"{out_dir}; run the same command again to resume") from None
+    config_path.unlink(missing_ok=True)
+    return collect(spec, attempt, returncode, slot)
+
+
+class Progress:
+    """One line per started and finished run, numbered in sweep order; safe to call from several threads."""
+
+    def __init__(self, specs: list[RunSpec]):
+        self.number = {spec.run_id: index for index, spec in enumerate(specs, 1)}
+        self.total, self.lock = len(specs), threading.Lock()
+
+    def say(self, spec: RunSpec, text: str) -> None:
+        with self.lock:
+            print(f"[{self.number[spec.run_id]}/{self.total}] {spec.run_id}: {text}", flush=True)
+
+    def finished(self, spec: RunSpec, record: dict) -> None:
+        run = record["run"]
+        self.say(spec, run["status"] + (f" ({run['error']})" if run["error"] else ""))
+
+
+# A launcher runs the pending specs and returns their settled records by run id, or None when it only submitted
+# them (the records arrive in the output folder later).
+Launcher = Callable[[list[RunSpec], Path, Progress], "dict[str, dict] | None"]
+
+
+def serial_launcher(pending: list[RunSpec], out_dir: Path, progress: Progress) -> dict[str, dict]:
+    records = {}
+    for spec in pending:
+        progress.say(spec, "running")
+        records[spec.run_id] = run_spec(spec, out_dir)
+        progress.finished(spec, records[spec.run_id])
+    return records
+
+
+def plan(specs: list[RunSpec], out_dir: Path, progress: Progress, *, resume: bool, retry_failed: bool
+         ) -> tuple[list[RunSpec], dict[str, dict]]:
+    """Split the sweep into the runs to execute and the earlier results a resume keeps."""
+    pending, kept = [], {}
+    for spec in specs:
+        final = out_dir / f"{spec.run_id}.json"
+        reason = skip_reason(final, spec.config, retry_failed=retry_failed) if resume else None
+        if reason is None:
+            pending.append(spec)
+        else:
+            progress.say(spec, reason)
+            kept[spec.run_id] = read_result(final)
+    return pending, kept
+
+
+def run_sweep(specs: list[RunSpec], out_dir: Path, *, resume: bool = True, retry_failed: bool = False,
+              launcher: Launcher = serial_launcher) -> list[dict] | None:
+    """Run every spec not finished earlier with ``launcher``; the records in sweep order (None: only submitted)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start, progress = time.perf_counter(), Progress(specs)
+    pending, records = plan(specs, out_dir, progress, resume=resume, retry_failed=retry_failed)
+    executed = launcher(pending, out_dir, progress) if pending else {}
+    if executed is None:
+        print(f"sweep: {len(pending)} run(s) submitted; results arrive in {out_dir}/", flush=True)
+        return None
+    records.update(executed)
+    print(f"sweep: {len(specs)} run(s) in {time.perf_counter() - start:.0f} s wall time", flush=True)
+    return [records[spec.run_id] for spec in specs]

@@ -1,0 +1,111 @@
+"""The one training / evaluation loop, identical for every strategy.
+
+Adam with a cosine schedule and linear warm-up (VTF / VTFPAR++: Adam, lr 1e-3, no weight decay, cosine with 5
+warm-up epochs out of 20-30), the weighted BCE of models/loss.py, one pass over the validation split per epoch to
+choose the checkpoint, and a single evaluation of the test split with the chosen weights. The loop knows no
+strategy: a strategy that needs per-step work appends a callable to ``model.step_hooks``, which is called after
+every optimizer step for every strategy.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from bench.config import TrainConfig
+from bench.measure.precision import FP32, Numerics
+
+
+@dataclass
+class TrainOutcome:
+    best_epoch: int = -1
+    best_val: float = -math.inf
+    history: list = field(default_factory=list)   # per epoch: loss, val metric, seconds
+    step_times_s: list = field(default_factory=list)
+    train_time_s: float = 0.0
+    steps: int = 0
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, backbone_ids: set[int]) -> torch.optim.Optimizer:
+    """Adam over trainable parameters; pretrained-backbone parameters get ``lr * backbone_lr_scale``."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("no trainable parameters: the strategy and train.train_head leave nothing to train")
+    base = [p for p in trainable if id(p) in backbone_ids]
+    new = [p for p in trainable if id(p) not in backbone_ids]
+    groups = [{"params": new, "lr": cfg.lr}]
+    if base:
+        groups.append({"params": base, "lr": cfg.lr * cfg.backbone_lr_scale})
+    return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+
+
+def cosine_with_warmup(optimizer, *, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "eval", *,
+            numerics: Numerics = FP32) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid probabilities and labels of a whole split, (N, A) each, in the run's precision."""
+    model.eval()
+    probs, labels = [], []
+    for video, target in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        with numerics.forward_context():
+            logits = model(video.to(device))
+        probs.append(torch.sigmoid(logits.float()).cpu())
+        labels.append(target)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def snapshot(model: nn.Module) -> dict:
+    """CPU copy of what training changes: trainable parameters and all buffers (BatchNorm statistics)."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    buffers = {name for name, _ in model.named_buffers()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if k in trainable | buffers}
+
+
+def train_step(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
+               optimizer: torch.optim.Optimizer, numerics: Numerics = FP32) -> torch.Tensor:
+    """One optimizer step; the forward under the run's autocast / attention policy, the loss in fp32
+    (``Numerics.train_step``, the step the profiler measures too)."""
+    return numerics.train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+
+
+def train_epoch(model, loader, *, loss_fn, optimizer, scheduler, device, outcome: TrainOutcome, epoch: int,
+                max_steps: int | None, numerics: Numerics = FP32) -> float:
+    model.train()
+    losses = []
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True)
+    for step, (video, target) in enumerate(bar):
+        if max_steps is not None and step >= max_steps:
+            break
+        video, target = video.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        synchronize(device)
+        start = time.perf_counter()
+        loss = train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer, numerics=numerics)
+        synchronize(device)
+        outcome.step_times_s.append(time.perf_counter() - start)
+        scheduler.step()
+        outcome.steps += 1
+        for hook in getattr(model, "step_hooks", ()):
+            hook(outcome.steps)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return float(np.mean(losses)) if losses else float("nan")
