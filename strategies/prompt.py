@@ -156,7 +156,7 @@ class DeepPrompts(nn.Module):
         """The region mask (built once, a non-persistent buffer); None without regions: VPT attends everywhere."""
         if num_tokens != 1 + self.num_patches:
             raise StrategyError(f"prompt hook: expected 1 + {self.num_patches} tokens from the embedding, "
-                              f"got {num_tokens}")
+                                f"got {num_tokens}")
         return self.region_mask
 
     def _expand(self, tokens: torch.Tensor | None, like: torch.Tensor) -> list[torch.Tensor]:

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 import torch
 from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from models.vision import ClipFrameEncoder
 from strategies.options import option
@@ -91,6 +92,9 @@ class SideConfig(StrategyOptions):
     fusion_projection: str = option("auto", "auto: side tokens straight into the fusion block when the widths match "
                                             "(VTFPAR++), a Linear otherwise; linear: always a Linear",
                                     choices=FUSION_PROJECTIONS)
+    checkpoint: bool = option(False, "recompute the side networks' blocks and tap fusions during backward "
+                                     "(torch.utils.checkpoint) instead of keeping their activations: less memory for "
+                                     "one more side forward; not part of VTFPAR++, values unchanged")
 
     def check_fields(self) -> None:
         self.require(self.width % self.heads == 0, f"heads: must divide width {self.width}, got {self.heads}")
@@ -147,6 +151,15 @@ def _add_to_patches(x: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[..., :1, :], x[..., 1:, :] + patches], dim=-2)
 
 
+def _run(module: nn.Module, *inputs: torch.Tensor, recompute: bool) -> torch.Tensor:
+    """``module(*inputs)``; with ``recompute`` and autograd on, through ``torch.utils.checkpoint`` (non-reentrant):
+    only the inputs are kept for backward and the module's forward runs again there, under the autocast state of
+    the first run. Without autograd (evaluation, the frozen backbone) it is the plain call."""
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(module, *inputs, use_reentrant=False)
+    return module(*inputs)
+
+
 def _tokens_param(count: int, width: int) -> nn.Parameter:
     return nn.Parameter(nn.init.normal_(torch.empty(count, width), std=0.02))
 
@@ -161,24 +174,25 @@ class SpatialSideNet(nn.Module):
         self.positions = _tokens_param(1 + num_patches, cfg.width)  # (1+P, W)
         self.fusions = nn.ModuleList(TapFusion(clip_width, cfg.width) for _ in range(num_taps))
         self.blocks = nn.ModuleList(side_block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.ssn_depth))
+        self.recompute = cfg.checkpoint
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B', W, h, w) -> (B', P, W)
         if x.shape[1] + 1 != self.positions.shape[0]:
             raise StrategyError(f"side: frames give {x.shape[1]} patches, the backbone's grid has "
-                            f"{self.positions.shape[0] - 1}: feed frames at the backbone's input size")
+                                f"{self.positions.shape[0] - 1}: feed frames at the backbone's input size")
         cls = self.class_token.expand(x.shape[0], 1, -1)  # (B', 1, W)
         return torch.cat([cls, x], dim=1) + self.positions  # (B', 1+P, W)
 
     def forward(self, images: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
         """images (B', 3, H, W), taps [(B', P, D_clip)] -> (B', 1+P, W)."""
-        x = _add_to_patches(self.embed(images), self.fusions[0](taps[0]))
+        x = _add_to_patches(self.embed(images), _run(self.fusions[0], taps[0], recompute=self.recompute))
         for index, block in enumerate(self.blocks, start=1):
             if index > 1:
                 x = x + self.positions  # re-added after every block but the last
-            x = block(x)
+            x = _run(block, x, recompute=self.recompute)
             if index < len(taps):
-                x = _add_to_patches(x, self.fusions[index](taps[index]))
+                x = _add_to_patches(x, _run(self.fusions[index], taps[index], recompute=self.recompute))
         return x
 
 
@@ -193,27 +207,31 @@ class TemporalSideNet(nn.Module):
         fusions = num_taps if num_frames > 1 else 0  # frame t >= 1 fusions, one per stream
         self.fusions = nn.ModuleList(TapFusion(clip_width, cfg.width) for _ in range(fusions))
         self.blocks = nn.ModuleList(side_block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(num_frames))
+        self.recompute = cfg.checkpoint
 
     def check_frames(self, frames: int) -> None:
         if frames > len(self.blocks):
             raise StrategyError(f"side: the clip has {frames} frames but the temporal side network was built with one "
-                            f"block per frame for {len(self.blocks)}-frame clips")
+                                f"block per frame for {len(self.blocks)}-frame clips")
 
     def first_frame(self, taps: list[torch.Tensor]) -> torch.Tensor:
         """Frame 0 of every stream: [(B, T, P, D_clip)] -> (S*B, 1+P, W) after block 0."""
-        x = torch.stack([self.first_proj(tap[:, 0]) for tap in taps]).flatten(0, 1)  # (S, B, P, W) -> (S*B, P, W)
+        x = torch.stack([_run(self.first_proj, tap[:, 0], recompute=self.recompute)
+                         for tap in taps]).flatten(0, 1)  # (S, B, P, W) -> (S*B, P, W)
         cls = self.class_token.expand(x.shape[0], 1, -1)  # (S*B, 1, W)
-        return self.blocks[0](torch.cat([cls, x], dim=1) + self.positions)  # (S*B, 1+P, W)
+        return _run(self.blocks[0], torch.cat([cls, x], dim=1) + self.positions, recompute=self.recompute)
 
     def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
         """taps [(B, T, P, D_clip)], one per stream -> (B, 1+P, W)."""
         frames = taps[0].shape[1]
         x = self.first_frame(taps)
         if frames > 1:
-            fused = [fusion(tap[:, 1:]) for fusion, tap in zip(self.fusions, taps, strict=True)]  # [(B, T-1, P, W)]
+            fused = [_run(fusion, tap[:, 1:], recompute=self.recompute)
+                     for fusion, tap in zip(self.fusions, taps, strict=True)]  # [(B, T-1, P, W)]
             fused = torch.stack(fused).flatten(0, 1)  # (S, B, T-1, P, W) -> (S*B, T-1, P, W)
             for t in range(1, frames):
-                x = _add_to_patches(self.blocks[t](x), fused[:, t - 1])  # block-then-add (released code)
+                x = _add_to_patches(_run(self.blocks[t], x, recompute=self.recompute),
+                                    fused[:, t - 1])  # block-then-add (released code)
         return x.unflatten(0, (len(taps), -1)).mean(dim=0)  # (S*B, 1+P, W) -> (S, B, 1+P, W) -> (B, 1+P, W)
 
 
@@ -228,7 +246,7 @@ class SideVision(nn.Module):
         super().__init__()
         if cfg.temporal and num_frames > cfg.max_frames:
             raise StrategyError(f"side: clips of {num_frames} frames, but the temporal side network has at most "
-                            f"max_frames={cfg.max_frames} blocks (one per frame); raise max_frames")
+                                f"max_frames={cfg.max_frames} blocks (one per frame); raise max_frames")
         self.frames = ClipFrameEncoder(backbone)
         depth, clip_width = len(self.frames.blocks), self.frames.width
         self.taps = cfg.taps if cfg.taps is not None else default_taps(depth)
@@ -236,7 +254,7 @@ class SideVision(nn.Module):
             raise StrategyError(f"taps: the backbone has outputs 0..{depth}, got {list(self.taps)}")
         if len(self.taps) - 1 > cfg.ssn_depth:
             raise StrategyError(f"ssn_depth: {len(self.taps)} taps need at least {len(self.taps) - 1} SSN blocks, "
-                            f"got {cfg.ssn_depth}")
+                                f"got {cfg.ssn_depth}")
         patch_size, num_patches = backbone.conv1.kernel_size[0], backbone.positional_embedding.shape[0] - 1
         self.side_ssn = SpatialSideNet(cfg, clip_width=clip_width, patch_size=patch_size, num_patches=num_patches,
                                        num_taps=len(self.taps)) if cfg.spatial else None
@@ -291,7 +309,7 @@ def _check_plain_temporal(model) -> None:
     temporal = getattr(model.vision, "temporal", None)
     if temporal is not None and list(temporal.parameters()):
         raise StrategyError(f"side: model.temporal {type(temporal).__name__} does not apply under side tuning (the "
-                        "temporal side network is the temporal model); use model.temporal 'mean'")
+                            "temporal side network is the temporal model); use model.temporal 'mean'")
 
 
 def apply(model, cfg: SideConfig):

@@ -241,3 +241,28 @@ def test_side_refuses_a_temporal_aggregator_it_would_ignore():
 def test_fusion_projection_is_validated():
     with pytest.raises(registry.StrategyError, match="fusion_projection"):
         SideConfig(fusion_projection="sometimes")
+
+
+def test_recomputed_side_networks_give_the_same_values_and_gradients_and_keep_less():
+    from bench.measure.profile import activation_bytes_by_module
+
+    video = micro_video()
+    results = {}
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = _side_model(checkpoint=recompute).train()
+        torch.manual_seed(1)  # the same dropout masks in both
+        out = model(video)
+        out.float().square().mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        saved = activation_bytes_by_module(model, video)["activation_saved_bytes_by_module"]
+        results[recompute] = out.detach(), grads, saved
+    (plain, plain_grads, plain_saved), (again, again_grads, again_saved) = results[False], results[True]
+    assert torch.allclose(again, plain, atol=1e-6)
+    assert plain_grads.keys() == again_grads.keys()
+    for name, grad in plain_grads.items():
+        assert torch.allclose(again_grads[name], grad, atol=1e-6), name
+    for network in ("vision.side_ssn", "vision.side_tsn"):
+        assert again_saved[network] < 0.5 * plain_saved[network], (network, again_saved, plain_saved)
+    with torch.no_grad():  # evaluation: the plain forward
+        assert torch.allclose(model.eval()(video), model(video))
