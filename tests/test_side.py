@@ -39,8 +39,8 @@ def _base_model(fusion_width: int, num_frames: int) -> torch.nn.Module:
 
 
 def _side_model(fusion_width: int = 64, num_frames: int = 3, **params) -> torch.nn.Module:
-    torch.manual_seed(0)
     base = copy.deepcopy(_base_model(fusion_width, num_frames))
+    torch.manual_seed(0)  # after the (cached) base: the side networks start alike whichever call builds the base
     return registry.apply_strategy(base, "side", {**SMALL, **params})
 
 
@@ -266,3 +266,24 @@ def test_recomputed_side_networks_give_the_same_values_and_gradients_and_keep_le
         assert again_saved[network] < 0.5 * plain_saved[network], (network, again_saved, plain_saved)
     with torch.no_grad():  # evaluation: the plain forward
         assert torch.allclose(model.eval()(video), model(video))
+
+
+@pytest.mark.parametrize("sdpa_backend", ["auto", "math"])
+def test_recomputed_side_networks_train_and_count_under_every_attention_policy(sdpa_backend):
+    from bench.measure.precision import Numerics
+    from bench.measure.profile import measure_flops
+
+    numerics = Numerics(dtype=torch.bfloat16, sdpa_backend=sdpa_backend)
+    video, target = micro_video(), torch.ones(2, MARS.num_columns)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    flops = {}
+    for recompute in (False, True):
+        model = _side_model(checkpoint=recompute).train()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        assert torch.isfinite(numerics.train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer))
+        flops[recompute] = measure_flops(model, video, target, loss_fn=loss_fn, numerics=numerics)
+    assert flops[True]["fwd_flops_batch"] == flops[False]["fwd_flops_batch"]
+    # backward also runs the side blocks and fusions forward again (not the patch embedding, not the frozen backbone)
+    side_forward = sum(v for k, v in flops[False]["fwd_flops_by_module"].items() if k.startswith("vision.side_"))
+    extra = flops[True]["bwd_flops_batch"] - flops[False]["bwd_flops_batch"]
+    assert 0.5 * side_forward < extra < side_forward, (extra, side_forward)

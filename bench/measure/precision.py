@@ -46,17 +46,23 @@ class Numerics:
         with contextlib.ExitStack() as stack:
             if self.dtype is not None:
                 stack.enter_context(torch.autocast(self.device_type, dtype=self.dtype))
-            if SDPA_BACKENDS[self.sdpa_backend] is not None:
-                stack.enter_context(sdpa_kernel(SDPA_BACKENDS[self.sdpa_backend]))
+            stack.enter_context(self.kernel_context())
             yield
+
+    def kernel_context(self) -> contextlib.AbstractContextManager:
+        """The SDPA backend policy alone. Backward runs under it too: a module recomputed there (activation
+        checkpointing) must pick the attention kernel its forward picked, or it saves other tensors and
+        ``torch.utils.checkpoint`` refuses the step (autocast it restores itself)."""
+        backend = SDPA_BACKENDS[self.sdpa_backend]
+        return sdpa_kernel(backend) if backend is not None else contextlib.nullcontext()
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """``loss.backward(); optimizer.step()``, through the gradient scaler under fp16."""
+        with self.kernel_context():
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         if self.scaler is None:
-            loss.backward()
             optimizer.step()
             return
-        self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)  # skipped when the unscaled gradients hold inf / NaN
         self.scaler.update()
 

@@ -171,7 +171,7 @@ def measure_flops(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *
             loss = loss_fn(logits.float(), target)
         backward_flops = 0
         if loss.requires_grad:
-            with FlopCounterMode(display=False) as backward:
+            with FlopCounterMode(display=False) as backward, exact_attention_counting():  # recomputation alike
                 loss.backward()
             backward_flops = backward.get_total_flops()
     forward_flops, batch = forward.get_total_flops(), video.shape[0]
