@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Rendered synthetic splits are cached on disk (data/render_cache.py): tests, and the runs they spawn, use their own.
@@ -16,6 +17,7 @@ from data.schema import MARS  # noqa: E402
 from models.par_model import FusionSpec, build_par_model  # noqa: E402
 
 MICRO = "par-vit-micro"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def micro_model(temporal: str = "mean", num_frames: int = 3) -> torch.nn.Module:
@@ -30,19 +32,20 @@ def micro_video(batch: int = 2, frames: int = 3, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture(autouse=True)
 def strategy_registry_restored():
-    """Each test starts from the built-in strategies: a plugin a test imports (``PAR_BENCH_PLUGINS``) is
-    unregistered and forgotten afterwards, so two tests may ship different plugins under one module name and no test
-    sees another's strategies (the README's strategy list, the sweep's ``--strategies all``)."""
+    """Each test starts from the built-in strategies: the strategies a test's plugin (``PAR_BENCH_PLUGINS``)
+    registered are unregistered afterwards and the plugin module forgotten, so two tests may ship different plugins
+    under one module name and no test sees another's strategies (the README's strategy list, ``--strategies all``)."""
     from strategies import registry
 
     registry.names()
-    registered, modules = dict(registry._REGISTRY), set(sys.modules)
+    registered = dict(registry._REGISTRY)
     yield
+    added = [entry for name, entry in registry._REGISTRY.items() if name not in registered]
     registry._REGISTRY.clear()
     registry._REGISTRY.update(registered)
-    temporary = tempfile.gettempdir()
-    for name in set(sys.modules) - modules:
-        if (getattr(sys.modules[name], "__file__", None) or "").startswith(temporary):
+    for name in {entry.apply.__module__ for entry in added}:
+        module_file = getattr(sys.modules.get(name), "__file__", None) or ""
+        if module_file and not module_file.startswith(str(PROJECT_ROOT)):  # a plugin file, not the project's
             del sys.modules[name]
 
 

@@ -523,7 +523,7 @@ def test_module_entry_points_turn_an_out_that_is_a_file_into_one_line(name, tmp_
 # Ctrl-C and SIGKILL of a sweep (real processes: about 20 s each on a 2-core CPU)
 
 def _start_sweep(out: Path) -> subprocess.Popen:
-    long_run = ["--epochs", "100"]  # still training when it is interrupted or killed
+    long_run = ["--epochs", "100000"]  # still training when it is interrupted or killed, however fast the machine
     return subprocess.Popen([sys.executable, "run_bench.py", "--preset", "smoke", *SMOKE, *long_run, "--out", str(out)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
