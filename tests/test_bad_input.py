@@ -526,7 +526,15 @@ def _start_sweep(out: Path) -> subprocess.Popen:
     long_run = ["--epochs", "100000"]  # still training when it is interrupted or killed, however fast the machine
     return subprocess.Popen([sys.executable, "run_bench.py", "--preset", "smoke", *SMOKE, *long_run, "--out", str(out)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            preexec_fn=_ctrl_c_delivered)
+
+
+def _ctrl_c_delivered() -> None:
+    """In the sweep's process, before Python starts: SIGINT back to its default. A shell runs a background job with
+    SIGINT ignored and Python keeps an ignored SIGINT ignored, so a test suite started in the background would
+    otherwise see a sweep that no Ctrl-C reaches."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_worker(sweep: subprocess.Popen, timeout_s: float = 300.0) -> None:
