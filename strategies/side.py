@@ -219,7 +219,8 @@ class TemporalSideNet(nn.Module):
         x = torch.stack([_run(self.first_proj, tap[:, 0], recompute=self.recompute)
                          for tap in taps]).flatten(0, 1)  # (S, B, P, W) -> (S*B, P, W)
         cls = self.class_token.expand(x.shape[0], 1, -1)  # (S*B, 1, W)
-        return _run(self.blocks[0], torch.cat([cls, x], dim=1) + self.positions, recompute=self.recompute)
+        tokens = torch.cat([cls, x], dim=1) + self.positions  # (S*B, 1+P, W)
+        return _run(self.blocks[0], tokens, recompute=self.recompute)
 
     def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
         """taps [(B, T, P, D_clip)], one per stream -> (B, 1+P, W)."""

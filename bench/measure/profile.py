@@ -190,24 +190,19 @@ def flops_by_module(counter: FlopCounterMode, depth: int = 2) -> dict[str, int]:
     modules (the loss). The shares sum to the counter's total. Forward only: ``FlopCounterMode`` charges backward
     work to whichever module's output hook fires (identity layers such as open_clip's ``ls_1`` / ``ls_2`` collect
     it), so backward has no trustworthy split; its total is ``bwd_flops_batch``."""
-    inclusive: dict[str, int] = {}
+    inclusive: dict[tuple[str, ...] | None, int] = {}  # None: everything; (): the model; ("vision",): model.vision
     for path, ops in counter.get_flop_counts().items():
-        parts = path.split(".")
-        key = "(outside modules)" if path == "Global" else ".".join(parts[1:]) or "(model)"  # drop the root class
-        if path == "Global" or key == "(model)" or len(parts) - 1 <= depth:
-            inclusive[key] = inclusive.get(key, 0) + int(sum(ops.values()))
-    inner = {k: v for k, v in inclusive.items() if k != "(outside modules)"}
-    own = {key: flops - sum(v for k, v in inner.items() if _is_child(k, key)) for key, flops in inner.items()}
-    if "(outside modules)" in inclusive:
-        own["(outside modules)"] = inclusive["(outside modules)"] - inclusive.get("(model)", 0)
-    return dict(sorted(((k, v) for k, v in own.items() if v), key=lambda item: -item[1]))
-
-
-def _is_child(name: str, parent: str) -> bool:
-    """``vision.frames`` is a child of ``vision``; every top-level module is a child of ``(model)``."""
-    if parent == "(model)":
-        return name != parent and "." not in name
-    return name.startswith(parent + ".") and name.count(".") == parent.count(".") + 1
+        key = None if path == "Global" else tuple(path.split(".")[1:])  # the root class name dropped
+        if key is None or len(key) <= depth:
+            inclusive[key] = int(sum(ops.values()))
+    own = dict(inclusive)
+    for key, flops in inclusive.items():
+        parent = key[:-1] if key else None  # the model's parent is everything
+        if key is not None and parent in own:
+            own[parent] -= flops
+    names = {None: "(outside modules)", (): "(model)"}
+    shares = ((names[k] if k in names else ".".join(k), v) for k, v in own.items() if v)
+    return dict(sorted(shares, key=lambda item: -item[1]))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -41,16 +41,16 @@ def module_long(records: list[dict], key: str = "activation_saved_bytes_by_modul
         flat = tables.flatten(record)
         modules = dig(record, "profile", key) or {}
         if flat["status"] == "ok":
-            rows += [{**{k: flat[k] for k in ("strategy", *tables.SETTING)}, "module": name, "bytes": size}
+            rows += [{**{k: flat[k] for k in ("strategy", *tables.SETTING)}, "module": name, "value": size}
                      for name, size in modules.items()]
-    return pd.DataFrame(rows, columns=["strategy", *tables.SETTING, "module", "bytes"])
+    return pd.DataFrame(rows, columns=["strategy", *tables.SETTING, "module", "value"])
 
 
 def module_table(long: pd.DataFrame, unit: float = MIB, total: str = "total saved") -> pd.DataFrame:
     """Strategies x modules (values / ``unit``); modules outside every strategy's top few go to ``other``."""
     if long.empty:
         return pd.DataFrame()
-    table = long.pivot_table(index="strategy", columns="module", values="bytes", aggfunc="mean", sort=False) / unit
+    table = long.pivot_table(index="strategy", columns="module", values="value", aggfunc="mean", sort=False) / unit
     keep = sorted({m for _, row in table.iterrows() for m in row.dropna().nlargest(TOP_MODULES).index})
     shown = table[keep].copy()
     shown["other"] = table.drop(columns=keep).sum(axis=1, min_count=1)
