@@ -11,9 +11,11 @@ imports nothing heavy. The resume hint of an interrupted sweep travels as the ``
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -26,6 +28,7 @@ EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 KNOWN_ERRORS = (  # module, class: errors whose message is the whole story
     ("bench.config", "ConfigError"), ("bench.records", "ResultFileError"),
+    ("bench.records", "ResultAccessError"),
     ("bench.measure.predictions", "PredictionsError"), ("bench.measure.profile", "ProfileError"),
     ("bench.measure.profile", "GpuBusyError"), ("bench.measure.metrics", "MetricsInputError"),
     ("bench.runner.lifeline", "FolderInUseError"),
@@ -132,6 +135,27 @@ def run_entry(main: Callable, prog: str) -> int:
     inside it; a non-int result (e.g. a metadata dict) counts as success."""
     code = entry_point(prog)(main)()
     return code if isinstance(code, int) else 0
+
+
+def run_script(main: Callable[[], int], prog: str) -> int:
+    """A script's whole life under the boundary: a Ctrl-C (or an error) while its imports still run, before ``main``
+    has a boundary of its own, ends in the same one line; a Ctrl-C once ``main`` has returned, while Python winds
+    down (every result is written by then), exits 130 at once and quietly. Call it first thing in a script, after
+    importing only this module (the standard library's), so no moment of start-up is left uncovered."""
+    try:
+        code = main()
+    except (Exception, KeyboardInterrupt) as error:
+        signal.signal(signal.SIGINT, _exit_interrupted)
+        return report_error(prog, error)
+    signal.signal(signal.SIGINT, _exit_interrupted)
+    return code
+
+
+def _exit_interrupted(signum, frame) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def ensure_writable_folder(path: Path, *, flag: str = "--out", probe_bytes: int = 64 * 1024) -> Path:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from tabulate import tabulate
 
 from bench.boundary import ensure_writable_folder, entry_point
-from bench.config import merge
+from bench.config import ConfigError, merge
 from bench.reporting import gate, report
 from bench.runner import experiments, launch
 from bench.runner.lifeline import FolderLock
@@ -26,6 +27,22 @@ def _ints(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+ABLATIONS = {  # --ablate name -> config override (bench/config.py documents each field)
+    "visual-attention": {"model": {"visual_attention": False}},
+    "one-frame": {"data": {"frame_ablation": "one"}},
+    "shuffle-frames": {"data": {"frame_ablation": "shuffle"}},
+}
+
+
+def _ablations(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown or {"one-frame", "shuffle-frames"} <= set(names):
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(ABLATIONS)} (one-frame and shuffle-frames "
+                                         f"exclude each other), got {text!r}")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "gradient scaler); parameters and optimizer state stay fp32")
     p.add_argument("--half-frozen-backbone", action="store_true",
                    help="hold the backbone's frozen weights in the autocast dtype (VTFPAR++); needs --precision")
+    p.add_argument("--ablate", type=_ablations, default=(),
+                   help="sensitivity ablations, comma-separated: visual-attention (every visual block's attention "
+                        "branch computed and discarded), one-frame (the first sampled frame shown T times), "
+                        "shuffle-frames (frames in a random order); runs are labelled by them in reports. "
+                        "python -m bench.tools.sensitivity runs them all")
     p.add_argument("--profile-only", action="store_true",
                    help="measure a few training steps per run (memory, time, FLOPs) without training to convergence")
     p.add_argument("--out", type=Path, help="output folder for result JSONs (default: runs/<preset>)")
@@ -83,6 +105,8 @@ def overrides(args: argparse.Namespace) -> dict:
     train = {k: v for k, v in {"epochs": args.epochs, "device": args.device, "precision": args.precision,
                                "half_frozen_backbone": args.half_frozen_backbone or None}.items() if v is not None}
     plain = {"data": data, "model": model, "train": train, "profile": {"only": True} if args.profile_only else {}}
+    for name in args.ablate:
+        plain = merge(plain, ABLATIONS[name])
     return merge(plain, launch.config_overrides(args))
 
 
@@ -143,9 +167,62 @@ def print_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+PATH_OPTIONS = {"out": "--out", "check": "--check", "slurm_config": "--slurm-config", "data_root": "--data-root"}
+PATH_VARIABLES = ("PAR_BENCH_CACHE_DIR", "PAR_BENCH_TRACEBACK_DIR", "XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE",
+                  "TORCH_HOME")  # environment variables naming folders, ours and our libraries'
+NOT_PATHS = ("none", "off")  # words these options and variables take instead of a path
+
+
+def absolute(path: str | os.PathLike) -> str:
+    """``path`` against the caller's folder (``~`` expanded); symbolic links kept as the user wrote them."""
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def resolve_paths(args: argparse.Namespace, environ=os.environ) -> None:
+    """Every path the caller gave, made absolute once against the caller's folder before anything runs, so workers
+    (whatever their working directory, on whichever node) and records name the same files. ``--pretrained`` is a
+    path only where that file or folder exists here; otherwise it is an open_clip tag or a file the project ships
+    (models/backbone.py). The out folder's default, ``runs/<preset>``, is also the caller's. Preset files resolve
+    their own relative paths against themselves (``bench.runner.experiments``)."""
+    args.out = args.out or Path("runs") / Path(args.preset or "default").stem
+    for name in PATH_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            setattr(args, name, type(value)(absolute(value)))
+    pretrained = args.pretrained
+    if pretrained and pretrained.lower() not in NOT_PATHS and os.path.exists(os.path.expanduser(pretrained)):
+        args.pretrained = absolute(pretrained)
+    for name in PATH_VARIABLES:
+        value = environ.get(name)
+        if value and value.lower() not in NOT_PATHS:
+            environ[name] = absolute(value)
+    check_names(args)
+
+
+def check_names(args: argparse.Namespace) -> None:
+    """A path whose name is not UTF-8 (bytes the file system takes, but no text can hold) is refused before any work:
+    the records, the report and every message name it."""
+    named = {flag: getattr(args, name) for name, flag in PATH_OPTIONS.items()}
+    named |= {"--pretrained": args.pretrained, "--preset": args.preset}
+    for flag, value in named.items():
+        if value is not None and not _is_utf8(str(value)):
+            shown = os.fsencode(str(value)).decode("utf-8", "backslashreplace")
+            raise ConfigError(f"{flag} {shown}: the name is not valid UTF-8, which the records and the report must "
+                              "hold; rename it or choose another path")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list_strategies:
         return print_strategies(args)
+    resolve_paths(args)
     args.preset = args.preset or "default"
     base = merge(experiments.load_preset(args.preset), overrides(args))
     specs = experiments.expand(base, strategies=experiments.resolve_strategies(args.strategies),
@@ -154,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
                                batch_sizes=args.batch_size or [base["train"]["batch_size"]])
     experiments.preflight(specs)
     baseline = preflight_gate(args, specs)
-    out = ensure_writable_folder(args.out or Path("runs") / Path(args.preset).stem)  # before any work
+    out = ensure_writable_folder(args.out)  # before any work
     with FolderLock(out, wait=args.wait_lock):
         records = run_sweep(specs, out, resume=not args.no_resume, retry_failed=args.retry_failed,
                             launcher=launch.make_launcher(args))
@@ -172,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def baseline_path(args: argparse.Namespace) -> Path:
-    return args.check or Path("results") / "baselines" / f"{args.preset}.json"
+    return args.check or Path(absolute(Path("results") / "baselines" / f"{args.preset}.json"))
 
 
 def preflight_gate(args: argparse.Namespace, specs) -> dict | None:
@@ -206,6 +283,10 @@ def gate_step(records: list[dict], args: argparse.Namespace, baseline: dict | No
     for line in failures:
         print(f"GATE FAILURE {line}", file=sys.stderr)
     print(f"gate: {'FAILED' if failures else 'passed'} against {path} ({len(failures)} failure(s))")
+    if failures:
+        seeds = ",".join(map(str, baseline["seeds"]))
+        print(f"gate: a change that alters the numerics on purpose is re-baselined in the same commit: python "
+              f"run_bench.py --preset {args.preset or 'default'} --seeds {seeds} --update-baseline --check {path}")
     return 1 if failures else 0
 
 

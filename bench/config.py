@@ -29,6 +29,7 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 DATASETS = ("synthetic", "mars", "duke")
 ACTIVATIONS = ("auto", "quick_gelu", "gelu")  # models/backbone.py chooses; kept here so config needs no torch
 FRAME_FITS = ("pad", "stretch")  # data/transforms.py
+FRAME_ABLATIONS = ("none", "shuffle", "one")  # data/ablation.py
 AUGMENTS = ("none", "frame", "clip")
 PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/measure/precision.py
 SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
@@ -113,6 +114,9 @@ class DataConfig(Validated):
     augment: str = option("none", "training augmentation: frame = released Pad + RandomCrop + flip drawn per frame, "
                                   "clip = drawn once per clip, none", choices=AUGMENTS)
     augment_pad: int = option(10, "padding of that augmentation in input pixels (released: 10 at 224 px)", min=0)
+    frame_ablation: str = option("none", "sensitivity ablation of every split's clips: shuffle = frames in a random "
+                                         "order, one = the first sampled frame repeated (no temporal information, "
+                                         "same model and cost); none = as sampled", choices=FRAME_ABLATIONS)
 
     def check_fields(self) -> None:
         if self.dataset == "synthetic":
@@ -136,6 +140,8 @@ class ModelConfig(Validated):
     fusion_width: int = option(128, "width of the fusion transformer", min=1)
     fusion_heads: int = option(4, "attention heads of the fusion transformer", min=1)
     fusion_mlp_ratio: float = option(4.0, "MLP width / fusion width", above=0)
+    visual_attention: bool = option(True, "false = sensitivity ablation: the attention branch of every visual block "
+                                          "is computed and discarded (models/vision.py: discard_attention)")
 
     def check_fields(self) -> None:
         _require(self.fusion_width % self.fusion_heads == 0,

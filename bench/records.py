@@ -16,11 +16,19 @@ Version 1 files are still read (reports of older sweeps), but never reused by re
 A result folder holds ``<run_id>.json`` per run and, where a retry failed after a good result, that failure beside
 it as ``<run_id>.failed.json`` (``settle``: a failure never replaces a good result). This module imports nothing
 of the project, so every room may use it.
+
+Nothing the harness finds is destroyed: a result file it is about to replace and cannot read, of another schema
+version, or whose values are not what ``FIELDS`` says, is first moved, byte for byte, into ``set-aside/`` beside it
+under a name that says why (``<name>.unreadable.json``, ``<name>.schema-v9.json``, ``<name>.invalid.json``), and
+one line on stderr names both paths. A version 1 record is set aside too when its run is redone: it cannot be
+upgraded (its strategy parameters lack the defaults, so its config digest never matches), and it is the only copy
+of what that sweep measured. Records in ``set-aside/`` are never read as results.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -39,10 +47,39 @@ REQUIRED_RUN_KEYS = ("id", "status")  # strings in every readable record
 OUTCOME = ("metrics", "profile", "weights")  # what a finished run fills in
 OK, FAILED, PREEMPTED = "ok", "failed", "preempted"  # run.status: preempted runs are always run again
 FAILED_SUFFIX = ".failed.json"
+SET_ASIDE = "set-aside"  # sub-folder of a result folder: records kept, never read as results
+
+TEXT, COUNT, NUMBER, FLAG, MAPPING = "a string", "an integer", "a number", "true or false", "an object"
+FIELDS = {  # dotted path -> what its value is; None (or a missing key: older records) is always allowed
+    "run": MAPPING, "metrics": MAPPING, "profile": MAPPING, "environment": MAPPING, "weights": MAPPING,
+    **dict.fromkeys(("run.strategy", "run.family", "run.error", "run.config_digest", "run.git_commit",
+                     "run.started_at", "run.finished_at"), TEXT),
+    "run.git_dirty": FLAG, "run.duration_s": NUMBER, "run.placement": MAPPING, "run.config": MAPPING,
+    **dict.fromkeys(("run.config.strategy", "run.config.data", "run.config.model", "run.config.train"), MAPPING),
+    "run.config.data.dataset": TEXT, "run.config.data.frames": COUNT, "run.config.model.backbone": TEXT,
+    **dict.fromkeys(("run.config.train.seed", "run.config.train.batch_size", "run.config.train.world_size"), COUNT),
+    "run.config.train.precision": TEXT, "metrics.best_epoch": COUNT,
+    **dict.fromkeys(("profile.params_trainable", "profile.params_total", "profile.params_added",
+                     "profile.peak_mem_bytes", "profile.activation_saved_bytes"), COUNT),
+    **dict.fromkeys(("profile.fwd_flops_per_clip", "profile.train_step_flops", "profile.step_time_ms_median",
+                     "profile.throughput_clips_per_s", "profile.train_time_s", "profile.eval_time_s"), NUMBER),
+    "profile.mode": TEXT, "profile.peak_mem_kind": TEXT, "profile.peak_mem_by_category_bytes": MAPPING,
+    "environment.gpu": TEXT, "environment.cpu": TEXT, "environment.torch": TEXT,
+}
+SCORED_SPLITS = ("test", "val", "majority_test")  # metrics.<split>: numbers, per_group / per_column: numbers
 
 
 class ResultFileError(ValueError):
-    """A result file cannot be read or has the wrong schema."""
+    """A result file cannot be read or has the wrong schema. ``kind`` says which, in the words a set-aside file is
+    named with: ``unreadable``, ``schema-v<N>`` or ``invalid`` (values not what ``FIELDS`` says)."""
+
+    def __init__(self, message: str, kind: str = "invalid"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class ResultAccessError(ValueError):
+    """A result file exists but this user may not read it: an environment error, never a reason to redo a run."""
 
 
 def now_iso() -> str:
@@ -64,24 +101,89 @@ def new_record(cfg: RunConfig, *, run_id: str, status: str, placement: dict, env
 
 
 def validate_record(payload, path: Path) -> dict:
-    """A readable record: an object of a readable version whose ``run`` names its id and status."""
+    """A readable record: an object of a readable version whose ``run`` names its id and status, and whose values
+    are of the kinds ``FIELDS`` gives, so every reader can use them without checking again."""
     if not isinstance(payload, dict):
         raise ResultFileError(f"{path}: expected a result record (a JSON object) at the top level, got "
-                              f"{type(payload).__name__}")
-    if payload.get("schema_version") not in READABLE_VERSIONS:
-        raise ResultFileError(f"{path}: schema_version {payload.get('schema_version')!r}, expected one of "
-                              f"{READABLE_VERSIONS}")
+                              f"{type(payload).__name__}", "unreadable")
+    version = payload.get("schema_version")
+    if not _is_count(version):
+        raise ResultFileError(f"{path}: schema_version {version!r}, expected one of {READABLE_VERSIONS}",
+                              "unreadable")
+    if version not in READABLE_VERSIONS:
+        raise ResultFileError(f"{path}: schema_version {version}, {_version_words(version)}", f"schema-v{version}")
     run = payload.get("run")
     if not isinstance(run, dict) or not all(isinstance(run.get(key), str) for key in REQUIRED_RUN_KEYS):
         raise ResultFileError(f"{path}: 'run' must be an object with the run's 'id' and 'status'")
+    if run["status"] not in (OK, FAILED, PREEMPTED):
+        _bad_value(path, "run.status", run["status"], f"one of {OK!r}, {FAILED!r}, {PREEMPTED!r}")
+    for field, kind in FIELDS.items():
+        _check_value(path, field, dig(payload, *field.split(".")), kind)
+    _check_scores(path, payload.get("metrics") or {})
     return payload
 
 
+def _version_words(version: int) -> str:
+    newer = version > max(READABLE_VERSIONS)
+    return (f"{'newer' if newer else 'older'} than the versions this harness reads {READABLE_VERSIONS}"
+            + ("; update the harness to read it" if newer else ""))
+
+
+def _is_count(value) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+KIND_CHECKS = {TEXT: lambda v: isinstance(v, str), COUNT: _is_count, NUMBER: _is_number,
+               FLAG: lambda v: isinstance(v, bool), MAPPING: lambda v: isinstance(v, dict)}
+
+
+def _check_value(path: Path, field: str, value, kind: str) -> None:
+    if value is not None and not KIND_CHECKS[kind](value):
+        _bad_value(path, field, value, kind)
+    if field == "profile.peak_mem_by_category_bytes" and isinstance(value, dict):
+        for name, inner in value.items():
+            _check_value(path, f"{field}.{name}", inner, COUNT)
+
+
+def _check_scores(path: Path, metrics: dict) -> None:
+    """``metrics.<split>``: every scalar a number; ``per_group`` / ``per_column``: a number per attribute and key."""
+    for split in SCORED_SPLITS:
+        scores = metrics.get(split)
+        for key, value in (scores.items() if isinstance(scores, dict) else ()):
+            if key in ("per_group", "per_column"):
+                _check_table(path, f"metrics.{split}.{key}", value)
+            elif not isinstance(value, dict):
+                _check_value(path, f"metrics.{split}.{key}", value, NUMBER)
+
+
+def _check_table(path: Path, field: str, table) -> None:
+    _check_value(path, field, table, MAPPING)
+    for name, row in (table or {}).items():
+        _check_value(path, f"{field}.{name}", row, MAPPING)
+        for key, value in (row or {}).items():
+            _check_value(path, f"{field}.{name}.{key}", value, NUMBER)
+
+
+def _bad_value(path: Path, field: str, value, expected: str):
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise ResultFileError(f"{path}: {field} is {shown}, expected {expected} (the result schema of bench/records.py); "
+                          "correct the value or move the file out of the folder")
+
+
 def read_result(path: Path) -> dict:
+    """The record in ``path``. A file this user may not read is a ``ResultAccessError``; anything else that keeps it
+    from being a record of a readable version is a ``ResultFileError`` whose ``kind`` says what."""
     try:
-        payload = json.loads(Path(path).read_text())
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except PermissionError as error:
+        raise ResultAccessError(f"{path}: cannot be read ({error.strerror}); give yourself read permission or move "
+                                "it out of the folder") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ResultFileError(f"{path}: unreadable result file ({error})") from None
+        raise ResultFileError(f"{path}: unreadable result file ({error})", "unreadable") from None
     return validate_record(payload, path)
 
 
@@ -94,45 +196,75 @@ def dig(mapping: dict, *keys):
     return mapping
 
 
+def resume_decision(path: Path, cfg: RunConfig, *, retry_failed: bool = False) -> tuple[str | None, dict | None]:
+    """(why a resumed sweep need not run ``cfg`` again, the record it keeps); (None, None): run it. A result counts
+    only for an identical config digest; a failed one is kept unless ``retry_failed``, a preempted one is always
+    run again. A file in the way that is not a record of this version is set aside first (``own_record``)."""
+    record = own_record(path)
+    if record is None or record["run"].get("config_digest") != cfg.digest():
+        return None, None
+    if record["run"]["status"] == OK:
+        return "finished earlier, skipped", record
+    if record["run"]["status"] == FAILED and not retry_failed:
+        return "failed earlier, skipped (--retry-failed runs it again)", record
+    return None, None
+
+
 def skip_reason(path: Path, cfg: RunConfig, *, retry_failed: bool = False) -> str | None:
-    """Why a resumed sweep need not run ``cfg`` again (None: run it). A result counts only for an identical config
-    digest; a failed one is kept unless ``retry_failed``, a preempted one is always run again."""
-    if not path.exists():
-        return None
-    try:
-        run = read_result(path)["run"]
-    except ResultFileError as error:
-        print(f"warning: {error}; the run is redone and the file replaced", flush=True)
-        return None
-    if run.get("config_digest") != cfg.digest():
-        return None
-    if run["status"] == OK:
-        return "finished earlier, skipped"
-    if run["status"] == FAILED and not retry_failed:
-        return "failed earlier, skipped (--retry-failed runs it again)"
-    return None
+    return resume_decision(path, cfg, retry_failed=retry_failed)[0]
 
 
 def is_finished(path: Path, cfg: RunConfig) -> bool:
     return skip_reason(path, cfg, retry_failed=True) is not None
 
 
-def settle(record: dict, final: Path) -> dict:
-    """Write ``record`` as the run's result without ever overwriting a good result with a failure: a failure beside
-    a good result goes to ``<run_id>.failed.json``. The one writer of result files for every launcher."""
-    ok = record["run"]["status"] == OK
-    keep_old = not ok and final.exists() and _is_ok(final)
-    write_json_atomic(final.with_suffix(FAILED_SUFFIX) if keep_old else final, record)
-    if ok:
-        final.with_suffix(FAILED_SUFFIX).unlink(missing_ok=True)
+def own_record(path: Path) -> dict | None:
+    """The record at ``path`` if it is one this harness wrote in its current schema, which it may therefore replace;
+    None when there is none, after moving anything else found there into ``set-aside/`` (one line on stderr)."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        record = read_result(path)
+    except ResultFileError as error:
+        set_aside(path, error.kind, str(error))
+        return None
+    if record["schema_version"] != SCHEMA_VERSION:
+        set_aside(path, f"schema-v{record['schema_version']}",
+                  f"{path}: schema_version {record['schema_version']}, older than this harness writes "
+                  f"({SCHEMA_VERSION}) and not reusable (its config digest differs)")
+        return None
     return record
 
 
-def _is_ok(path: Path) -> bool:
-    try:
-        return read_result(path)["run"]["status"] == OK
-    except ResultFileError:
-        return False
+def set_aside(path: Path, why: str, message: str) -> Path:
+    """Move ``path`` unchanged to ``set-aside/<name>.<why>.json`` beside it (never over another file) and say so."""
+    path = Path(path)
+    folder = path.parent / SET_ASIDE
+    folder.mkdir(exist_ok=True)
+    stem = path.name[:-len(".json")] if path.name.endswith(".json") else path.name
+    target, number = folder / f"{stem}.{why}.json", 1
+    while os.path.lexists(target):
+        number += 1
+        target = folder / f"{stem}.{why}.{number}.json"
+    os.rename(path, target)
+    print(f"warning: {message}; kept unchanged as {target}, the run's new result takes its place", file=sys.stderr,
+          flush=True)
+    return target
+
+
+def settle(record: dict, final: Path) -> dict:
+    """Write ``record`` as the run's result without ever overwriting a good result with a failure: a failure beside
+    a good result goes to ``<run_id>.failed.json``. The one writer of result files for every launcher; a file in
+    the way that is not its own record (``own_record``) is set aside, never overwritten or deleted."""
+    ok = record["run"]["status"] == OK
+    earlier, failed = own_record(final), final.with_suffix(FAILED_SUFFIX)
+    keep_old = not ok and earlier is not None and earlier["run"]["status"] == OK
+    if ok or keep_old:
+        own_record(failed)
+    write_json_atomic(failed if keep_old else final, record)
+    if ok:
+        failed.unlink(missing_ok=True)
+    return record
 
 
 def write_atomic(path: Path, write: Callable[[IO], object], *, binary: bool = False) -> Path:

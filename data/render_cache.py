@@ -7,20 +7,26 @@ The key includes a hash of ``data/synthetic.py`` itself, so a change to the rend
 
 Location: ``$PAR_BENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/vpar-peft-bench``, else ``~/.cache/vpar-peft-bench``;
 ``PAR_BENCH_CACHE_DIR=off`` keeps the cache in memory only. Files are written atomically (temporary file, then
-rename), so concurrent runs and interrupted writes never leave a partial file; a file that cannot be read or does
-not have the expected shape is ignored and rewritten.
+rename), so concurrent runs and interrupted writes never leave a partial file.
+
+A file is a plain ``.npy`` (any tool reads it) followed by a trailer, ``CHECKSUM_MARK`` and the SHA-256 of the frames
+in hex, so bytes changed on disk are never used as data: a file that cannot be read, has no trailer (written before
+it existed), does not match its checksum or has another shape is rendered again and rewritten, with one line on
+stderr. The folder and its hash-named files are the cache's own, so rewriting one destroys nothing else.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 CACHE_ENV = "PAR_BENCH_CACHE_DIR"
+CHECKSUM_MARK = b"\nsha256:"  # after the array's bytes, then 64 hex digits
 
 
 def cache_root() -> Path | None:
@@ -58,14 +64,16 @@ class TrackletCache:
         return self.frames[i]
 
     def _load(self) -> None:
-        if self.path is None or not self.path.exists():
+        if self.path is None or not os.path.lexists(self.path):
             return
-        try:
-            stored = np.load(self.path, allow_pickle=False)
-        except (OSError, ValueError):
+        stored, problem = read_checked(self.path)
+        if problem is None and (stored.shape != self.frames.shape or stored.dtype != np.uint8):
+            problem = f"holds {stored.dtype} frames of shape {stored.shape}, expected uint8 {self.frames.shape}"
+        if problem is not None:
+            print(f"warning: rendered-data cache {self.path}: {problem}; rendering the split again and rewriting it",
+                  file=sys.stderr, flush=True)
             return
-        if stored.shape == self.frames.shape and stored.dtype == np.uint8:
-            self.frames, self.ready[:] = stored, True
+        self.frames, self.ready[:] = stored, True
 
     def _save(self) -> None:
         """Write the complete split atomically; a concurrent run writing the same file ends with identical bytes."""
@@ -76,6 +84,27 @@ class TrackletCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(temporary, "wb") as file:
                 np.save(file, self.frames, allow_pickle=False)
+                file.write(CHECKSUM_MARK + frames_digest(self.frames).encode("ascii"))
             os.replace(temporary, self.path)
         except OSError:  # a read-only or full disk only costs the next run a re-render
             temporary.unlink(missing_ok=True)
+
+
+def frames_digest(frames: np.ndarray) -> str:
+    """SHA-256 of the frames' bytes in C order: what the trailer of a cache file states."""
+    return hashlib.sha256(np.ascontiguousarray(frames).data).hexdigest()
+
+
+def read_checked(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """(frames, None) from a cache file whose trailer matches its frames, else (None, what is wrong with it)."""
+    try:
+        with open(path, "rb") as file:
+            stored = np.load(file, allow_pickle=False)
+            trailer = file.read(len(CHECKSUM_MARK) + 65)
+    except (OSError, ValueError, EOFError) as error:  # numpy says "cannot read" in these three ways
+        return None, f"cannot be read ({type(error).__name__}: {error})"
+    if not trailer.startswith(CHECKSUM_MARK):
+        return None, "carries no checksum"
+    if trailer[len(CHECKSUM_MARK):] != frames_digest(stored).encode("ascii"):
+        return None, "does not match its checksum"
+    return stored, None

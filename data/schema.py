@@ -13,18 +13,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: What an attribute's evidence needs, the axis of the report's "F1 per kind": ``appearance`` shows within one frame
+#: in a small area; ``spatial`` is a relation between parts of the body (what is where, which part is above which,
+#: proportions), which a model reads by relating patches (attention) or, where the crop fixes the layout, from where
+#: in the frame a patch lies; ``temporal`` shows only across frames.
+KINDS = ("appearance", "spatial", "temporal")
+
 
 @dataclass(frozen=True)
 class AttributeGroup:
-    """One attribute group. ``classes`` are short labels; a binary group has exactly one class."""
+    """One attribute group. ``classes`` are short labels; a binary group has exactly one class; ``kind`` says what
+    its evidence needs (``KINDS``)."""
 
     name: str
     classes: tuple[str, ...]
     template: str
     binary: bool = False
     expansions: dict[str, str] = field(default_factory=dict)
+    kind: str = "appearance"
 
     def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"group {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.binary and len(self.classes) != 1:
             raise ValueError(f"binary group {self.name!r} must have one class, got {len(self.classes)}")
         if not self.binary and len(self.classes) < 2:
@@ -83,6 +93,10 @@ class AttributeSchema:
     def group_index(self, name: str) -> int:
         return [g.name for g in self.groups].index(self.group(name).name)
 
+    def groups_of_kind(self, kind: str) -> list[str]:
+        """Names of the groups whose evidence is of ``kind`` (schema order; empty when none)."""
+        return [g.name for g in self.groups if g.kind == kind]
+
 
 _PERSON = "a photo of a pedestrian {}"
 _POSE = ("frontal", "lateral-frontal", "lateral", "lateral-back", "back", "varies")
@@ -95,13 +109,15 @@ _MOTION_WORDS = {"walking": "who is walking", "running": "who is running", "ridi
                  "staying": "who is standing still", "varies": "whose motion varies"}
 
 
-def _binary(name: str, words: str) -> AttributeGroup:
-    return AttributeGroup(name=name, classes=(name,), template=_PERSON, binary=True, expansions={name: words})
+def _binary(name: str, words: str, kind: str = "appearance") -> AttributeGroup:
+    return AttributeGroup(name=name, classes=(name,), template=_PERSON, binary=True, expansions={name: words},
+                          kind=kind)
 
 
 def _colour(part: str, colours: tuple[str, ...]) -> AttributeGroup:
+    """Top or bottom colour: spatial, because which garment a colour belongs to is where it is on the body."""
     words = {c: f"whose {part} is {'of complex colours' if c == 'complex' else c}" for c in colours}
-    return AttributeGroup(name=f"{part} colour", classes=colours, template=_PERSON, expansions=words)
+    return AttributeGroup(name=f"{part} colour", classes=colours, template=_PERSON, expansions=words, kind="spatial")
 
 
 MARS = AttributeSchema(
@@ -109,18 +125,18 @@ MARS = AttributeSchema(
     groups=(
         _binary("top short", "wearing a short-sleeved top"),
         _binary("bottom short", "wearing short trousers"),
-        _binary("shoulder bag", "carrying a shoulder bag"),
-        _binary("backpack", "carrying a backpack"),
+        _binary("shoulder bag", "carrying a shoulder bag", "spatial"),
+        _binary("backpack", "carrying a backpack", "spatial"),
         _binary("hat", "wearing a hat"),
-        _binary("hand bag", "carrying a hand bag"),
+        _binary("hand bag", "carrying a hand bag", "spatial"),
         _binary("long hair", "with long hair"),
-        _binary("female", "who is a woman"),
+        _binary("female", "who is a woman", "spatial"),
         _binary("bottom skirt", "wearing a skirt"),
         AttributeGroup("pose", _POSE, _PERSON, expansions=_POSE_WORDS),
-        AttributeGroup("motion", _MOTION, _PERSON, expansions=_MOTION_WORDS),
+        AttributeGroup("motion", _MOTION, _PERSON, expansions=_MOTION_WORDS, kind="temporal"),
         _colour("top", ("black", "purple", "green", "blue", "gray", "white", "yellow", "red", "complex")),
         _colour("bottom", ("white", "purple", "black", "green", "gray", "pink", "yellow", "blue", "brown", "complex")),
-        AttributeGroup("age", ("young", "teenager", "adult", "old"), _PERSON,
+        AttributeGroup("age", ("young", "teenager", "adult", "old"), _PERSON, kind="spatial",
                        expansions={"young": "who is a child", "teenager": "who is a teenager",
                                    "adult": "who is an adult", "old": "who is old"}),
     ),
@@ -129,16 +145,16 @@ MARS = AttributeSchema(
 DUKE = AttributeSchema(
     name="duke",
     groups=(
-        _binary("backpack", "carrying a backpack"),
-        _binary("shoulder bag", "carrying a shoulder bag"),
-        _binary("hand bag", "carrying a hand bag"),
+        _binary("backpack", "carrying a backpack", "spatial"),
+        _binary("shoulder bag", "carrying a shoulder bag", "spatial"),
+        _binary("hand bag", "carrying a hand bag", "spatial"),
         _binary("boots", "wearing boots"),
-        _binary("female", "who is a woman"),
+        _binary("female", "who is a woman", "spatial"),
         _binary("hat", "wearing a hat"),
         _binary("light shoes", "wearing light-coloured shoes"),
         _binary("top long", "wearing a long top"),
         AttributeGroup("pose", _POSE, _PERSON, expansions=_POSE_WORDS),
-        AttributeGroup("motion", _MOTION, _PERSON, expansions=_MOTION_WORDS),
+        AttributeGroup("motion", _MOTION, _PERSON, expansions=_MOTION_WORDS, kind="temporal"),
         _colour("top", ("black", "white", "red", "purple", "gray", "blue", "green", "brown", "complex")),
         _colour("bottom", ("black", "white", "red", "grey", "blue", "green", "brown", "complex")),
     ),

@@ -49,6 +49,8 @@ _SPLITS = {"train": 0, "val": 1, "test": 2}
 # Part ids painted into the label map; 0 is background.
 _SKIN, _HAIR, _EYE, _TOP, _TOP2, _BOT, _BOT2, _SHOE, _PACK, _SBAG, _HBAG, _HAT, _OCC = range(1, 14)
 _NUM_PARTS = 14
+PARTS = dict(zip(("skin", "hair", "eye", "top", "top2", "bottom", "bottom2", "shoe", "backpack", "shoulder bag",
+                  "hand bag", "hat", "occluder"), range(1, _NUM_PARTS), strict=True))
 # Motion classes 0-3 (walking, running, riding, staying): gait phase step (rad/frame) and background scroll
 # (frame widths per frame). Riding = no gait, fast scroll; no bicycle, so one frame cannot tell. The scene is a
 # periodic tile _TILE frames wide, so even riding does not wrap around within a 16-frame tracklet.
@@ -402,7 +404,23 @@ def render_frames(person: Person, frame_indices: Sequence[int] | np.ndarray, *, 
         raise SyntheticDataError(f"frame_indices must lie in [0, {person.tracklet_length}), got {idx.tolist()}")
     if image_size < 16 or nuisance_scale < 0:
         raise SyntheticDataError(f"need image_size >= 16 and nuisance_scale >= 0, got {image_size}, {nuisance_scale}")
-    views, phase, scroll = (track[idx] for track in _tracks(person))
+    parts, u, v = _part_map(person, idx, image_size=image_size, nuisance_scale=nuisance_scale)
+    scroll = _tracks(person)[2][idx]
+    img = _colourise(parts, u, v, person, _background(person, scroll, size=image_size, scale=nuisance_scale))
+    img = _noise_and_blur(img, person, person.frames[idx], nuisance_scale)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def part_map(person: Person, frame_indices: Sequence[int] | np.ndarray, *, image_size: int,
+             nuisance_scale: float = 1.0) -> np.ndarray:
+    """(T, S, S) uint8 body-part ids of the frames ``render_frames`` draws (``PARTS`` names them; 0 = background):
+    where every part lands, for checks of what an attribute's evidence needs."""
+    idx = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
+    return _part_map(person, idx, image_size=image_size, nuisance_scale=nuisance_scale)[0]
+
+
+def _part_map(person: Person, idx: np.ndarray, *, image_size: int, nuisance_scale: float):
+    views, phase, _ = (track[idx] for track in _tracks(person))
     f = person.frames[idx]
     u, v = _local_grids(person, f, phase, size=image_size, scale=nuisance_scale)
     parts = np.zeros((idx.size, image_size, image_size), np.uint8)
@@ -413,9 +431,7 @@ def render_frames(person: Person, frame_indices: Sequence[int] | np.ndarray, *, 
         _draw_head(canvas, person, int(view))
         parts[sel] = canvas.parts
     _occlude(_Canvas(parts, u, v), f, nuisance_scale)
-    img = _colourise(parts, u, v, person, _background(person, scroll, size=image_size, scale=nuisance_scale))
-    img = _noise_and_blur(img, person, f, nuisance_scale)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return parts, u, v
 
 
 class SyntheticVideoPAR(torch.utils.data.Dataset):
@@ -443,6 +459,9 @@ class SyntheticVideoPAR(torch.utils.data.Dataset):
         self.people = [sample_person(np.random.default_rng([cfg.seed, _SPLITS[split], i]),
                                      tracklet_length=cfg.tracklet_length) for i in range(size)]
         self.labels = np.stack([labels_of(p) for p in self.people])  # (N, A)
+        # Every synthetic person is its own identity, keyed like its random generator: (data seed, split, index).
+        self.track_ids = [f"synthetic-{cfg.seed}-{split}-{i}" for i in range(size)]
+        self.pids = self.track_ids
         self._draws = np.zeros(size, np.int64)
         shape = (cfg.tracklet_length, self.image_size, self.image_size, 3)
         self._cache = None

@@ -46,6 +46,8 @@ from pathlib import Path
 import open_clip
 import torch
 
+from models import openai_archive
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 NO_WEIGHTS = (None, "", "none")
@@ -154,10 +156,8 @@ def read_checkpoint(path: Path) -> _Checkpoint:
             from safetensors.torch import load_file
 
             return _classified(_unwrap(load_file(str(path)), path), "open_clip-safetensors")
-        if is_torchscript(path):
-            with _quiet_library():
-                state = torch.jit.load(str(path), map_location="cpu").state_dict()
-            return _Checkpoint(_unwrap(dict(state), path), "openai-torchscript", True)
+        if is_torchscript(path):  # read without TorchScript, which newer torch deprecates (models/openai_archive.py)
+            return _Checkpoint(_unwrap(openai_archive.read_state_dict(path), path), "openai-torchscript", True)
         return _classified(_unwrap(torch.load(path, map_location="cpu", weights_only=True), path),
                            "open_clip-state-dict")
     except BackboneError:
@@ -305,8 +305,8 @@ def _tag_weights(name: str, tag: str) -> tuple[Path, bool]:
 
 @contextlib.contextmanager
 def _quiet_library():
-    """open_clip logs "initialized randomly" for a model whose weights are loaded right after, and torch warns that
-    ``torch.jit.load`` is deprecated; neither says anything about this run."""
+    """open_clip logs "initialized randomly" for a model whose weights are loaded right after, and some library
+    versions warn of deprecations (FutureWarning) the user cannot act on; neither says anything about this run."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:

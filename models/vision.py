@@ -60,6 +60,24 @@ class ClipFrameEncoder(nn.Module):
         return self.visual.ln_post(x) @ self.visual.proj  # (B', N, D_out)
 
 
+class DiscardedResidual(nn.Module):
+    """Zero times its input: put in place of a block's ``ls_1`` it removes the attention branch from the residual
+    stream while the attention is still computed, so FLOPs and parameter counts stay those of the intact tower."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0
+
+
+def discard_attention(visual: nn.Module) -> int:
+    """The sensitivity ablation "no visual attention": every block of the visual tower keeps only its MLP branch,
+    so a token sees its own patch (and position) alone; whatever a strategy does through attention (prompts,
+    attention LoRA, side networks reading attention-mixed taps) loses its effect. Returns the blocks changed."""
+    blocks = visual.transformer.resblocks
+    for block in blocks:
+        block.ls_1 = DiscardedResidual()
+    return len(blocks)
+
+
 class VideoEncoder(nn.Module):
     """(B, T, 3, H, W) video -> (B, N, D_out) visual tokens: frame encoder then temporal aggregation."""
 

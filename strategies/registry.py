@@ -3,8 +3,10 @@
 A strategy module calls ``register(...)`` once at import. Every module in this package except the ones listed in
 ``_NOT_STRATEGIES`` is imported on first use, so adding a strategy is one file. Strategies kept outside the project
 are loaded from the modules named in the environment variable ``PAR_BENCH_PLUGINS`` (comma-separated, importable
-from ``PYTHONPATH``); worker processes inherit it. The bench only ever talks to this
-module (``apply_strategy``, ``build_config``, ``names``); it never imports a concrete strategy.
+from ``PYTHONPATH``); worker processes inherit it. A plugin strategy named like one already registered is an error
+naming both (``origin`` says where each came from); the bench refuses one named like a built-in variant
+(experiments/strategies). The bench only ever talks to this module (``apply_strategy``, ``build_config``, ``names``);
+it never imports a concrete strategy.
 
 Rules every strategy follows (checked by the registry-parametrized contract tests): ``apply_strategy`` freezes the
 whole model, the strategy enables only its own parameters, and the shared fusion/head are enabled by one shared flag
@@ -61,29 +63,51 @@ class StrategyEntry:
     prefixes: tuple[str, ...] = ()
     zero_init: bool = False  # step-0 output equals the frozen base model's
     trains_existing: Callable[[nn.Module, Any], Iterable[nn.Parameter]] = _nothing  # (model, cfg): pre-existing params
+    source: str = "code that called register"  # where it came from, to name both sides of a name collision
 
 
 def register(name: str, *, config: type, apply: Callable, description: str, prefixes: tuple[str, ...] = (),
              zero_init: bool = False, trains_existing: Callable[[nn.Module, Any], Iterable[nn.Parameter]] = _nothing
              ) -> None:
+    """Add a strategy. A name already taken by another strategy (a plugin named like a built-in, two plugins alike)
+    is an error naming both: the registry never lets one silently replace or hide the other."""
+    source = _loading[-1] if _loading else StrategyEntry.source
     if name in _REGISTRY and _REGISTRY[name].apply is not apply:
-        raise StrategyError(f"strategy {name!r} registered twice")
-    _REGISTRY[name] = StrategyEntry(name, config, apply, description, tuple(prefixes), zero_init, trains_existing)
+        raise StrategyError(f"strategy {name!r} of {source} has the name of the strategy of {_REGISTRY[name].source};"
+                            f" rename the one of {source}")
+    _REGISTRY[name] = StrategyEntry(name, config, apply, description, tuple(prefixes), zero_init, trains_existing,
+                                    source)
+
+
+_loading: list[str] = []  # the module being imported by _load_builtin, innermost last
+
+
+def origin(name: str) -> str:
+    """Where strategy ``name`` was registered, e.g. ``plugin 'my_plugin' (/path/my_plugin.py)``."""
+    return get(name).source
 
 
 def _load_builtin() -> None:
     package = importlib.import_module("strategies")
     for module in pkgutil.iter_modules(package.__path__):
         if module.name not in _NOT_STRATEGIES:
-            importlib.import_module(f"strategies.{module.name}")
+            _import(f"strategies.{module.name}", f"the built-in module strategies.{module.name}")
     for name in filter(None, (n.strip() for n in os.environ.get("PAR_BENCH_PLUGINS", "").split(","))):
         _import_plugin(name)
+
+
+def _import(module: str, source: str) -> None:
+    _loading.append(source)
+    try:
+        importlib.import_module(module)
+    finally:
+        _loading.pop()
 
 
 def _import_plugin(name: str) -> None:
     """Import one plugin module; whatever it raises becomes one line naming the module and its file."""
     try:
-        importlib.import_module(name)
+        _import(name, f"plugin {name!r} ({_plugin_file(name)})")
     except ModuleNotFoundError as error:
         if error.name != name.split(".")[0] and error.name != name:
             raise StrategyError(f"PAR_BENCH_PLUGINS: plugin {name!r} ({_plugin_file(name)}) failed at import: "
@@ -93,6 +117,8 @@ def _import_plugin(name: str) -> None:
     except SyntaxError as error:
         raise StrategyError(f"PAR_BENCH_PLUGINS: plugin {name!r} ({error.filename}, line {error.lineno}) has a "
                             f"syntax error: {error.msg}") from None
+    except StrategyError as error:  # its own message names the plugin
+        raise StrategyError(f"PAR_BENCH_PLUGINS: {error}") from None
     except Exception as error:  # a plugin may raise anything at import; the sweep must still say it in one line
         raise StrategyError(f"PAR_BENCH_PLUGINS: plugin {name!r} ({_plugin_file(name)}) failed at import: "
                             f"{type(error).__name__}: {' '.join(str(error).split())}") from None

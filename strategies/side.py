@@ -65,7 +65,9 @@ from strategies.options import option
 from strategies.registry import StrategyError, StrategyOptions, register
 
 PAPER_DEPTH = 12
+PAPER_WIDTH = 768  # ViT-B/16, the backbone VTFPAR++ sizes its side networks for
 PAPER_TAPS = (0, 3, 6, 9, 11)
+PAPER_SIDE_WIDTH, PAPER_SIDE_HEAD_WIDTH, PAPER_SSN_DEPTH = 240, 40, 7  # section 3.3: 6 heads of 40
 FUSION_PROJECTIONS = ("auto", "linear")
 
 
@@ -107,6 +109,23 @@ class SideConfig(StrategyOptions):
 def default_taps(depth: int) -> tuple[int, ...]:
     """The paper's taps (0, 3, 6, 9, 11 of 12 blocks) scaled to a backbone of ``depth`` blocks (module docstring)."""
     return tuple(sorted({int(k * depth / PAPER_DEPTH + 0.5) for k in PAPER_TAPS}))
+
+
+def proportional_side(*, depth: int, width: int) -> dict:
+    """Side-network parameters for a backbone of ``depth`` blocks and ``width`` channels, scaled as VTFPAR++ sizes
+    them beside ViT-B/16 (section 3.3: 7 blocks of width 240, 6 heads of 40, beside 12 blocks of width 768, taps at
+    0, 3, 6, 9, 11): width 240/768 of the backbone's, depth 7/12 of its blocks, the paper's 6 heads (or the most
+    below that divide the width), and as many taps as the side blocks can take, spread evenly over the backbone's
+    depth (first and last included). Beside par-vit-tiny (4 x 128) this gives width 40, 2 blocks, 5 heads and taps
+    (0, 2, 4), so the side networks stay as small beside the backbone as the paper's are: the cost comparison keeps
+    its shape. Beside ViT-B/16 it gives the paper's sizes back, with taps (0, 3, 6, 9, 12) for its (0, 3, 6, 9, 11).
+    """
+    side_width = max(1, round(width * PAPER_SIDE_WIDTH / PAPER_WIDTH))
+    heads = next(h for h in range(PAPER_SIDE_WIDTH // PAPER_SIDE_HEAD_WIDTH, 0, -1) if side_width % h == 0)
+    ssn_depth = max(1, round(depth * PAPER_SSN_DEPTH / PAPER_DEPTH))
+    count = min(ssn_depth + 1, len(PAPER_TAPS), depth + 1)
+    taps = sorted({round(i * depth / (count - 1)) for i in range(count)}) if count > 1 else [depth]
+    return {"width": side_width, "heads": heads, "ssn_depth": ssn_depth, "taps": taps}
 
 
 def _init_like_timm(module: nn.Module) -> nn.Module:

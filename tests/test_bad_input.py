@@ -284,13 +284,14 @@ def test_a_result_file_that_is_not_a_record_is_named_not_crashed_on(payload, tmp
     bad.write_text(json.dumps(payload))
     with pytest.raises(ResultFileError, match=f"^{bad}: "):
         read_result(bad)
-    assert not is_finished(bad, RunConfig())  # a sweep redoes that run, saying why
-    assert str(bad) in capsys.readouterr().out
     assert report.main([str(tmp_path)]) == 2
     assert one_error_line(capsys) == f"error: {tmp_path}: no readable result JSON (*.json) found"
     shutil.copy(EARLIER, tmp_path / "good.json")
     assert report.main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     assert f"warning: skipped {bad}: " in capsys.readouterr().out
+    assert not is_finished(bad, RunConfig())  # a sweep redoes that run, saying why, and keeps the file aside
+    kept = next((tmp_path / "set-aside").iterdir())
+    assert str(bad) in capsys.readouterr().err and kept.read_text() == json.dumps(payload) and not bad.exists()
 
 
 def test_a_duplicated_result_file_is_not_an_extra_seed(tmp_path, capsys):
@@ -586,7 +587,8 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 
 @linux_only
-def test_ctrl_c_stops_the_worker_discards_its_attempt_and_says_how_to_resume(out):
+def test_ctrl_c_stops_the_worker_discards_its_attempt_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "runs"  # no earlier record of this run id: one of another config would be set aside first
     sweep = _start_sweep(out)
     _wait_for_worker(sweep)
     os.killpg(sweep.pid, signal.SIGINT)  # what a terminal sends to the foreground process group
@@ -603,7 +605,8 @@ def test_ctrl_c_stops_the_worker_discards_its_attempt_and_says_how_to_resume(out
 
 
 @linux_only
-def test_workers_die_with_their_sweep(out):
+def test_workers_die_with_their_sweep(tmp_path):
+    out = tmp_path / "runs"
     sweep = _start_sweep(out)
     _wait_for_worker(sweep)
     os.kill(sweep.pid, signal.SIGKILL)

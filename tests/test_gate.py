@@ -237,3 +237,59 @@ def test_own_parameters_that_never_step_fail_the_gate(small_baseline, monkeypatc
     failures = _failures([_run("full", 0)], small_baseline)
     assert any(line.startswith("full: own_params_effect NOT LEARNED") for line in failures)
     assert any(line.startswith("frozen: (not in this run) MISSING") for line in failures)
+
+
+# ---- the same-seed tier, both directions ------------------------------------------------------------------------
+
+def _with_environment(record: dict, cpu: str = "AMD EPYC") -> dict:
+    return {**record, "environment": {"torch": "2.14.1", "cpu": cpu, "python": "3.11.7", "numpy": "2.4.6",
+                                      "gpu": None}}
+
+
+def _seeded_baseline() -> dict:
+    return gate.make_baseline([_with_environment(r) for r in _baseline_records()], preset="gate")
+
+
+def test_a_repeated_seed_is_held_to_its_own_value_far_inside_the_seed_noise():
+    baseline = _seeded_baseline()
+    assert gate.SAME_SEED_TOLERANCE < baseline["tolerances"]["macro_f1"]
+    drop = 2 * gate.SAME_SEED_TOLERANCE  # inside the statistical tolerance, outside the same-seed one
+    run = [_with_environment(_record(name, 0, values[0] - (drop if name == "full" else 0)))
+           for name, values in SEEDS.items()]
+    failures = _failures(run, baseline)
+    assert [line.split(" (seed")[0] for line in failures] == [f"full: {m} (same seed) REGRESSION" for m in gate.ACCURACY]
+    elsewhere = [_with_environment(r, cpu="Intel Xeon") for r in run]  # another CPU: the statistical tier only
+    assert not _failures(elsewhere, baseline)
+
+
+def test_much_better_than_the_same_seed_is_suspicious_and_says_why():
+    baseline = _seeded_baseline()
+    run = [_with_environment(_record(name, 0, values[0] + (0.02 if name == "frozen" else 0)))
+           for name, values in SEEDS.items()]
+    failures = _failures(run, baseline)
+    assert any(line.startswith("frozen: macro_f1 (same seed) SUSPICIOUS") and "leaking" in line for line in failures)
+
+
+def test_much_better_than_the_seed_mean_is_suspicious_in_the_statistical_tier():
+    baseline = gate.make_baseline(_baseline_records(), preset="gate")
+    run = [_record("frozen", 3, 0.45), _record("full", 3, 0.51), _record("lora", 3, 0.60)]
+    assert any(line.startswith("lora: macro_f1 SUSPICIOUS") for line in _failures(run, baseline))
+
+
+def test_memory_is_checked_in_both_directions():
+    baseline = gate.make_baseline(_baseline_records(), preset="gate")
+    run = [_record("frozen", 3, 0.45), _record("full", 3, 0.51, mem=500), _record("lora", 3, 0.45, mem=2000)]
+    verdicts = {line.split(" (")[0] for line in _failures(run, baseline)}
+    assert verdicts == {"full: peak_mem_bytes CHANGED", "lora: peak_mem_bytes REGRESSION"}
+
+
+def test_splits_sharing_a_person_fail_the_run():
+    from bench.runner.datasets import SplitOverlapError, check_disjoint
+
+    class Split:
+        def __init__(self, ids):
+            self.track_ids = self.pids = ids
+
+    check_disjoint({"train": Split(["a", "b"]), "val": Split(["c"]), "test": Split(["d"])})
+    with pytest.raises(SplitOverlapError, match="train and test splits share 1 clips"):
+        check_disjoint({"train": Split(["a", "b"]), "val": Split(["c"]), "test": Split(["b"])})

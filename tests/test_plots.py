@@ -103,7 +103,7 @@ def test_index_shows_table_figures_setting_and_links_every_file(tmp_path):
     out = folder / "report"
     (out / "compare.md").write_text("written later by bench.reporting.compare\n")
     report.write_reports(folder)  # regenerated: the index now lists compare.md too
-    others = sorted(p.name for p in out.iterdir() if p.name not in index.INDEX_FILES)
+    others = sorted(p.name for p in out.iterdir() if p.name not in index.INDEX_FILES and not p.name.startswith("."))
     markdown, page = (out / "README.md").read_text(), (out / "index.html").read_text()
     for name in others:
         assert f"]({name})" in markdown and f'href="{name}"' in page, name

@@ -57,11 +57,14 @@ def test_run_bench_trains_on_a_prepared_mars_fixture(tmp_path):
     assert prepare_main(["mars", "--raw", str(raw), "--out", str(tmp_path / "mars")]) == 0
     out = tmp_path / "runs"
     code = run_bench.main(["--preset", "smoke", "--dataset", "mars", "--data-root", str(tmp_path / "mars"),
-                           "--strategies", "frozen", "--epochs", "1", "--out", str(out)])
+                           "--strategies", "frozen", "--epochs", "1", "--batch-size", "4", "--out", str(out)])
     assert code == 0
     record = json.loads(next(out.glob("frozen__*.json")).read_text())
     assert record["run"]["config"]["data"]["dataset"] == "mars"
     assert record["metrics"]["test"]["num_samples"] == 8
+    code = run_bench.main(["--preset", "smoke", "--dataset", "mars", "--data-root", str(tmp_path / "mars"),
+                           "--strategies", "frozen", "--batch-size", "16", "--out", str(out)])
+    assert code == 2  # 12 training tracklets: a batch of 16 would run as one of 12, recorded as 16
 
 
 def test_list_strategies_describes_every_strategy_and_counts_parameters_by_building(capsys):

@@ -59,6 +59,12 @@ LEARNED_FRACTION = 0.5
 # effect never drops below a tenth of the baseline's mean, even where few seeds give a wide spread.
 OWN_EFFECT_FLOOR = 0.1
 FLOORS = {"accuracy_abs": 0.005, "memory_rel": 0.05}
+# Same-seed tier: a run repeating a baseline seed in the baseline's numeric environment is held to that seed's value,
+# in both directions, within SAME_SEED_TOLERANCE (a fraction; 0.003 = 0.3 points), not within the seed noise. Harmless
+# changes of the numerics (another thread count, pool vs serial, a refactor that reorders float sums) must stay
+# inside it: README "Regression gate" gives the measurement.
+SAME_SEED_TOLERANCE = 0.003
+ENVIRONMENT_KEYS = ("torch", "cpu", "python", "numpy")  # what makes the same seed give the same numbers
 REQUIRED_KEYS = ("preset", "setting", "seeds", "noise", "tolerances", "strategies")
 STRATEGY_KEYS = ("signature", *ACCURACY, LEARNED, "required_learned_margin", *MEMORY, *EXACT)
 
@@ -73,13 +79,13 @@ class Verdict:
     metric: str
     baseline: float | None
     now: float | None
-    verdict: str  # ok / REGRESSION / NOT LEARNED / improved / changed-config / MISSING / n/a
+    verdict: str  # ok / REGRESSION / SUSPICIOUS / CHANGED / NOT LEARNED / changed-config / MISSING / n/a
     seed: int | None = None
     limit: float | None = None  # the bound the value was held to (lower for accuracy, upper for memory)
 
     @property
     def failed(self) -> bool:
-        return self.verdict in ("REGRESSION", "NOT LEARNED", "MISSING")
+        return self.verdict in ("REGRESSION", "SUSPICIOUS", "CHANGED", "NOT LEARNED", "MISSING")
 
 
 def strategy_signature(record: dict) -> str:
@@ -127,7 +133,17 @@ def summarise(record: dict, frozen_macro_f1: float | None = None) -> dict:
     entry.update({key: prof.get(key) for key in MEMORY + EXACT})
     entry["peak_mem_kind"] = prof.get("peak_mem_kind")
     entry["signature"] = strategy_signature(record)
+    entry["environment"] = numeric_environment(record)
     return entry
+
+
+def numeric_environment(record: dict) -> dict:
+    """What decides a seed's numbers besides the code: library versions, CPU model, precision (not the thread count:
+    ``SAME_SEED_TOLERANCE`` covers it, measured)."""
+    env = record.get("environment") or {}
+    cfg = record["run"]["config"]["train"]
+    return {**{key: env.get(key) for key in ENVIRONMENT_KEYS}, "gpu": env.get("gpu"),
+            "precision": cfg.get("precision", "fp32")}
 
 
 def _frozen_by_seed(records: list[dict]) -> dict[int, float]:
@@ -189,7 +205,7 @@ def _strategy_entry(rows, name: str, tolerances: dict, n_seeds: int) -> dict:
                                                   OWN_EFFECT_FLOOR * entry[OWN_EFFECT])
     entry["gain_significant"] = entry[GAIN] is not None and entry[GAIN] > tolerances[GAIN]
     entry.update({key: first[key] for key in EXACT})
-    kept = (*ACCURACY, LEARNED, CHANCE, "required_chance_margin", OWN_EFFECT)
+    kept = (*ACCURACY, LEARNED, CHANCE, "required_chance_margin", OWN_EFFECT, "environment")
     entry["per_seed"] = {str(seed): {k: s[k] for k in kept} for seed, s in mine}
     return entry
 
@@ -345,11 +361,12 @@ def _compare_metric(strategy: str, seed: int, metric: str, base: dict, now: dict
     if old is None or new is None:
         return Verdict(strategy, metric, old, new, "MISSING", seed, limit)
     if metric in MEMORY:
-        verdict = "REGRESSION" if new > limit else "ok"
+        lower = old / (1 + tolerances["peak_mem_rel"])  # a drop is a changed measurement too
+        verdict = "REGRESSION" if new > limit else ("CHANGED" if new < lower else "ok")
     elif limit is not None:
         failed = "NOT LEARNED" if metric in (LEARNED, CHANCE, OWN_EFFECT) else "REGRESSION"
-        improved = metric in ACCURACY and new > old + tolerances[metric]
-        verdict = failed if new < limit else ("improved" if improved else "ok")
+        much_better = metric in ACCURACY and new > old + tolerances[metric]
+        verdict = failed if new < limit else ("SUSPICIOUS" if much_better else "ok")
     elif new == old:
         verdict = "ok"
     else:
@@ -360,9 +377,38 @@ def _compare_metric(strategy: str, seed: int, metric: str, base: dict, now: dict
 CHECKED = (*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, *MEMORY, *EXACT)
 
 
+def same_seed_entry(baseline: dict, strategy: str, seed: int, now: dict) -> dict | None:
+    """The baseline's figures of this very seed, where its numeric environment is this run's; else None."""
+    stored = baseline["strategies"].get(strategy, {}).get("per_seed", {}).get(str(seed))
+    if not stored or stored.get("environment") != now.get("environment"):
+        return None
+    return stored
+
+
+def _compare_same_seed(strategy: str, seed: int, metric: str, stored: dict, now: dict) -> Verdict:
+    """Tier 1: the same seed in the same numeric environment repeats its figures; both directions fail."""
+    old, new = stored.get(metric), now.get(metric)
+    if old is None or new is None:
+        return Verdict(strategy, f"{metric} (same seed)", old, new, "MISSING", seed)
+    if new < old - SAME_SEED_TOLERANCE:
+        verdict = "REGRESSION"
+    elif new > old + SAME_SEED_TOLERANCE:
+        verdict = "SUSPICIOUS"
+    else:
+        verdict = "ok"
+    return Verdict(strategy, f"{metric} (same seed)", old, new, verdict, seed, SAME_SEED_TOLERANCE)
+
+
+def _compare_run(strategy: str, seed: int, base: dict, now: dict, baseline: dict) -> list[Verdict]:
+    stored = same_seed_entry(baseline, strategy, seed, now)
+    tier = [_compare_same_seed(strategy, seed, m, stored, now) for m in ACCURACY] if stored else []
+    statistical = [m for m in CHECKED if not (stored and m in ACCURACY)]
+    return tier + [_compare_metric(strategy, seed, m, base, now, baseline["tolerances"]) for m in statistical]
+
+
 def compare(records: list[dict], baseline: dict) -> list[Verdict]:
     """Every checked metric of every run (strategy, seed) and every baseline strategy, with its verdict."""
-    tolerances, expected = baseline["tolerances"], baseline["strategies"]
+    expected = baseline["strategies"]
     ran = {r["run"]["strategy"] for r in records}
     verdicts = [Verdict(s, "(not in this run)", None, None, "MISSING") for s in sorted(set(expected) - ran)]
     for r in sorted((r for r in records if r["run"]["status"] != "ok"), key=lambda r: r["run"]["id"]):
@@ -372,8 +418,7 @@ def compare(records: list[dict], baseline: dict) -> list[Verdict]:
         if strategy not in expected:
             verdicts.append(Verdict(strategy, "(not in baseline)", None, None, "MISSING", seed))
             continue
-        verdicts += [_compare_metric(strategy, seed, metric, expected[strategy], now, tolerances)
-                     for metric in CHECKED]
+        verdicts += _compare_run(strategy, seed, expected[strategy], now, baseline)
     return verdicts
 
 
@@ -402,9 +447,19 @@ def verdict_table(verdicts: list[Verdict]) -> str:
                                    "verdict"], tablefmt="github", floatfmt=".4f", missingval="-")
 
 
+REASONS = {  # verdict -> what it usually means, printed with every failure
+    "REGRESSION": "worse than the baseline beyond its tolerance",
+    "SUSPICIOUS": "much better than the baseline: test data leaking into training, evaluation on the wrong split, "
+                  "or an intended change not yet re-baselined",
+    "CHANGED": "the measurement moved the other way beyond its tolerance: a changed measurement, not a gain",
+    "NOT LEARNED": "the model does not learn what the baseline's does (labels, a parameter group or a path cut off)",
+    "MISSING": "no figure to check",
+}
+
+
 def failure_lines(verdicts: list[Verdict]) -> list[str]:
     return [f"{v.strategy}: {v.metric} {v.verdict} (seed {v.seed}, baseline {_fmt(v.baseline)}, now {_fmt(v.now)}, "
-            f"limit {_fmt(v.limit)}, delta {_delta(v)})" for v in verdicts if v.failed]
+            f"limit {_fmt(v.limit)}, delta {_delta(v)}): {REASONS[v.verdict]}" for v in verdicts if v.failed]
 
 
 def _fmt(value) -> str:

@@ -31,6 +31,7 @@ FILE_NOTES = {
     "per_attribute_f1.md": "VTF Table 2 layout: test F1 per attribute group and per one-hot column",
     "per_attribute_f1.csv": "per one-hot column F1 (fractions)",
     "per_group_f1.csv": "per attribute group F1 (fractions)",
+    "per_kind_f1.md": "test macro-F1 per kind of attribute (appearance, spatial, temporal), mean ± std over seeds",
     "frames_ablation.md": "VTF Table 3 layout: test F1 vs frames per clip",
     "frames_ablation.csv": "the numbers behind the frames ablation (mean and std over seeds, fractions)",
     "compare.md": "this folder beside another one (written by python -m bench.reporting.compare)",
@@ -90,7 +91,9 @@ def _reference_text(frame: pd.DataFrame) -> str:
 
 
 def other_files(out: Path) -> list[str]:
-    return sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in INDEX_FILES)
+    """Every file of the folder but the front pages and hidden files (the report's manifest)."""
+    return sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in INDEX_FILES
+                  and not p.name.startswith("."))
 
 
 def index_markdown(frame: pd.DataFrame, agg: pd.DataFrame, records: list[dict], *, source: str,
@@ -150,10 +153,11 @@ def index_html(frame: pd.DataFrame, agg: pd.DataFrame, records: list[dict], *, s
     return "\n".join(parts)
 
 
-def write_index(out: Path, *, frame: pd.DataFrame, agg: pd.DataFrame, records: list[dict], source: str
-                ) -> list[Path]:
-    """README.md and index.html of a report folder; written last, so they list every file already there."""
-    files = other_files(out)
+def write_index(out: Path, *, frame: pd.DataFrame, agg: pd.DataFrame, records: list[dict], source: str,
+                also: list[str] = ()) -> list[Path]:
+    """README.md and index.html of a report folder; written last, so they list every file already there and the
+    files ``also`` named (others' files the report folder keeps, such as compare.md)."""
+    files = sorted({*other_files(out), *(name for name in also if name not in INDEX_FILES)})
     pages = {"README.md": index_markdown(frame, agg, records, source=source, files=files),
              "index.html": index_html(frame, agg, records, source=source, files=files)}
     written = []

@@ -6,6 +6,10 @@ bootstrap statistics), the figures from ``bench/reporting/plots.py`` (``fig1_eff
 ``cost_curves.png``), the front page (``README.md``, ``index.html``) from ``bench/reporting/index.py``. This module only
 puts them together; the table functions are re-exported here, so ``bench.reporting.report`` stays the one name for
 reporting.
+
+The report is written aside and swapped in whole, and only over files the report itself wrote and nobody changed
+since (``bench/reporting/publish.py``): any other file in the report folder is kept, and one the report would write
+over ends it in one line (exit 2) before anything is replaced.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.boundary import ensure_writable_folder, entry_point
-from bench.reporting import breakdown, index
+from bench.reporting import breakdown, index, publish
 from bench.reporting.tables import *  # noqa: F401,F403  (the tables' public names, as bench.reporting.report.*)
 from bench.reporting.tables import (  # noqa: F401  (used here, and by callers as bench.reporting.report.*)
     ReportError,
@@ -65,7 +69,8 @@ def write_figures(frame: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Pat
 
 
 def write_reports(folder: Path, out: Path | None = None) -> list[Path]:
-    """Rebuild every report file of a result folder from its JSONs alone; returns the files written."""
+    """Rebuild every report file of a result folder from its JSONs alone and put them in ``out`` as a whole
+    (default ``FOLDER/report``); returns the files written, at their place in ``out``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ReportError(f"{folder}: not a folder (expected the --out folder of a sweep)")
@@ -74,12 +79,30 @@ def write_reports(folder: Path, out: Path | None = None) -> list[Path]:
         print(f"warning: skipped {message}")
     if not scan.records and not scan.failed_attempts:
         raise ReportError(f"{folder}: no readable result JSON (*.json) found")
-    out = ensure_writable_folder(Path(out) if out is not None else folder / "report")
+    out = check_report_folder(Path(out) if out is not None else folder / "report")
     frame = sort_runs(to_frame(scan.records))
     agg = aggregate(frame)
-    written = write_tables(frame, agg, scan, out, source=folder.name) + write_breakdown(frame, scan, out)
-    written += write_figures(frame, agg, out)
-    return written + write_index(out, frame=frame, agg=agg, records=scan.records, source=folder.name)
+    with publish.staging(out) as stage:
+        written = write_contents(frame, agg, scan, stage, source=folder.name)
+        owned = publish.owned_files(out, [*(p.name for p in written), *index.INDEX_FILES])
+        written += write_index(stage, frame=frame, agg=agg, records=scan.records, source=folder.name,
+                               also=publish.others_files(out, owned))
+        publish.replace_report(stage, out, [p.name for p in written], owned)
+    return [out / p.name for p in written]
+
+
+def write_contents(frame: pd.DataFrame, agg: pd.DataFrame, scan, out: Path, *, source: str) -> list[Path]:
+    """Every report file but the front page: tables, memory breakdown, figures."""
+    written = write_tables(frame, agg, scan, out, source=source) + write_breakdown(frame, scan, out)
+    return written + write_figures(frame, agg, out)
+
+
+def check_report_folder(out: Path) -> Path:
+    """Before any work: ``out`` is a writable folder whose front pages, if any, are the report's own; the other
+    files are checked once the report knows their names."""
+    out = ensure_writable_folder(out)
+    publish.refuse_foreign(out, index.INDEX_FILES, publish.owned_files(out, index.INDEX_FILES))
+    return out
 
 
 def write_breakdown(frame: pd.DataFrame, scan, out: Path) -> list[Path]:
@@ -110,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     written = write_reports(args.folder, args.out)
     for path in written:
-        print(path)
+        print(str(path).encode("utf-8", "backslashreplace").decode("utf-8"))  # a name that is not UTF-8 prints too
     return 0
 
 

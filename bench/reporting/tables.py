@@ -25,6 +25,7 @@ from tabulate import tabulate
 from bench.measure import statistics
 from bench.measure.precision import switches_label
 from bench.records import FAILED_SUFFIX, ResultFileError, dig, read_result, write_atomic
+from data.schema import KINDS
 
 # The CPU memory profiler's categories at the peak (bench/measure/profile.py), as ``peak_mem_<category>_bytes``.
 MEMORY_CATEGORIES = ("params", "grads", "optimizer_state", "activations", "inputs", "temporaries",
@@ -41,6 +42,7 @@ COLUMNS = {  # column -> (dtype, better): "higher" / "lower" / None (descriptive
     "paper_recall": ("float64", "higher"), "paper_acc": ("float64", "higher"),
     "macro_f1": ("float64", "higher"), "macro_acc": ("float64", "higher"),
     "macro_f1_identity": ("float64", "higher"), "mA": ("float64", "higher"),
+    **{f"macro_f1_{kind}": ("float64", "higher") for kind in KINDS},
     "majority_paper_f1": ("float64", None), "majority_macro_f1": ("float64", None), "best_epoch": ("Int64", None),
     "params_trainable": ("Int64", "lower"), "params_total": ("Int64", None), "params_added": ("Int64", None),
     "fwd_flops_per_clip": ("float64", "lower"), "train_step_flops": ("float64", "lower"),
@@ -52,7 +54,7 @@ COLUMNS = {  # column -> (dtype, better): "higher" / "lower" / None (descriptive
     "activation_saved_bytes": ("Int64", "lower"),
 }
 TEST_METRICS = ("paper_f1", "paper_precision", "paper_recall", "paper_acc", "macro_f1", "macro_acc",
-                "macro_f1_identity", "mA")
+                "macro_f1_identity", "mA", *(f"macro_f1_{kind}" for kind in KINDS))
 PROFILE_KEYS = ("params_trainable", "params_total", "params_added", "fwd_flops_per_clip", "train_step_flops",
                 "peak_mem_bytes", "peak_mem_kind", "step_time_ms_median", "throughput_clips_per_s", "train_time_s",
                 "eval_time_s", "activation_saved_bytes", *(f"peak_mem_{c}_bytes" for c in MEMORY_CATEGORIES))
@@ -60,7 +62,8 @@ PROFILE_KEYS = ("params_trainable", "params_total", "params_added", "fwd_flops_p
 # switches (a bf16 run is never averaged with an fp32 one or shown in its row).
 SETTING = ["dataset", "backbone", "frames", "batch_size", "world_size", "batch_per_rank", "precision", "switches"]
 GROUP_KEYS = ["strategy", *SETTING]  # seeds of one group are averaged
-AGGREGATED = ("paper_f1", "macro_f1", "mA", "params_trainable", "params_added", "train_step_flops",
+AGGREGATED = ("paper_f1", "macro_f1", "mA", *(f"macro_f1_{kind}" for kind in KINDS), "params_trainable",
+              "params_added", "train_step_flops",
               "fwd_flops_per_clip", "peak_mem_bytes", "step_time_ms_median", "throughput_clips_per_s",
               "train_time_s")
 RATIOS = {"mem / full": "peak_mem_bytes", "step / full": "step_time_ms_median", "GFLOPs / full": "train_step_flops"}
@@ -175,7 +178,7 @@ def flatten(record: dict) -> dict:
            "batch_size": dig(cfg, "train", "batch_size"), "best_epoch": dig(record, "metrics", "best_epoch"),
            **_ranks(cfg),
            "precision": dig(cfg, "train", "precision") or "fp32",  # records before the field were all fp32
-           "switches": switches_label(dig(cfg, "train") or {}),
+           "switches": _switches(cfg),
            "majority_paper_f1": dig(record, "metrics", "majority_test", "paper_f1"),
            "majority_macro_f1": dig(record, "metrics", "majority_test", "macro_f1"),
            "git_commit": run.get("git_commit"), "error": run.get("error")}
@@ -455,8 +458,8 @@ def attribute_table(long: pd.DataFrame, setting: dict) -> pd.DataFrame:
     chosen = select_setting(long, setting)
     order = list(dict.fromkeys(chosen["attribute"]))
     table = chosen.pivot_table(index="attribute", columns="strategy", values="f1", aggfunc="mean", sort=False)
-    table = table.reindex(index=order, columns=strategy_order(chosen["strategy"]))
-    table.loc["Average"] = table.mean(axis=0)
+    table = table.reindex(index=[*order, "Average"], columns=strategy_order(chosen["strategy"]))
+    table.loc["Average"] = table.iloc[:-1].mean(axis=0)  # the row exists first: pandas 2 cannot add one to no columns
     table.index.name, table.columns.name = "attribute", None
     return table
 
@@ -483,6 +486,58 @@ def attribute_markdown(columns: pd.DataFrame, groups: pd.DataFrame, setting: dic
                  "`python -m bench.reporting.report`.", "",
         "## Attribute groups (paper protocol F1; Average = paper-F1)", "", md(groups), "",
         "## One-hot columns (F1 at the paper threshold 0.45)", "", md(columns), ""])
+
+
+def _switches(cfg: dict) -> str:
+    """Numeric switches and sensitivity ablations of a run as one label: runs that differ in them never share a row."""
+    ablations = []
+    if dig(cfg, "model", "visual_attention") is False:
+        ablations.append("no-visual-attention")
+    if (dig(cfg, "data", "frame_ablation") or "none") != "none":
+        ablations.append(f"frames={dig(cfg, 'data', 'frame_ablation')}")
+    label = switches_label(dig(cfg, "train") or {})
+    return "+".join(([] if label == "-" else [label]) + ablations) or "-"
+
+
+def kind_table(agg: pd.DataFrame) -> pd.DataFrame:
+    """Macro-F1 per kind of attribute (data/schema.py: KINDS) and overall, one row per strategy and setting, as
+    "mean ± std" over seeds in percent: what each strategy gains where attention, time or appearance is needed."""
+    rows = []
+    for _, row in agg.iterrows():
+        if pd.isna(row.get("macro_f1_mean")):
+            continue
+        cells = {key: mean_std_text(row, key) for key in (*(f"macro_f1_{k}" for k in KINDS), "macro_f1")}
+        rows.append({"strategy": row["strategy"], "frames": row["frames"], "switches": row["switches"],
+                     "seeds": row["seeds"], **{k.removeprefix("macro_f1_"): v for k, v in cells.items()}})
+    return pd.DataFrame(rows).rename(columns={"macro_f1": "overall"})
+
+
+def mean_std_text(row, key: str) -> str:
+    """``<key>_mean`` ± ``<key>_std`` of an aggregated row, in percent; "-" where there is no mean."""
+    mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
+    if mean is None or pd.isna(mean):
+        return "-"
+    return f"{100 * mean:.2f}" + ("" if std is None or pd.isna(std) else f" ± {100 * std:.2f}")
+
+
+KINDS_LEGEND = ("Kinds (data/schema.py): appearance = visible within one frame in a small area; spatial = a relation "
+                "between body parts; temporal = visible only across frames.")
+
+
+def markdown_page(title: str, intro: str, rows, *, empty: str) -> str:
+    """A generated Markdown page: title, one paragraph, then the table (or ``empty`` when there are no rows)."""
+    lines = [f"# {title}", "", intro, ""]
+    if len(rows) == 0:
+        return "\n".join([*lines, empty, ""])
+    return "\n".join([*lines, tabulate(rows, headers="keys", tablefmt="github", showindex=False,
+                                       disable_numparse=True), ""])
+
+
+def kind_markdown(agg: pd.DataFrame) -> str:
+    intro = (f"{KINDS_LEGEND} Cells: mean ± sample std over seeds. Generated by "
+             "`python -m bench.reporting.report`.")
+    return markdown_page("Test macro-F1 (%) per kind of attribute", intro, kind_table(agg),
+                         empty="No run with test metrics.")
 
 
 def frames_tables(agg: pd.DataFrame, metric: str) -> list[tuple[dict, pd.DataFrame]]:
@@ -539,6 +594,7 @@ def write_tables(frame: pd.DataFrame, agg: pd.DataFrame, scan: Scan, out: Path, 
                 _write_csv(out / "per_group_f1.csv", groups, index=True)]
     ablation = agg[["strategy", "dataset", "backbone", "batch_size", "precision", "frames", "seeds", "paper_f1_mean",
                     "paper_f1_std", "macro_f1_mean", "macro_f1_std"]]
-    written += [_write_text(out / "frames_ablation.md", frames_markdown(agg)),
+    written += [_write_text(out / "per_kind_f1.md", kind_markdown(agg)),
+                _write_text(out / "frames_ablation.md", frames_markdown(agg)),
                 _write_csv(out / "frames_ablation.csv", ablation)]
     return written

@@ -9,6 +9,16 @@ SPLITS = ("train", "val", "test")
 
 
 def build_split(cfg: DataConfig, split: str, *, image_size: int, sample_seed: int) -> Dataset:
+    """One split, with the config's frame ablation (data/ablation.py) applied when one is set."""
+    dataset = _load_split(cfg, split, image_size=image_size, sample_seed=sample_seed)
+    if cfg.frame_ablation == "none":
+        return dataset
+    from data.ablation import FrameAblation
+
+    return FrameAblation(dataset, cfg.frame_ablation, seed=sample_seed)
+
+
+def _load_split(cfg: DataConfig, split: str, *, image_size: int, sample_seed: int) -> Dataset:
     """One split; frames are sampled with a random offset only for the training split."""
     train = split == "train"
     if cfg.dataset == "synthetic":
@@ -25,14 +35,36 @@ def build_split(cfg: DataConfig, split: str, *, image_size: int, sample_seed: in
                            augment_pad=cfg.augment_pad)
 
 
+class SplitOverlapError(ValueError):
+    """Two splits of a run share clips or person identities: a test score would not measure generalisation."""
+
+
+def check_disjoint(datasets: dict[str, Dataset]) -> None:
+    """Train, val and test share no clip (``track_ids``) and no person (``pids``): cheap, exact, run by every run,
+    so a loader wired to the wrong split (the training split as test, say) fails instead of scoring high."""
+    for key, what in (("track_ids", "clips"), ("pids", "person identities")):
+        for i, first in enumerate(SPLITS):
+            for second in SPLITS[i + 1:]:
+                shared = set(_ids(datasets[first], key)) & set(_ids(datasets[second], key))
+                if shared:
+                    raise SplitOverlapError(f"the {first} and {second} splits share {len(shared)} {what} (e.g. "
+                                            f"{sorted(map(str, shared))[0]}); the splits must be disjoint")
+
+
+def _ids(dataset: Dataset, key: str) -> list:
+    values = getattr(dataset, key, None)
+    return [] if values is None else [str(v) for v in values]
+
+
 def build_loaders(cfg: DataConfig, *, image_size: int, batch_size: int, seed: int, pin_memory: bool = False
                   ) -> dict[str, DataLoader]:
     """DataLoaders for the three splits; training batches are shuffled deterministically from ``seed``."""
     import torch
 
-    loaders = {}
-    for split in SPLITS:
-        dataset = build_split(cfg, split, image_size=image_size, sample_seed=seed)
+    loaders, datasets = {}, {split: build_split(cfg, split, image_size=image_size, sample_seed=seed)
+                             for split in SPLITS}
+    check_disjoint(datasets)
+    for split, dataset in datasets.items():
         generator = torch.Generator().manual_seed(seed)
         loaders[split] = DataLoader(dataset, batch_size=batch_size, shuffle=split == "train",
                                     drop_last=split == "train" and len(dataset) > batch_size,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 from pathlib import Path
 
 from bench.config import EXPERIMENTS_DIR, ConfigError, PresetConfig, RunConfig, load_json, merge
@@ -23,14 +24,16 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in (EXPERIMENTS_DIR / "presets").glob("*.json"))
 
 
-def preset_path(name: str | None) -> Path:
-    """presets/<name>.json, or ``name`` itself when it is a JSON file (a preset kept outside the project)."""
+def preset_path(name: str | None, *, folder: Path | None = None) -> Path:
+    """presets/<name>.json, or ``name`` itself when it is a JSON file (a preset kept outside the project): relative to
+    ``folder`` (that of the preset whose ``extends`` names it), else to the caller's folder."""
     if name in (None, "default"):
         return EXPERIMENTS_DIR / "defaults.json"
     if name.endswith(".json"):
-        if not Path(name).is_file():
-            raise ConfigError(f"--preset {name!r}: no such file")
-        return Path(name)
+        path = Path(os.path.abspath(Path(folder or Path.cwd()) / Path(name).expanduser()))
+        if not path.is_file():
+            raise ConfigError(f"--preset {name!r}: no such file ({path})")
+        return path
     path = EXPERIMENTS_DIR / "presets" / f"{name}.json"
     if not path.exists():
         raise ConfigError(f"--preset {name!r}: no such preset; available: {', '.join(preset_names())} "
@@ -57,15 +60,31 @@ def _load_preset_file(path: Path, *, seen: tuple[Path, ...]) -> dict:
         return load_json(defaults)
     if path in seen:
         raise ConfigError(f"{path}: \"extends\" forms a cycle ({' -> '.join(p.stem for p in (*seen, path))})")
-    preset = dict(load_json(path))
+    preset = _own_paths(dict(load_json(path)), path)
     parent = preset.pop("extends", None)
     if parent is not None and not isinstance(parent, str):
         raise ConfigError(f"{path}: \"extends\": expected a preset name, got {parent!r}")
     try:
-        base = _load_preset_file(preset_path(parent), seen=(*seen, path)) if parent else load_json(defaults)
+        base = (_load_preset_file(preset_path(parent, folder=path.parent), seen=(*seen, path)) if parent
+                else load_json(defaults))
     except ConfigError as error:
         raise ConfigError(f"{path}: \"extends\" {parent!r}: {error}") from None
     return merge(base, preset)
+
+
+def _own_paths(preset: dict, path: Path) -> dict:
+    """A preset kept outside the project names its files relative to itself: ``data.data_root`` always, and
+    ``model.pretrained`` where such a file exists there (else it is a tag or a file the project ships). The shipped
+    presets are left as written: their paths are the project's, and baselines record them so."""
+    if EXPERIMENTS_DIR in path.resolve().parents:
+        return preset
+    data, model = preset.get("data"), preset.get("model")
+    if isinstance(data, dict) and isinstance(data.get("data_root"), str):
+        preset["data"] = {**data, "data_root": os.path.abspath(path.parent / Path(data["data_root"]).expanduser())}
+    weights = model.get("pretrained") if isinstance(model, dict) else None
+    if isinstance(weights, str) and weights and (path.parent / Path(weights).expanduser()).exists():
+        preset["model"] = {**model, "pretrained": os.path.abspath(path.parent / Path(weights).expanduser())}
+    return preset
 
 
 def _variant(path: Path) -> dict:
@@ -78,19 +97,24 @@ def _variant(path: Path) -> dict:
 
 
 def strategy_catalog() -> dict[str, dict]:
-    """name -> {family, description, params, model}: registered families first, then variants."""
+    """name -> {family, description, params, model}: registered families first, then variants. A variant named like
+    a registered strategy (a plugin's, ``PAR_BENCH_PLUGINS``) would hide it: that is an error naming both."""
     catalog = {name: {"family": name, "description": registry.get(name).description, "params": {}, "model": {}}
                for name in registry.names()}
     for path in sorted((EXPERIMENTS_DIR / "strategies").glob("*.json")):
+        if path.stem in catalog:
+            raise registry.StrategyError(f"strategy {path.stem!r} of {registry.origin(path.stem)} has the name of the "
+                                         f"built-in variant {path}; rename the plugin's strategy")
         catalog[path.stem] = _variant(path)
     return catalog
 
 
 def resolve_strategies(text: str) -> list[str]:
+    """The names ``--strategies`` lists, each once, in the order first given."""
     catalog = strategy_catalog()
     if text.strip() == "all":
         return list(catalog)
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     unknown = [name for name in names if name not in catalog]
     if unknown or not names:
         raise ConfigError(f"--strategies: unknown {unknown or text!r}; available: all, {', '.join(catalog)}")
@@ -135,13 +159,27 @@ def preflight(specs: list[RunSpec]) -> None:
 
     roots = sorted({(s.config.data.dataset, s.config.data.data_root) for s in specs
                     if s.config.data.dataset != "synthetic"})
+    train_sizes = {}
     if roots:
         from data.video_dataset import resolve_manifest
 
         for dataset, root in roots:
-            resolve_manifest(dataset, root)
+            train_sizes[dataset, root] = resolve_manifest(dataset, root).split_counts()["train"]
+    for spec in specs:
+        check_batch_fits(spec.config, train_sizes)
     for model in {(s.config.model.backbone, s.config.model.pretrained, s.config.model.activation) for s in specs}:
         check_weights(model[0], model[1], activation=model[2])
+
+
+def check_batch_fits(cfg: RunConfig, train_sizes: dict) -> None:
+    """A batch larger than the training split would run as a smaller one, while the record names the batch asked
+    for: refused. ``train_sizes``: (dataset, root) -> clips of a real dataset's train split."""
+    data = cfg.data
+    size = data.num_train if data.dataset == "synthetic" else train_sizes[data.dataset, data.data_root]
+    where = "data.num_train" if data.dataset == "synthetic" else f"the train split of {data.data_root}"
+    if cfg.train.batch_size > size:
+        raise ConfigError(f"--batch-size {cfg.train.batch_size}: larger than the train split ({size} clips, {where});"
+                          f" choose at most {size}")
 
 
 def run_id(strategy: str, *, frames: int, batch_size: int, seed: int) -> str:
@@ -151,9 +189,11 @@ def run_id(strategy: str, *, frames: int, batch_size: int, seed: int) -> str:
 
 def expand(base: dict, *, strategies: list[str], seeds: list[int], frames: list[int], batch_sizes: list[int]
            ) -> list[RunSpec]:
-    """The cross product of the sweep axes, one RunSpec per run, with a readable run id."""
+    """The cross product of the sweep axes, one RunSpec per run, with a readable run id; a value given twice on an
+    axis (``--seeds 0,0``) is one run, not two runs of the same config."""
     specs = []
-    for strategy, frame_count, batch, seed in itertools.product(strategies, frames, batch_sizes, seeds):
+    axes = [list(dict.fromkeys(axis)) for axis in (strategies, frames, batch_sizes, seeds)]
+    for strategy, frame_count, batch, seed in itertools.product(*axes):
         cfg = run_config(base, strategy, seed=seed, frames=frame_count, batch_size=batch)
         specs.append(RunSpec(run_id(strategy, frames=frame_count, batch_size=batch, seed=seed), cfg))
     return specs

@@ -66,14 +66,22 @@ class FolderLock:
                                        "pass --wait-lock to wait, or choose another --out") from None
             print(f"waiting for {self.flag} {self.path.parent}: in use by {holder}", file=sys.stderr, flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            self._describe_holder(handle)
+        except OSError as error:  # a full disk: name the file, as every write of the harness does
+            handle.close()
+            raise OSError(error.errno, error.strerror or str(error), str(self.path)) from None
+        self._handle = handle
+        return self
+
+    @staticmethod
+    def _describe_holder(handle) -> None:
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "user": _user(),
                                  "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                  "command": " ".join(sys.argv)}))
         handle.flush()
-        self._handle = handle
-        return self
 
     def __exit__(self, *exc) -> None:
         if self._handle is not None:

@@ -5,17 +5,23 @@ GPUs, ``--ray-cpus-per-run`` CPUs, and runs its run in a worker process of its o
 exactly as the serial sweep does. The record travels back to the driver, which writes it into ``--out`` with
 ``bench.records.settle`` (atomic, never a failure over a good result): no shared filesystem is needed. Tasks have
 ``max_retries=0`` (a benchmark run is never silently repeated); a task whose Ray worker died is recorded as a failed
-run. The nodes need the project installed at the same commit (each record names its commit).
+run. The task itself is ``boot.in_checkout`` sent by value, so a Ray worker imports the project from the driver's
+checkout (``ROOT``) whatever its working directory or installed copies would offer; nodes of another machine need a
+checkout at that path, at the same commit (each record names its commit).
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 from bench.config import ConfigError, RunConfig
 from bench.records import settle
+from bench.runner import boot
 from bench.runner.placement import Slot
 from bench.runner.sweep import ROOT, Launcher, Progress, RunSpec, attempt_spec, failure_record
+
+RUN_ON_NODE = "bench.runner.ray_tasks:run_on_node"
 
 
 def run_on_node(config: dict, run_id: str, threads: int | None) -> dict:
@@ -33,8 +39,18 @@ def _connect(address: str | None) -> None:
     import ray
 
     if not ray.is_initialized():  # a caller (or a test) may have started Ray with its own resources
-        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}} if address is None else None,
+        python_path = boot.python_path(os.environ, root=str(ROOT))
+        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": python_path}} if address is None else None,
                  log_to_driver=False)
+
+
+def _task(resources: dict):
+    """The Ray task: ``boot.in_checkout(ROOT, run_on_node, ...)``, its module pickled by value so that the Ray worker
+    looks nothing of the project up before the driver's checkout is first on its ``sys.path``."""
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(boot)
+    return ray.remote(max_retries=0, **resources)(boot.in_checkout)
 
 
 def _resources(gpus_per_run: float | None, cpus_per_run: int | None) -> dict:
@@ -57,9 +73,10 @@ def ray_launcher(*, address: str | None = None, gpus_per_run: float | None = Non
 
         _connect(address)
         resources = _resources(gpus_per_run, cpus_per_run)
-        task = ray.remote(max_retries=0, **resources)(run_on_node)
+        task = _task(resources)
         cpu_threads = threads or (None if resources["num_gpus"] else resources["num_cpus"])
-        waiting = {task.remote(spec.config.to_dict(), spec.run_id, cpu_threads): spec for spec in pending}
+        waiting = {task.remote(str(ROOT), RUN_ON_NODE, spec.config.to_dict(), spec.run_id, cpu_threads): spec
+                   for spec in pending}
         for spec in pending:
             progress.say(spec, f"submitted as a Ray task ({resources['num_gpus']:g} GPU, {resources['num_cpus']} CPU)")
         records = {}

@@ -19,6 +19,7 @@ from data.schema import get_schema
 from models.backbone import image_size_of
 from models.loss import WeightedBCE
 from models.par_model import FusionSpec, build_par_model
+from models.vision import discard_attention
 from strategies import registry
 
 
@@ -57,9 +58,12 @@ def build_base_model(cfg: RunConfig):
     schema = get_schema(cfg.data.dataset)
     fusion = FusionSpec(width=cfg.model.fusion_width, heads=cfg.model.fusion_heads,
                         mlp_ratio=cfg.model.fusion_mlp_ratio)
-    return build_par_model(backbone=cfg.model.backbone, pretrained=cfg.model.pretrained,
-                           sentences=schema.sentences(), fusion=fusion, temporal=cfg.model.temporal,
-                           num_frames=cfg.data.frames, activation=cfg.model.activation)
+    model = build_par_model(backbone=cfg.model.backbone, pretrained=cfg.model.pretrained,
+                            sentences=schema.sentences(), fusion=fusion, temporal=cfg.model.temporal,
+                            num_frames=cfg.data.frames, activation=cfg.model.activation)
+    if not cfg.model.visual_attention:
+        discard_attention(model.backbone)
+    return model
 
 
 def with_strategy(model, cfg: RunConfig):

@@ -10,21 +10,25 @@ that raised or was killed becomes a failed / preempted record), or with ``--no-w
 
 Settings (``--slurm-config FILE.json`` and ``--slurm-*`` flags, flags win): ``partition``, ``time_min``,
 ``gpus_per_task``, ``cpus_per_task``, ``mem_gb``, ``array_parallelism``, ``additional`` (extra sbatch options),
-``folder`` (submitit's logs and pickles; default ``OUT/.submitit``) and ``cluster``: ``slurm``, or submitit's
-``local`` (subprocesses on this machine) / ``debug`` (in this process) executors to try a sweep without Slurm.
+``folder`` (submitit's logs and pickles; default ``OUT/.submitit``; a relative one is relative to the settings file)
+and ``cluster``: ``slurm``, or submitit's ``local`` (subprocesses on this machine) / ``debug`` (in this process)
+executors to try a sweep without Slurm. Every task starts Python through bench/runner/boot.py, so it runs the checkout
+the sweep was started from.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from bench.config import ConfigError, Validated, build, load_json, option
 from bench.records import read_result, settle, skip_reason
+from bench.runner import boot
 from bench.runner.placement import Slot
-from bench.runner.sweep import Launcher, Progress, RunSpec, failure_record, run_spec
+from bench.runner.sweep import ROOT, Launcher, Progress, RunSpec, failure_record, run_spec
 
 CLUSTERS = ("slurm", "local", "debug")
 
@@ -50,6 +54,9 @@ class SlurmConfig(Validated):
 def load_slurm_config(args: argparse.Namespace) -> SlurmConfig:
     """The JSON file of ``--slurm-config`` (if any) with the ``--slurm-*`` flags on top; validated."""
     data = load_json(args.slurm_config) if args.slurm_config else {}
+    if isinstance(data.get("folder"), str):  # a relative folder is relative to the file that names it
+        data["folder"] = os.path.join(os.path.dirname(os.path.abspath(args.slurm_config)),
+                                      os.path.expanduser(data["folder"]))
     flags = {"partition": args.slurm_partition, "time_min": args.slurm_time_min,
              "gpus_per_task": args.slurm_gpus_per_task, "array_parallelism": args.slurm_array_parallelism}
     data = {**data, **{key: value for key, value in flags.items() if value is not None}}
@@ -62,10 +69,13 @@ def load_slurm_config(args: argparse.Namespace) -> SlurmConfig:
 
 
 def _executor(cfg: SlurmConfig, out_dir: Path):
+    """submitit's executor; its tasks start Python through bench/runner/boot.py, so each runs this checkout."""
     import submitit
 
     folder = Path(cfg.folder) if cfg.folder else out_dir / ".submitit"
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cfg.cluster)
+    python = shlex.join(boot.command(root=str(ROOT)))  # submitit appends: -u -m submitit.core._submit FOLDER
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cfg.cluster, slurm_python=python,
+                                     local_python=python)
     executor.update_parameters(name="vpar-bench", timeout_min=cfg.time_min, gpus_per_node=cfg.gpus_per_task,
                                tasks_per_node=1, cpus_per_task=cfg.cpus_per_task, mem_gb=cfg.mem_gb,
                                slurm_partition=cfg.partition, slurm_array_parallelism=cfg.array_parallelism,

@@ -15,17 +15,22 @@ Workers are forked from a ``multiprocessing`` fork server that has imported the 
 (torch, torchvision, open_clip, peft: about 7 s a process on this project's CPU, 20 % of a default run). A forked
 worker is still a process of its own: it starts with no tensor allocated, so its peak-memory figures are as clean
 as a fresh interpreter's, and a crash or a kill ends only it. The project's own modules, strategy plugins included,
-are imported in the worker, under the environment and ``sys.path`` the sweep has at that moment. Where the
-platform has no fork server, each worker is a fresh ``python -m bench.runner.worker`` subprocess.
+are imported in the worker, under the environment the sweep has at that moment, and always from this checkout:
+every worker starts through bench/runner/boot.py of the checkout the sweep runs from (never the working directory,
+``PYTHONPATH`` or an installed copy of the project), and the fork server preloads third-party libraries only. Where
+the platform has no fork server, each worker is a fresh ``python bench/runner/boot.py -m bench.runner.worker``
+subprocess. Workers keep the caller's working directory but need none: every path they get is absolute.
 """
 from __future__ import annotations
 
-import json
+import functools
 import multiprocessing
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -33,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import RunConfig
-from bench.records import FAILED, ResultFileError, read_result, settle, skip_reason
-from bench.runner import lifeline
+from bench.records import FAILED, ResultFileError, read_result, resume_decision, settle, write_json_atomic
+from bench.runner import boot, lifeline
 from bench.runner.placement import THREADS_ENV, Slot
-from bench.runner.worker import run_record
+from bench.runner.worker import UNWRITTEN_EXIT_CODE, run_record
 
 ROOT = Path(__file__).resolve().parents[2]  # the project folder, above bench/runner/
 SERIAL = Slot()  # the serial sweep's place: this machine's GPUs and all its cores
@@ -55,6 +60,8 @@ def failure_record(spec: RunSpec, reason: str, *, status: str = FAILED) -> dict:
 def exit_reason(returncode: int) -> str:
     if returncode < 0:
         return f"killed by signal {signal.Signals(-returncode).name}"
+    if returncode == UNWRITTEN_EXIT_CODE:
+        return "the worker could not write its result (its line above says why: a full disk or no permission)"
     return f"worker exited with code {returncode} without writing a result"
 
 
@@ -75,50 +82,120 @@ def collect(spec: RunSpec, attempt: Path, returncode: int, slot: Slot = SERIAL) 
 
 
 FORK_SERVER = "forkserver" in multiprocessing.get_all_start_methods()
-PRELOAD = ["bench.runner.preload"]  # third-party imports only: see bench/runner/preload.py
+PRELOAD = ["open_clip", "peft"]  # third-party only (they import torch, torchvision): see bench/runner/boot.py
+WORKER = ("-m", "bench.runner.worker")
+
+
+STOPPING = threading.Event()  # set by a launcher whose slot threads must stop their workers (bench/runner/pool.py)
+POLL_S = 0.2
+
+
+def _wait(poll: Callable[[], int | None], stop: Callable[[], object]) -> int:
+    """A worker's exit code once it has ended. Ctrl-C (``KeyboardInterrupt`` in this thread, or ``STOPPING`` set
+    for a slot thread, which Ctrl-C never reaches) stops the worker first and is raised here."""
+    try:
+        while (code := poll()) is None:
+            if STOPPING.is_set():
+                raise KeyboardInterrupt
+        return code
+    except KeyboardInterrupt:
+        stop()
+        raise
+
+
+def _started(command: list[str], env: dict) -> int:
+    """A worker subprocess in a session of its own: Ctrl-C reaches only the sweep, which stops it (at once: its
+    attempt is discarded); the kernel kills it if the sweep dies."""
+    process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=lifeline.die_with_parent)
+    return _wait(lambda: _exit_code(process), lambda: (process.kill(), process.wait()))
+
+
+def _exit_code(process: subprocess.Popen) -> int | None:
+    try:
+        return process.wait(POLL_S)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _subprocess_worker(arguments: tuple[str, ...], env: dict) -> int:
-    command = [sys.executable, "-m", "bench.runner.worker", *arguments]
-    # own session: Ctrl-C reaches only the sweep, which stops the worker; the kernel kills it if the sweep dies
-    return subprocess.run(command, cwd=ROOT, env=env, start_new_session=True,
-                          preexec_fn=lifeline.die_with_parent).returncode
+    return _started([*boot.command(root=str(ROOT)), *WORKER, *arguments], env)
 
 
 def _torchrun_worker(arguments: tuple[str, ...], env: dict, world_size: int) -> int:
     """One run over ``world_size`` processes (DDP) on this node, started by torchrun; rank 0 writes the record.
-    The slot's threads (default: all cores) are shared out among the ranks."""
+    The slot's threads (default: all cores) are shared out among the ranks. Each rank starts through
+    bench/runner/boot.py, so it runs this checkout; torchrun has a session of its own, as a subprocess worker."""
     threads = max(1, int(env.get(THREADS_ENV) or os.cpu_count() or 1) // world_size)
     env = {**env, THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads)}
+    boot_file = boot.command(root=str(ROOT))[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
-               "-m", "bench.runner.worker", *arguments]
-    return subprocess.run(command, cwd=ROOT, env=env).returncode
+               boot_file, *WORKER, *arguments]
+    return _started(command, env)  # the ranks die with torchrun (bench.runner.worker.main)
+
+
+_STARTING = threading.Lock()
+
+
+def _fork_server():
+    """The fork-server context, its server running. It starts with Ctrl-C ignored: it (and the resource tracker
+    started with it) imports for seconds, and a Ctrl-C then would print its traceback; the sweep stops workers
+    itself. Only an ignored signal survives ``exec``, so Python is started through a shell that ignores SIGINT first
+    (``trap``); workers forked from the server inherit that. The sweep's own Ctrl-C handling is never touched."""
+    from multiprocessing import forkserver, spawn
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    with _STARTING:
+        previous = spawn.get_executable()
+        spawn.set_executable(_python_ignoring_ctrl_c(previous))
+        try:
+            forkserver.ensure_running()
+        finally:
+            spawn.set_executable(previous)
+    return context
+
+
+@functools.cache
+def _python_ignoring_ctrl_c(python: str | bytes) -> str:
+    """A script that runs ``python`` with SIGINT ignored from its first instruction; removed when the sweep ends."""
+    folder = tempfile.TemporaryDirectory(prefix="vpar-bench-")
+    _KEPT.append(folder)
+    script = Path(folder.name) / "python-ignoring-ctrl-c"
+    script.write_text(f"#!/bin/sh\ntrap '' INT\nexec {shlex.quote(os.fsdecode(python))} \"$@\"\n")
+    script.chmod(0o700)
+    return str(script)
+
+
+_KEPT: list = []  # the script's folder lives as long as the sweep's process
 
 
 def _forked_worker(arguments: tuple[str, ...], env: dict) -> int:
     """Run ``bench.runner.worker`` in a process forked from the preloaded fork server; its exit code (negative:
-    signal)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    process = context.Process(target=_worker_main, args=(arguments, env), name=f"bench-worker {arguments[2]}")
+    signal). The target is a standard-library call that runs bench/runner/boot.py of this checkout by path, so the
+    worker looks nothing of the project up before this checkout is first on its ``sys.path``."""
+    import runpy
+
+    call = {"CALL": (str(ROOT), "bench.runner.sweep:worker_main", arguments, env)}
+    process = _fork_server().Process(target=runpy.run_path, name=f"bench-worker {arguments[2]}",
+                                     args=(boot.command(root=str(ROOT))[1],),
+                                     kwargs={"init_globals": call, "run_name": boot.CALL_RUN_NAME})
     process.start()
-    try:
-        process.join()
-    except KeyboardInterrupt:
-        lifeline.stop_process(process)
-        raise
+    return _wait(lambda: _joined(process), lambda: lifeline.stop_process(process))
+
+
+def _joined(process) -> int | None:
+    process.join(POLL_S)
     return process.exitcode
 
 
-def _worker_main(arguments: tuple[str, ...], env: dict) -> None:
-    """Inside the forked worker: take the sweep's current environment and paths, then run like
-    ``bench.runner.worker``."""
+def worker_main(arguments: tuple[str, ...], env: dict) -> None:
+    """Inside the forked worker, this checkout in place (``boot.enter``): take the sweep's current environment and
+    plugin paths, then run like ``bench.runner.worker``."""
     lifeline.tie_to_sweep_pid(int(env[lifeline.SWEEP_PID_ENV]))
     os.environ.clear()
     os.environ.update(env)
-    os.chdir(ROOT)
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
-    sys.path[:0] = extra
+    sys.path[1:1] = extra  # after the checkout, which stays first
     _thread_only_progress_lock()
     from bench.runner.worker import execute
 
@@ -153,9 +230,8 @@ def attempt_spec(spec: RunSpec, out_dir: Path, slot: Slot = SERIAL) -> dict:
     attempts.mkdir(parents=True, exist_ok=True)
     config_path, attempt = attempts / f"{spec.run_id}.config.json", attempts / f"{spec.run_id}.json"
     attempt.unlink(missing_ok=True)
-    config_path.write_text(json.dumps(spec.config.to_dict(), indent=2))
-    env = {**os.environ, **slot.env(),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    write_json_atomic(config_path, spec.config.to_dict())  # an OSError names the file
+    env = {**os.environ, **slot.env(), "PYTHONPATH": boot.python_path(os.environ, root=str(ROOT)),
            lifeline.SWEEP_PID_ENV: str(os.getpid())}
     arguments = (str(config_path), str(attempt), spec.run_id)
     try:
@@ -207,16 +283,17 @@ def serial_launcher(pending: list[RunSpec], out_dir: Path, progress: Progress) -
 
 def plan(specs: list[RunSpec], out_dir: Path, progress: Progress, *, resume: bool, retry_failed: bool
          ) -> tuple[list[RunSpec], dict[str, dict]]:
-    """Split the sweep into the runs to execute and the earlier results a resume keeps."""
+    """Split the sweep into the runs to execute and the earlier results a resume keeps (each file read once; one
+    that is not this version's record is set aside, never replaced: ``bench.records.own_record``)."""
     pending, kept = [], {}
     for spec in specs:
         final = out_dir / f"{spec.run_id}.json"
-        reason = skip_reason(final, spec.config, retry_failed=retry_failed) if resume else None
+        reason, record = resume_decision(final, spec.config, retry_failed=retry_failed) if resume else (None, None)
         if reason is None:
             pending.append(spec)
         else:
             progress.say(spec, reason)
-            kept[spec.run_id] = read_result(final)
+            kept[spec.run_id] = record
     return pending, kept
 
 
