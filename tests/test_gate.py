@@ -257,7 +257,8 @@ def test_a_repeated_seed_is_held_to_its_own_value_far_inside_the_seed_noise():
     run = [_with_environment(_record(name, 0, values[0] - (drop if name == "full" else 0)))
            for name, values in SEEDS.items()]
     failures = _failures(run, baseline)
-    assert [line.split(" (seed")[0] for line in failures] == [f"full: {m} (same seed) REGRESSION" for m in gate.ACCURACY]
+    expected = [f"full: {m} (same seed) REGRESSION" for m in gate.ACCURACY]
+    assert [line.split(" (seed")[0] for line in failures] == expected
     elsewhere = [_with_environment(r, cpu="Intel Xeon") for r in run]  # another CPU: the statistical tier only
     assert not _failures(elsewhere, baseline)
 

@@ -132,27 +132,11 @@ def test_bad_gpu_list_is_refused_by_the_parser(capsys):
     assert stop.value.code == 2 and "--gpus" in capsys.readouterr().err
 
 
-def test_make_launcher_with_one_job_is_the_serial_sweep():
+def test_make_launcher_without_flags_is_the_serial_sweep():
     from bench.cli import build_parser
     from bench.runner.sweep import serial_launcher
 
-    assert make_launcher(build_parser().parse_args(["--jobs", "1"])) is serial_launcher
-
-
-def test_jobs_default_to_one_single_threaded_run_per_core_on_cpu_for_the_small_models(monkeypatch):
-    import torch
-
-    from bench.cli import build_parser
-    from bench.runner import launch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(launch.os, "cpu_count", lambda: 4)
-    args = build_parser().parse_args([])
-    launch.resolve_jobs(args)
-    assert (args.jobs, args.threads) == (4, 1)
-    paper = build_parser().parse_args(["--preset", "paper"])
-    launch.resolve_jobs(paper)
-    assert (paper.jobs, paper.threads) == (1, None)  # a ViT-B/16 run needs the whole machine
+    assert make_launcher(build_parser().parse_args([])) is serial_launcher
 
 
 def test_a_launcher_whose_engine_is_missing_exits_2_with_the_install_command(tmp_path, capsys, monkeypatch):

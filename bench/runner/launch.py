@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 from pathlib import Path
 
 from bench.config import ConfigError
@@ -42,11 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("where runs execute (README: Scaling out)")
     group.add_argument("--launcher", choices=LAUNCHERS, default="local",
                        help="local (default: this machine), slurm (submitit job array), ray (Ray tasks)")
-    group.add_argument("--jobs", type=_positive,
-                       help="local: run N runs at once on CPU, each worker with an equal share of the cores; "
-                            "default for the small par-vit models on CPU: one run per core, each on one thread (a "
-                            "run's figures then do not depend on how many cores the machine has), at most one per "
-                            "2 GiB of memory; otherwise 1")
+    group.add_argument("--jobs", type=_positive, default=1,
+                       help="local: run N runs at once on CPU, each worker with an equal share of the cores")
     group.add_argument("--gpus", type=_gpu_ids,
                        help="local: one worker per listed GPU (e.g. 0,1,2,3), each seeing only its GPU")
     group.add_argument("--threads", type=_positive,
@@ -79,39 +75,7 @@ def config_overrides(args: argparse.Namespace) -> dict:
     return {"train": {"world_size": args.nproc_per_node}} if args.nproc_per_node else {}
 
 
-RUN_MEMORY_BYTES = 2 * 2**30  # room one CPU worker of the embedded default needs (about 1 GiB resident), doubled
-
-
-def default_jobs(args: argparse.Namespace) -> int:
-    """``--jobs`` when not given: every core on a CPU-only local sweep of the small ``par-vit-*`` models (one thread
-    per run), else 1 (a paper-scale model on CPU needs the whole machine's memory and cores for one run)."""
-    if args.launcher != "local" or args.gpus or args.threads or args.nproc_per_node:
-        return 1
-    from bench.runner.experiments import load_preset
-
-    if not (args.backbone or load_preset(args.preset)["model"]["backbone"]).startswith("par-vit"):
-        return 1
-    if args.device not in (None, "auto", "cpu"):
-        return 1
-    if args.device in (None, "auto"):
-        import torch
-
-        if torch.cuda.is_available():
-            return 1
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-    return max(1, min(os.cpu_count() or 1, memory // RUN_MEMORY_BYTES or 1))
-
-
-def resolve_jobs(args: argparse.Namespace) -> None:
-    """Fill in ``--jobs`` once; an automatic count above 1 also fixes each run at one thread."""
-    if args.jobs is None:
-        args.jobs = default_jobs(args)
-        if args.jobs > 1:
-            args.threads = 1
-
-
 def _check_combination(args: argparse.Namespace) -> None:
-    resolve_jobs(args)
     local_only = args.jobs > 1 or args.gpus
     if args.launcher != "local" and local_only:
         raise ConfigError(f"--jobs / --gpus: only with --launcher local, got --launcher {args.launcher}")
