@@ -122,11 +122,13 @@ def test_mean_accuracy_column_without_positives_gets_zero_tpr():
 
 def test_perfect_predictions_score_one_everywhere():
     probs = LABELS.astype(float) * 0.9 + 0.05  # 0.95 for positives, 0.05 for negatives
-    r = evaluate(probs, LABELS, _schema("pose"))
+    schema = _schema("pose")
+    r = evaluate(probs, LABELS, schema)
     scores = [v for k, v in r.items() if k not in ("per_group", "per_column", "num_samples")]
     scores += [v for g in r["per_group"].values() for v in g.values()]
     scores += [v for c in r["per_column"].values() for v in c.values()]
-    assert len(scores) == 9 + 2 * 7 + 4 * 4
+    kinds = len({g.kind for g in schema.groups})  # one macro_f1_<kind> per kind the schema has
+    assert len(scores) == 9 + kinds + 2 * 7 + 4 * 4
     assert scores == pytest.approx([1.0] * len(scores))
 
 
