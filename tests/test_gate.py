@@ -229,7 +229,7 @@ def test_misaligned_labels_fail_the_gate_through_the_chance_check(small_baseline
     failures = [line.split(" (")[0] for line in _failures([_run("frozen", 0), _run("full", 0)], small_baseline)]
     for strategy in ("frozen", "full"):  # the majority-class margin alone may not catch it: see the chance check
         assert f"{strategy}: chance_margin NOT LEARNED" in failures
-    assert "frozen: macro_f1 REGRESSION" in failures
+    assert "frozen: macro_f1" in failures  # the same-seed tier: seed 0 is the baseline's, held to it exactly
 
 
 def test_own_parameters_that_never_step_fail_the_gate(small_baseline, monkeypatch):
