@@ -28,7 +28,7 @@ EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 KNOWN_ERRORS = (  # module, class: errors whose message is the whole story
     ("bench.config", "ConfigError"), ("bench.records", "ResultFileError"),
-    ("bench.records", "ResultAccessError"),
+    ("bench.records", "ResultAccessError"), ("bench.records", "OtherSettingError"),
     ("bench.measure.predictions", "PredictionsError"), ("bench.measure.profile", "ProfileError"),
     ("bench.measure.profile", "GpuBusyError"), ("bench.measure.metrics", "MetricsInputError"),
     ("bench.runner.lifeline", "FolderInUseError"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from tabulate import tabulate
 
 from bench.boundary import ensure_writable_folder, entry_point
 from bench.config import ConfigError, merge
+from bench.measure import trackers
 from bench.measure.environment import source_digest
 from bench.reporting import gate, report
 from bench.runner import experiments, launch
@@ -83,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure a few training steps per run (memory, time, FLOPs) without training to convergence")
     p.add_argument("--out", type=Path, help="output folder for result JSONs (default: runs/<preset>)")
     p.add_argument("--no-resume", action="store_true", help="re-run runs that already finished in --out")
+    p.add_argument("--replace-other-settings", action="store_true",
+                   help="a finished result in --out of another setting (another precision, epochs, weights, ...) "
+                        "under a run's name refuses the sweep; with this flag it is moved into --out/set-aside/ "
+                        "(kept byte for byte) and the run takes its place")
     p.add_argument("--wait-lock", action="store_true",
                    help="if another sweep is writing into --out, wait for it to end instead of refusing")
     p.add_argument("--check", type=Path, metavar="BASELINE",
@@ -95,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write this sweep as the new baseline (to --check's path, default "
                         "results/baselines/<preset>.json) instead of checking; needs >= 2 seeds, whose spread sets "
                         "the tolerances (e.g. --preset gate --seeds 0,1,2 --update-baseline)")
+    p.add_argument("--track", type=trackers.names_argument, default=(), metavar="TRACKERS",
+                   help="also mirror every finished run to tensorboard, mlflow and/or wandb (comma-separated), "
+                        "offline, under --out: tensorboard/<run_id>/, mlruns/, wandb/; the JSONs stay the results. "
+                        'Needs pip install -e ".[trackers]"; python -m bench.reporting.trackers mirrors an existing '
+                        "folder")
     launch.add_arguments(p)
     return p
 
@@ -224,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_strategies:
         return print_strategies(args)
     resolve_paths(args)
+    trackers.require_installed(args.track)
     args.preset = args.preset or "default"
     base = merge(experiments.load_preset(args.preset), overrides(args))
     specs = experiments.expand(base, strategies=experiments.resolve_strategies(args.strategies),
@@ -233,9 +245,10 @@ def run(args: argparse.Namespace) -> int:
     experiments.preflight(specs)
     baseline = preflight_gate(args, specs)
     out = ensure_writable_folder(args.out)  # before any work
-    with FolderLock(out, wait=args.wait_lock):
+    with FolderLock(out, wait=args.wait_lock), tracking(args.track, out):
         records = run_sweep(specs, out, resume=not args.no_resume, retry_failed=args.retry_failed,
-                            launcher=launch.make_launcher(args), source_sha256=fresh_code(args))
+                            launcher=launch.make_launcher(args), source_sha256=fresh_code(args),
+                            replace_other_settings=args.replace_other_settings)
         if records is None:
             print(f"when the jobs have finished: python -m bench.reporting.report {out}")
             return 0
@@ -247,6 +260,26 @@ def run(args: argparse.Namespace) -> int:
         if args.update_baseline or args.check:
             return gate_step(records, args, baseline)
     return 0 if (frame["status"] == "ok").all() else 1
+
+
+@contextlib.contextmanager
+def tracking(names: tuple[str, ...], out: Path):
+    """--track: the sweep's workers learn the trackers and the folder from the environment they inherit (local
+    workers, --jobs, torchrun, Slurm jobs, a Ray cluster the sweep starts), never from the run's config, whose
+    digest is the run's identity for resume and the gate. Without --track the variables are removed, so only the
+    flag decides; the caller's environment is restored afterwards."""
+    variables = {trackers.TRACK_ENV: ",".join(names), trackers.TRACK_DIR_ENV: str(out)} if names else {}
+    saved = {name: os.environ.get(name) for name in (trackers.TRACK_ENV, trackers.TRACK_DIR_ENV)}
+    for name in saved:
+        os.environ.pop(name, None)
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
 
 
 def fresh_code(args: argparse.Namespace) -> str | None:

@@ -2,8 +2,8 @@
 writes result files, so the sweep, its launchers, the reports and the gate agree on what a record is.
 
 Schema (``SCHEMA_VERSION``): ``{"schema_version", "run": {id, strategy, family, status, error, config,
-config_digest, git_commit, git_dirty, started_at, finished_at, duration_s, placement}, "metrics": {"val": ...,
-"test": ..., "majority_test": ..., "train_subset": ..., "best_epoch", "history", "own_params_effect",
+config_digest, git_commit, git_dirty, started_at, finished_at, duration_s, placement, preemptions}, "metrics":
+{"val": ..., "test": ..., "majority_test": ..., "train_subset": ..., "best_epoch", "history", "own_params_effect",
 "test_predictions"}, "profile": {...units in key names...}, "environment": {...}, "code": {commit, dirty,
 source_sha256, covers}, "weights": {source, format, activation, activation_from, weights_activation, path, sha256,
 tag}}``. ``metrics``, ``profile`` and ``weights`` are what a finished run measured (``OUTCOME``, returned by
@@ -52,12 +52,14 @@ READABLE_VERSIONS = (1, 2, 3)
 RESUMABLE_VERSIONS = (2, 3)  # version 2 lacks only what version 3 added: its config digest still identifies the run
 SECTIONS = ("run", "metrics", "profile", "environment", "code", "weights")  # after "schema_version", as written
 RUN_KEYS = ("id", "strategy", "family", "status", "error", "config", "config_digest", "git_commit", "git_dirty",
-            "started_at", "finished_at", "duration_s", "placement")
+            "started_at", "finished_at", "duration_s", "placement")  # and "preemptions" once preempted (settle)
 REQUIRED_RUN_KEYS = ("id", "status")  # strings in every readable record
 OUTCOME = ("metrics", "profile", "weights")  # what a finished run fills in
-OK, FAILED, PREEMPTED = "ok", "failed", "preempted"  # run.status: preempted runs are always run again
+OK, FAILED, PREEMPTED = "ok", "failed", "preempted"  # run.status: preempted runs are run again ...
+MAX_PREEMPTIONS = 3  # ... until preempted this many times in a row: then failed (``count_preemption``)
 FAILED_SUFFIX = ".failed.json"
 OTHER_CODE = "other-code"  # set-aside name of a record the gate will not resume: made by other source files
+OTHER_SETTING = "other-setting"  # set-aside name of a finished run of another setting a sweep was told to replace
 SET_ASIDE = "set-aside"  # sub-folder of a result folder: records kept, never read as results
 
 TEXT, COUNT, NUMBER, FLAG, MAPPING = "a string", "an integer", "a number", "true or false", "an object"
@@ -65,7 +67,8 @@ FIELDS = {  # dotted path -> what its value is; None (or a missing key: older re
     "run": MAPPING, "metrics": MAPPING, "profile": MAPPING, "environment": MAPPING, "weights": MAPPING,
     **dict.fromkeys(("run.strategy", "run.family", "run.error", "run.config_digest", "run.git_commit",
                      "run.started_at", "run.finished_at"), TEXT),
-    "run.git_dirty": FLAG, "run.duration_s": NUMBER, "run.placement": MAPPING, "run.config": MAPPING,
+    "run.git_dirty": FLAG, "run.duration_s": NUMBER, "run.preemptions": COUNT, "run.placement": MAPPING,
+    "run.config": MAPPING,
     **dict.fromkeys(("run.config.strategy", "run.config.data", "run.config.model", "run.config.train"), MAPPING),
     "run.config.data.dataset": TEXT, "run.config.data.frames": COUNT, "run.config.model.backbone": TEXT,
     **dict.fromkeys(("run.config.train.seed", "run.config.train.batch_size", "run.config.train.world_size"), COUNT),
@@ -211,16 +214,17 @@ def dig(mapping: dict, *keys):
     return mapping
 
 
-def resume_decision(path: Path, cfg: RunConfig, *, retry_failed: bool = False, source_sha256: str | None = None
-                    ) -> tuple[str | None, dict | None]:
+def resume_decision(path: Path, cfg: RunConfig, *, retry_failed: bool = False, source_sha256: str | None = None,
+                    weights_sha256: str | None = None) -> tuple[str | None, dict | None]:
     """(why a resumed sweep need not run ``cfg`` again, the record it keeps); (None, None): run it. A result counts
     only for an identical config digest; a failed one is kept unless ``retry_failed``, a preempted one is always
-    run again. A file in the way that is not a resumable record is set aside first (``reusable_record``).
+    run again. A file in the way that is not a resumable record is set aside first (``reusable_record``). Identity:
+    ``identity_difference`` (config digest, and the weights' content where ``weights_sha256`` is given).
 
     ``source_sha256`` (the gate passes the current code's): a record made by other source files, or naming none, is
     no evidence about this code, so it is set aside (``<name>.other-code.json``, one line saying so) and run again."""
     record = reusable_record(path)
-    if record is None or record["run"].get("config_digest") != cfg.digest():
+    if record is None or identity_difference(record, cfg, weights_sha256) is not None:
         return None, None
     if record["run"]["status"] == PREEMPTED or (record["run"]["status"] == FAILED and retry_failed):
         return None, None
@@ -230,6 +234,111 @@ def resume_decision(path: Path, cfg: RunConfig, *, retry_failed: bool = False, s
     if record["run"]["status"] == OK:
         return "finished earlier, skipped", record
     return "failed earlier, skipped (--retry-failed runs it again)", record
+
+
+#: What sets runs apart in every table, figure, statistic and curve of a report: runs of one strategy differing only
+#: in their seed are averaged, runs differing here never are (a bf16 run is not a second seed of an fp32 one).
+SETTING = ("dataset", "backbone", "frames", "batch_size", "world_size", "batch_per_rank", "precision", "switches")
+
+
+def setting_values(config: dict) -> dict:
+    """``SETTING``'s values of a run's config (records older than a field hold its default then)."""
+    world, batch = dig(config, "train", "world_size") or 1, dig(config, "train", "batch_size")
+    return {"dataset": dig(config, "data", "dataset"), "backbone": dig(config, "model", "backbone"),
+            "frames": dig(config, "data", "frames"), "batch_size": batch, "world_size": world,
+            "batch_per_rank": None if batch is None else batch // world,
+            "precision": dig(config, "train", "precision") or "fp32",  # records before the field were all fp32
+            "switches": switches_of(config)}
+
+
+def switches_label(train_cfg: dict) -> str:
+    """The non-default numeric switches of a run as one short label (``-`` when none)."""
+    parts = []
+    if train_cfg.get("half_frozen_backbone"):
+        parts.append("half-frozen")
+    if train_cfg.get("sdpa_backend", "auto") != "auto":
+        parts.append(f"sdpa={train_cfg['sdpa_backend']}")
+    if train_cfg.get("tf32"):
+        parts.append("tf32")
+    if train_cfg.get("compile"):
+        parts.append("compile")
+    return "+".join(parts) or "-"
+
+
+def switches_of(config: dict) -> str:
+    """Numeric switches and sensitivity ablations of a run as one label: runs that differ in them never share a row."""
+    ablations = []
+    if dig(config, "model", "visual_attention") is False:
+        ablations.append("no-visual-attention")
+    if (dig(config, "data", "frame_ablation") or "none") != "none":
+        ablations.append(f"frames={dig(config, 'data', 'frame_ablation')}")
+    label = switches_label(dig(config, "train") or {})
+    return "+".join(([] if label == "-" else [label]) + ablations) or "-"
+
+
+def sweep_setting(config: dict) -> dict:
+    """A run's configuration minus what a sweep varies per run (strategy, seed): what a gate baseline is valid for.
+    ``train.device: auto`` is resolved on this machine, so a CPU baseline does not pass a run on a GPU."""
+    setting = {key: value for key, value in config.items() if key != "strategy"}
+    setting["train"] = {key: value for key, value in config["train"].items() if key != "seed"}
+    if setting["train"].get("device") == "auto":
+        import torch
+
+        setting["train"]["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+class OtherSettingError(ValueError):
+    """A run's result file holds a finished run of another setting: running would replace it (one line, exit 2)."""
+
+
+def first_difference(expected, actual, path: str = "", *, labels: tuple[str, str] = ("baseline", "this sweep")
+                     ) -> str | None:
+    """The first dotted key (sorted) at which two configs differ, in words: ``train.epochs: baseline 1, this sweep
+    3``; None when they are equal."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in sorted(set(expected) | set(actual)):
+            found = first_difference(expected.get(key), actual.get(key), f"{path}.{key}" if path else key,
+                                     labels=labels)
+            if found:
+                return found
+        return None
+    return None if expected == actual else f"{path}: {labels[0]} {expected!r}, {labels[1]} {actual!r}"
+
+
+def identity_difference(record: dict, cfg: RunConfig, weights_sha256: str | None = None) -> str | None:
+    """Why ``record`` is not a result of the run ``cfg`` describes, in words; None when it is. A run's identity is
+    everything that changes its result: the whole resolved config (``config_digest``: data, model, strategy with
+    every parameter, training, precision, seed) and the content of the weights it starts from (``weights.sha256``;
+    compared when both sides know it). Which code made a record is checked apart (``source_sha256``: the gate
+    re-runs records of other code; a plain resume keeps them)."""
+    if record["run"].get("config_digest") != cfg.digest():
+        return first_difference(record["run"].get("config") or {}, cfg.to_dict(), labels=("there", "here")) or \
+            f"config digest {record['run'].get('config_digest')} there, {cfg.digest()} here"
+    recorded = dig(record, "weights", "sha256")
+    if recorded and weights_sha256 and recorded != weights_sha256:
+        return f"weights sha256 {recorded[:12]}.. there, {weights_sha256[:12]}.. here (same path, other content)"
+    return None
+
+
+def check_no_other_setting(path: Path, cfg: RunConfig, *, weights_sha256: str | None = None,
+                           replace: bool = False) -> None:
+    """A finished result at a run's path that is another setting's is never replaced silently: refused with one
+    line naming both settings and the flag (``OtherSettingError``), or with ``replace`` moved into ``set-aside/``
+    (``<name>.other-setting.json``, byte for byte) before the run. Failed and preempted records are no result to
+    keep (``settle`` keeps a good result from a failure)."""
+    if not os.path.lexists(path):
+        return
+    record = reusable_record(path)
+    if record is None or record["run"]["status"] != OK:
+        return
+    difference = identity_difference(record, cfg, weights_sha256)
+    if difference is None:
+        return
+    if not replace:
+        raise OtherSettingError(f"{path}: holds a finished run of another setting ({difference}); choose another "
+                                "--out, or pass --replace-other-settings to set it aside and run this one")
+    set_aside(path, OTHER_SETTING, f"{path}: a finished run of another setting ({difference})")
 
 
 def record_source(record: dict) -> str | None:
@@ -309,6 +418,8 @@ def settle(record: dict, final: Path) -> dict:
     the way that is not its own record (``own_record``) is set aside, never overwritten or deleted."""
     ok = record["run"]["status"] == OK
     earlier, failed = own_record(final), final.with_suffix(FAILED_SUFFIX)
+    if record["run"]["status"] == PREEMPTED:
+        count_preemption(record, earlier)
     keep_old = not ok and earlier is not None and earlier["run"]["status"] == OK
     if ok or keep_old:
         own_record(failed)
@@ -316,6 +427,19 @@ def settle(record: dict, final: Path) -> dict:
     if ok:
         failed.unlink(missing_ok=True)
     return record
+
+
+def count_preemption(record: dict, earlier: dict | None) -> None:
+    """A preempted run is run again by every resume and requeue; one preempted ``MAX_PREEMPTIONS`` times in a row
+    (a run longer than its job's time limit, say) is recorded failed instead, saying so, so that no resume runs it
+    for ever (``--retry-failed`` runs it again). ``run.preemptions`` counts them."""
+    before = dig(earlier, "run", "preemptions") if dig(earlier, "run", "status") == PREEMPTED else 0
+    record["run"]["preemptions"] = (before or 0) + 1
+    if record["run"]["preemptions"] >= MAX_PREEMPTIONS:
+        record["run"]["status"] = FAILED
+        record["run"]["error"] = (f"preempted {record['run']['preemptions']} times in a row (last: "
+                                  f"{record['run'].get('error')}); give the job more time or resources, then "
+                                  "--retry-failed")
 
 
 def write_atomic(path: Path, write: Callable[[IO], object], *, binary: bool = False) -> Path:

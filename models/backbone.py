@@ -192,6 +192,13 @@ def recorded_path(path: Path) -> str:
         return str(resolved)
 
 
+def weights_file_sha256(pretrained: str | None) -> str | None:
+    """SHA-256 of the weights file ``--pretrained`` names, found as the loader finds it (``_local_path``); None for
+    tags, folders and random weights, whose identity is their name."""
+    local = _local_path(pretrained) if pretrained and pretrained not in NO_WEIGHTS else None
+    return file_sha256(local) if local is not None and local.is_file() else None
+
+
 def file_sha256(path: Path) -> str:
     stat = path.stat()
     return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)

@@ -643,3 +643,29 @@ def test_checkpoint_error_names_file_and_flag_and_never_suggests_unsafe_unpickli
     assert code == 2 and "\n" not in err and "Traceback" not in err, err
     assert str(weights) in err and "--pretrained" in err and "weights_only=False" not in err, err
     assert_untouched(out)
+
+
+def test_a_folder_on_a_file_system_without_flock_is_locked_by_exclusive_create(tmp_path, monkeypatch, capsys):
+    """Lustre without flock answers ENOLCK: the lock is ``.lock.held``, created exclusively, removed at the end; a
+    second sweep refuses naming the holder; a leftover of an ended process on this host is removed."""
+    import fcntl
+    import socket
+
+    from bench.runner.lifeline import FolderInUseError, FolderLock
+
+    def no_flock(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    held = tmp_path / ".lock.held"
+    with FolderLock(tmp_path):
+        assert json.loads(held.read_text())["pid"] == os.getpid()
+        with pytest.raises(FolderInUseError, match=f"in use by pid {os.getpid()}"):
+            FolderLock(tmp_path).__enter__()
+    assert not held.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    held.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "user": "x",
+                                "started_at": "-", "command": "-"}))
+    with FolderLock(tmp_path):
+        assert json.loads(held.read_text())["pid"] == os.getpid()
+    assert "lock of an ended process on this host, removed" in capsys.readouterr().err

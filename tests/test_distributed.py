@@ -80,3 +80,45 @@ def test_a_multi_rank_config_outside_torchrun_is_refused():
     spec = expand(base, strategies=["frozen"], seeds=[0], frames=[2], batch_sizes=[16])[0]
     with pytest.raises(ValueError, match="started by the sweep through torchrun"):
         run_one(spec.config)
+
+
+def test_a_failing_rank_is_the_runs_error_not_rank_0s_stop(tmp_path):
+    """torchrun stops rank 0 (SIGTERM, which a worker records as ``preempted``) when another rank fails: the run is
+    recorded failed with that rank's own error, and the rank files are cleared."""
+    from bench import records
+    from bench.runner.experiments import expand, load_preset
+    from bench.runner.sweep import RunSpec, collect
+    from bench.runner.worker import rank_result_path, run_record
+
+    spec = expand(load_preset("smoke"), strategies=["frozen"], seeds=[0], frames=[2], batch_sizes=[16])[0]
+    attempt = tmp_path / f"{spec.run_id}.json"
+    records.write_json_atomic(attempt, run_record(spec.config, run_id=spec.run_id, status=records.PREEMPTED,
+                                                  error="preempted by SIGTERM"))
+    records.write_json_atomic(rank_result_path(attempt, 1), run_record(
+        spec.config, run_id=spec.run_id, status=records.FAILED, error="rank 1: RuntimeError: CUDA out of memory"))
+    record = collect(RunSpec(spec.run_id, spec.config), attempt, returncode=1)
+    assert record["run"]["status"] == "failed" and record["run"]["error"] == "rank 1: RuntimeError: CUDA out of memory"
+    assert list(tmp_path.iterdir()) == []
+    records.write_json_atomic(attempt, run_record(spec.config, run_id=spec.run_id, status=records.PREEMPTED,
+                                                  error="preempted by SIGTERM"))
+    assert collect(RunSpec(spec.run_id, spec.config), attempt, returncode=3)["run"]["status"] == "preempted"
+
+
+def test_the_own_parameters_of_a_ddp_wrapped_model_leave_the_shared_head_out(tmp_path):
+    """Under DDP the loop probes the wrapper: its shared head (fusion, projections, head) is not the strategy's."""
+    import torch
+    import torch.distributed as dist
+
+    from bench.measure.predictions import own_parameters
+    from bench.runner.experiments import expand, load_preset
+    from bench.runner.run import build_model
+
+    spec = expand(load_preset("smoke"), strategies=["frozen"], seeds=[0], frames=[2], batch_sizes=[16])[0]
+    model = build_model(spec.config)[0]
+    assert own_parameters(model) == {}
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        assert own_parameters(wrapped) == {}
+    finally:
+        dist.destroy_process_group()

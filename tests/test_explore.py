@@ -109,3 +109,18 @@ def test_a_headless_browser_draws_one_point_per_run_without_console_errors(page,
     front = plots.pareto_front(x, [run["values"]["paper_f1"] for run in plotted])
     assert probe["before"]["front"] == [x[i] for i in front]
     assert screenshot.stat().st_size > 10_000
+
+
+def test_a_report_without_the_explorer_leaves_it_out_and_does_not_link_it(tmp_path):
+    from bench.records import write_json_atomic
+    from bench.reporting import report
+
+    for name, record in RECORDS:
+        write_json_atomic(tmp_path / f"{name}.json", record)
+    with_page = report.write_reports(tmp_path)
+    front = tmp_path / "report" / "README.md"
+    assert (tmp_path / "report" / "explore.html").exists() and "explore.html" in front.read_text()
+    without = report.write_reports(tmp_path, explore=False)
+    assert not (tmp_path / "report" / "explore.html").exists()
+    assert "explore.html" not in front.read_text()
+    assert {p.name for p in with_page} - {p.name for p in without} == {"explore.html"}

@@ -180,19 +180,24 @@ SMALL = {"data": {"num_train": 256, "num_val": 64, "num_test": 384}, "train": {"
 
 
 def _run(strategy: str, seed: int) -> dict:
-    """One real run in this process (so a test can break the pipeline with monkeypatch), as a result record."""
+    """One real run in this process (so a test can break the pipeline with monkeypatch), as a result record; a run
+    that raises is recorded failed with its error, as the worker records it. Two frames, so a temporal path exists."""
     from bench.runner.run import run_one
 
     base = merge(load_preset("gate"), SMALL)
-    spec = expand(base, strategies=[strategy], seeds=[seed], frames=[1], batch_sizes=[16])[0]
+    spec = expand(base, strategies=[strategy], seeds=[seed], frames=[2], batch_sizes=[16])[0]
+    try:
+        outcome = run_one(spec.config)
+    except Exception as error:
+        return run_record(spec.config, run_id=spec.run_id, status="failed", error=f"{type(error).__name__}: {error}")
     record = run_record(spec.config, run_id=spec.run_id, status="ok")
-    record.update(run_one(spec.config))
+    record.update(outcome)
     return record
 
 
 @pytest.fixture(scope="module")
 def small_baseline():
-    """frozen and full on 256 training clips, 3 epochs, seeds 0-2: the baseline a small gate is held to."""
+    """frozen and full on 256 training clips, 2 frames, 3 epochs, seeds 0-2: the baseline a small gate is held to."""
     return gate.make_baseline([_run(s, seed) for s in ("frozen", "full") for seed in (0, 1, 2)], preset="gate")
 
 
@@ -237,6 +242,101 @@ def test_own_parameters_that_never_step_fail_the_gate(small_baseline, monkeypatc
     failures = _failures([_run("full", 0)], small_baseline)
     assert any(line.startswith("full: own_params_effect NOT LEARNED") for line in failures)
     assert any(line.startswith("frozen: (not in this run) MISSING") for line in failures)
+
+
+# ---- injected bugs of every kind, each through the gate against the same small baseline -------------------------
+# Each bug keeps FLOPs and parameter counts; each must fail naming the strategy, the check and the reason, while a
+# harmless change passes. ``_verdicts`` keeps "strategy: check VERDICT" of every failure.
+
+def _verdicts(records, baseline) -> set[str]:
+    """"strategy: check VERDICT" of every failure of the strategies that ran (the others are reported missing)."""
+    ran = {r["run"]["strategy"] for r in records}
+    return {line.split(" (seed")[0] for line in _failures(records, baseline) if line.split(":")[0] in ran}
+
+
+def test_a_test_split_built_from_training_clips_fails_the_run_and_the_gate(small_baseline, monkeypatch):
+    """Leakage by wiring: the test split made of training clips. Every run checks its splits are disjoint."""
+    import bench.runner.datasets as datasets
+
+    real = datasets._load_split
+    monkeypatch.setattr(datasets, "_load_split", lambda cfg, split, **kw: real(cfg, "train" if split == "test" else
+                                                                                split, **kw))
+    record = _run("frozen", 0)
+    assert record["run"]["status"] == "failed"
+    failures = _failures([record, _run("full", 0)], small_baseline)
+    assert any(line.startswith("frozen: (run failed: SplitOverlapError: the train and test splits share") and
+               "MISSING" in line for line in failures), failures
+
+
+def test_training_on_the_test_clips_is_suspicious_through_test_beating_train(small_baseline, monkeypatch):
+    """Leakage by a loader: the training loader iterates the test clips (the splits themselves stay disjoint)."""
+    from torch.utils.data import DataLoader
+
+    import bench.runner.run
+
+    real = bench.runner.run.build_loaders
+
+    def train_on_test(*args, **kwargs):
+        loaders = real(*args, **kwargs)
+        test = loaders["test"]
+        loaders["train"] = DataLoader(test.dataset, batch_size=test.batch_size, shuffle=True, drop_last=True,
+                                      generator=torch.Generator().manual_seed(0))
+        return loaders
+
+    monkeypatch.setattr(bench.runner.run, "build_loaders", train_on_test)
+    verdicts = _verdicts([_run("full", 0)], small_baseline)
+    assert "full: train_vs_test SUSPICIOUS" in verdicts, verdicts
+
+
+def test_a_pretrained_backbone_learning_rate_ten_times_too_low_fails_full_at_its_own_seed(small_baseline,
+                                                                                         monkeypatch):
+    """A broken parameter group: the backbone group's lr scaled by 0.1."""
+    import dataclasses
+
+    import bench.runner.run
+    from bench.runner.train import make_optimizer
+
+    monkeypatch.setattr(bench.runner.run, "make_optimizer", lambda model, cfg, ids: make_optimizer(
+        model, dataclasses.replace(cfg, backbone_lr_scale=cfg.backbone_lr_scale * 0.1), ids))
+    verdicts = _verdicts([_run("full", 0)], small_baseline)
+    assert any(v.startswith("full: ") and "(same seed)" in v for v in verdicts), verdicts
+
+
+def test_a_visual_attention_path_cut_off_fails_at_its_own_seed(small_baseline, monkeypatch):
+    """Every visual block's attention branch discarded (FLOPs and parameters unchanged) by a bug in the build."""
+    import bench.runner.run
+    from models.vision import discard_attention
+
+    real = bench.runner.run.build_base_model
+
+    def without_attention(cfg):
+        model = real(cfg)
+        discard_attention(model.backbone)
+        return model
+
+    monkeypatch.setattr(bench.runner.run, "build_base_model", without_attention)
+    verdicts = _verdicts([_run("full", 0)], small_baseline)
+    assert any(v.startswith("full: ") and "(same seed)" in v for v in verdicts), verdicts
+
+
+def test_a_temporal_path_that_keeps_one_frame_fails_at_its_own_seed(small_baseline, monkeypatch):
+    """The frame average replaced by the first frame (a slicing bug in the temporal aggregator)."""
+    from models.temporal import MeanOverFrames
+
+    monkeypatch.setattr(MeanOverFrames, "forward", lambda self, tokens: tokens[:, 0])  # (B, T, N, D) -> (B, N, D)
+    verdicts = _verdicts([_run("full", 0)], small_baseline)
+    assert any(v.startswith("full: ") and "(same seed)" in v for v in verdicts), verdicts
+
+
+def test_another_thread_count_is_a_harmless_change(small_baseline):
+    """Two intra-op threads instead of the baseline's: operation order changes, the gate must not call it a bug."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else 1)
+    try:
+        records = [_run("full", 0)]
+    finally:
+        torch.set_num_threads(threads)
+    assert _verdicts(records, small_baseline) == set()
 
 
 # ---- the same-seed tier, both directions ------------------------------------------------------------------------

@@ -101,3 +101,23 @@ def test_ray_tasks_with_declared_gpus_run_a_sweep_to_the_serial_results(tmp_path
         assert "the Ray cluster has 2 GPU(s)" in capsys.readouterr().err
     finally:
         ray.shutdown()
+
+
+def test_ray_reserves_a_gpu_and_a_cpu_per_torchrun_rank_and_refuses_too_few_gpus(monkeypatch):
+    """``--launcher ray --nproc-per-node K``: each task asks for K GPUs (on a GPU cluster) and K CPUs, or refuses in
+    one line a GPU count its ranks cannot run on; read against a cluster that declares 4 GPUs and 8 CPUs."""
+    ray = pytest.importorskip("ray")
+    from bench.config import ConfigError
+    from bench.runner.ray_tasks import _resources
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"GPU": 4.0, "CPU": 8.0})
+    assert _resources(None, None, 2) == {"num_gpus": 2.0, "num_cpus": 2}
+    assert _resources(None, None) == {"num_gpus": 1.0, "num_cpus": 1}
+    assert _resources(0, 3, 2) == {"num_gpus": 0, "num_cpus": 3}  # ranks on CPUs, asked for explicitly
+    with pytest.raises(ConfigError, match="--ray-gpus-per-run 1: fewer than the 2 ranks"):
+        _resources(1, None, 2)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "memory": 16 * 2**30})
+    assert _resources(None, None, 2) == {"num_gpus": 0.0, "num_cpus": 2}
+    assert _resources(None, None, 1, 4) == {"num_gpus": 0.0, "num_cpus": 1, "memory": 4 * 2**30}
+    with pytest.raises(ConfigError, match="--ray-memory-gb-per-run 32: the Ray cluster has 16.0 GB"):
+        _resources(None, None, 1, 32)

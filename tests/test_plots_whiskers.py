@@ -98,11 +98,14 @@ def test_single_seed_whiskers_are_the_statistics_file_intervals(with_intervals):
     assert intervals.bootstrap_kind() in pareto.axes[0].get_title()
 
 
-def test_an_interval_shared_by_two_precisions_is_not_drawn(with_intervals):
-    """statistics.SETTING may not tell an fp32 from a bf16 run: an interval that could be either is left out."""
+def test_an_interval_is_drawn_only_for_the_precision_it_was_computed_for(with_intervals):
+    """statistics group runs by the same SETTING as the tables (bench/records.py): a bf16 run never borrows the
+    interval of an fp32 one; here the statistics hold the fp32 runs only."""
     frame, _, table = with_intervals
     bf16 = frame[frame["strategy"] == "lora"].assign(precision="bf16", run_id="lora_bf16")
     agg = report.aggregate(pd.concat([frame, bf16], ignore_index=True))
-    spread = intervals.accuracy_spread(agg, table, metric="paper_f1").set_index("strategy")
-    assert spread.loc["lora", "low"].isna().all() and spread.loc["frozen", "low"] == pytest.approx(
-        _interval(table, "frozen")[0] / 100)
+    spread = intervals.accuracy_spread(agg, table, metric="paper_f1")  # rows in the order and index of ``agg``
+    spread = spread.assign(precision=agg["precision"].astype(str)).set_index(["strategy", "precision"])
+    assert spread.loc[("lora", "bf16"), "low"] != spread.loc[("lora", "bf16"), "low"]  # NaN: no bf16 statistics
+    assert spread.loc[("lora", "fp32"), "low"] == pytest.approx(_interval(table, "lora")[0] / 100)
+    assert spread.loc[("frozen", "fp32"), "low"] == pytest.approx(_interval(table, "frozen")[0] / 100)

@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 import run_bench
+from bench import records
 from bench.records import read_result
 from bench.runner.launch import make_launcher
 from bench.runner.placement import cpu_slots, gpu_slots
@@ -44,6 +45,8 @@ register("sigterm", config=FaultConfig, apply=_hooked(lambda step: os.kill(os.ge
          description="sent SIGTERM at step 1, as Slurm does before preempting")
 register("sigusr1", config=FaultConfig, apply=_hooked(lambda step: os.kill(os.getpid(), signal.SIGUSR1)),
          description="sent SIGUSR1 at step 1")
+register("sigusr2", config=FaultConfig, apply=_hooked(lambda step: os.kill(os.getpid(), signal.SIGUSR2)),
+         description="sent SIGUSR2 at step 1, as submitit has Slurm do before a job's time limit")
 '''
 RUNS = ("frozen__f2_b16_s0", "full__f2_b16_s0")
 
@@ -91,17 +94,26 @@ def test_a_failed_and_a_killed_worker_are_recorded_and_the_pool_goes_on(plugin, 
     assert not list(out.glob("*.tmp")) and not list((out / ".attempts").iterdir())
 
 
-def test_preemption_signals_are_recorded_and_a_resume_runs_them_again(plugin, tmp_path, capsys):
+def test_preemption_signals_are_recorded_and_a_resume_runs_them_again_up_to_a_limit(plugin, tmp_path, capsys):
     out = tmp_path / "runs"
-    args = ["--preset", "smoke", "--strategies", "sigterm,sigusr1", "--out", str(out)]
+    args = ["--preset", "smoke", "--strategies", "sigterm,sigusr1,sigusr2", "--out", str(out)]
     assert run_bench.main(args) == 1
-    for name, signal_name in (("sigterm", "SIGTERM"), ("sigusr1", "SIGUSR1")):
+    for name, signal_name in (("sigterm", "SIGTERM"), ("sigusr1", "SIGUSR1"), ("sigusr2", "SIGUSR2")):
         run = read_result(out / f"{name}__f2_b16_s0.json")["run"]
         assert run["status"] == "preempted" and run["error"] == f"preempted by {signal_name}"
+        assert run["preemptions"] == 1
     capsys.readouterr()
     assert run_bench.main(args) == 1
     printed = capsys.readouterr().out
-    assert "sigterm__f2_b16_s0: running" in printed and "sigusr1__f2_b16_s0: running" in printed
+    assert all(f"{name}__f2_b16_s0: running" in printed for name in ("sigterm", "sigusr1", "sigusr2"))
+    one = ["--preset", "smoke", "--strategies", "sigusr2", "--out", str(out)]
+    assert run_bench.main(one) == 1  # the third preemption in a row: failed, so no resume runs it for ever
+    run = read_result(out / "sigusr2__f2_b16_s0.json")["run"]
+    assert run["status"] == "failed" and run["preemptions"] == records.MAX_PREEMPTIONS == 3
+    assert run["error"].startswith("preempted 3 times in a row (last: preempted by SIGUSR2)")
+    capsys.readouterr()
+    run_bench.main(one)
+    assert "failed earlier, skipped (--retry-failed runs it again)" in capsys.readouterr().out
 
 
 def test_slots_share_the_cores_and_split_the_gpus():
@@ -112,6 +124,20 @@ def test_slots_share_the_cores_and_split_the_gpus():
     assert [s.env()["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0,1", "2,3"]
     with pytest.raises(ValueError, match="multiple of --nproc-per-node 2"):
         gpu_slots(["0", "1", "2"], per_slot=2)
+
+
+def test_slots_share_the_allocated_cores_not_the_nodes(monkeypatch):
+    """Under Slurm (or taskset) a process may use fewer cores than the node has: slots and ranks share those."""
+    from bench.runner import placement
+
+    monkeypatch.setattr(placement.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.setattr(placement.os, "cpu_count", lambda: 64)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert placement.allocated_cores() == 6
+    assert [s.threads for s in cpu_slots(2)] == [3, 3]
+    assert [s.threads for s in gpu_slots(["0", "1"])] == [3, 3]
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
+    assert placement.allocated_cores() == 4 and [s.threads for s in gpu_slots(["0", "1"])] == [2, 2]
 
 
 @pytest.mark.parametrize("argv, message", [

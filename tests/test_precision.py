@@ -14,8 +14,8 @@ from bench.measure.precision import (
     half_frozen_parameters,
     numerics_for,
     relayout_attention_inputs,
-    switches_label,
 )
+from bench.records import switches_label
 from bench.reporting import report
 from bench.runner.train import make_optimizer, train_step
 from data.schema import MARS

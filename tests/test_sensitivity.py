@@ -10,11 +10,10 @@ import pytest
 import torch
 from scipy import stats
 
-from bench import cli
+from bench import cli, records
 from bench.config import RunConfig
 from bench.measure import metrics
 from bench.measure.profile import measure_flops
-from bench.reporting import tables
 from data.ablation import FrameAblation
 from data.schema import DUKE, KINDS, MARS
 from data.synthetic import PARTS, SyntheticConfig, SyntheticVideoPAR, _tracks, part_map, render_frames, sample_person
@@ -114,8 +113,8 @@ def test_ablate_flag_sets_the_config_and_labels_the_report_setting():
     over = cli.overrides(args)
     assert over["model"]["visual_attention"] is False and over["data"]["frame_ablation"] == "one"
     cfg = RunConfig.from_dict(over).to_dict()
-    assert tables._switches(cfg) == "no-visual-attention+frames=one"
-    assert tables._switches(RunConfig().to_dict()) == "-"
+    assert records.switches_of(cfg) == "no-visual-attention+frames=one"
+    assert records.switches_of(RunConfig().to_dict()) == "-"
 
 
 @pytest.mark.parametrize("value", ["attention", "one-frame,shuffle-frames"])

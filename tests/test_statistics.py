@@ -107,7 +107,7 @@ def test_several_seeds_give_mean_std_and_interval_and_the_report_names_the_resol
 
 # ---- two-stage bootstrap and Holm on hand-built runs -------------------------------------------------------------
 
-HAND = ("hand", "none", 1, 1)  # a setting
+HAND = ("hand", "none", 1, 1, 1, 1, "fp32", "-")  # a setting (bench/records.py SETTING)
 CLIPS = 200
 
 

@@ -97,12 +97,15 @@ def test_a_failed_rerun_never_replaces_a_good_result(plugin, tmp_path, monkeypat
     out = tmp_path / "runs"
     assert run_bench.main(["--preset", "smoke", "--strategies", "fragile", "--out", str(out)]) == 0
     good = (out / "fragile__f2_b16_s0.json").read_bytes()
-    # same run id, different config (another epoch count), failing inside the worker: written beside the good one
+    # the same run again (--no-resume), failing inside the worker: written beside the good one
     monkeypatch.setenv("FRAGILE_FAILS", "1")
-    assert run_bench.main(["--preset", "smoke", "--strategies", "fragile", "--epochs", "2", "--out", str(out)]) == 1
+    assert run_bench.main(["--preset", "smoke", "--strategies", "fragile", "--no-resume", "--out", str(out)]) == 1
     assert (out / "fragile__f2_b16_s0.json").read_bytes() == good
     failed = json.loads((out / "fragile__f2_b16_s0.failed.json").read_text())
     assert failed["run"]["status"] == "failed" and "asked to fail" in failed["run"]["error"]
+    # another setting under the same name (another epoch count) is refused before it runs, whatever it would do
+    assert run_bench.main(["--preset", "smoke", "--strategies", "fragile", "--epochs", "2", "--out", str(out)]) == 2
+    assert (out / "fragile__f2_b16_s0.json").read_bytes() == good
 
 
 def test_a_sweep_from_the_command_line_leaves_nothing_for_the_resource_tracker(tmp_path):

@@ -159,17 +159,3 @@ def setting_record(cfg: TrainConfig, device: torch.device, *, half_cast_params: 
             "grad_scaler": cfg.precision == "fp16", "half_frozen_backbone": cfg.half_frozen_backbone,
             "half_frozen_params": half_cast_params, "sdpa_backend": cfg.sdpa_backend,
             "tf32": bool(cfg.tf32 and device.type == "cuda"), "compile": cfg.compile}
-
-
-def switches_label(precision_cfg: dict) -> str:
-    """The non-default switches of a run as one short label (``-`` when none): part of a report's setting."""
-    parts = []
-    if precision_cfg.get("half_frozen_backbone"):
-        parts.append("half-frozen")
-    if precision_cfg.get("sdpa_backend", "auto") != "auto":
-        parts.append(f"sdpa={precision_cfg['sdpa_backend']}")
-    if precision_cfg.get("tf32"):
-        parts.append("tf32")
-    if precision_cfg.get("compile"):
-        parts.append("compile")
-    return "+".join(parts) or "-"

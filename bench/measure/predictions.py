@@ -51,7 +51,8 @@ def decode(stored: dict) -> tuple[np.ndarray, np.ndarray]:
 def own_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Trainable parameters outside the shared, strategy-independent modules (``model.head_modules()``; a model
     without them, such as the reference CNN, owns everything it trains)."""
-    shared_modules = model.head_modules() if hasattr(model, "head_modules") else []
+    inner = model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+    shared_modules = inner.head_modules() if hasattr(inner, "head_modules") else []  # a DDP wrapper hides them
     shared = {id(p) for module in shared_modules for p in module.parameters()}
     return {name: p for name, p in model.named_parameters() if p.requires_grad and id(p) not in shared}
 

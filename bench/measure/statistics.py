@@ -11,7 +11,8 @@ crossed design (Owen 2007, Ann. Appl. Stat. 1(2)), mildly conservative; a nested
 Hinkley 1997, sec. 3.8) would draw clips per seed. With one seed the seed stage draws that seed every time and the
 interval covers test-clip sampling only: the words of the report say so.
 
-Comparisons are *paired*: every strategy of a setting (dataset, backbone, frames, batch size) is scored on the same
+Comparisons are *paired*: every strategy of a setting (``bench.records.SETTING``: dataset, backbone, frames, batch
+size, ranks, precision, switches) is scored on the same
 clip resamples, and two strategies on the same seed draw over the seeds both have, so what clips and seeds have in
 common cancels out. Each unordered pair gets a two-sided bootstrap p-value (``bootstrap_p``); the pairs of one metric
 in one setting are one family, adjusted by Holm's step-down method (Holm 1979, Scand. J. Statist. 6:65-70), which
@@ -36,7 +37,7 @@ from tabulate import tabulate
 
 from bench.measure.metrics import MA_EPS, MACRO_THRESHOLD, PAPER_THRESHOLD, evaluate
 from bench.measure.predictions import PredictionsError, decode
-from bench.records import write_atomic
+from bench.records import SETTING, setting_values, write_atomic
 from data.schema import AttributeSchema, get_schema
 
 METRICS = ("macro_f1", "paper_f1", "mA")
@@ -52,7 +53,6 @@ SEED = 0  # clip stage: the same folder always gives the same intervals
 SEED_STAGE = 1  # seed stage, a stream apart from the clips'
 CORRECTION = "Holm-Bonferroni"
 NO_DIFFERENCE = "no detectable difference"
-SETTING = ("dataset", "backbone", "frames", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def load_predictions(records: list[dict]) -> list[RunPredictions]:
             probs, labels = decode(stored)
         except PredictionsError:
             continue
-        setting = (cfg["data"]["dataset"], cfg["model"]["backbone"], cfg["data"]["frames"], cfg["train"]["batch_size"])
+        setting = tuple(setting_values(cfg).values())  # bench/records.py SETTING, as every table groups runs
         runs.append(RunPredictions(record["run"]["strategy"], setting, cfg["train"]["seed"], probs, labels,
                                    get_schema(cfg["data"]["dataset"]), cfg["train"].get("threshold", PAPER_THRESHOLD)))
     return runs
@@ -370,8 +370,11 @@ def _difference(row: dict) -> str:
 
 
 def _setting_title(setting: tuple) -> str:
-    dataset, backbone, frames, batch = setting
-    return f"dataset {dataset}, backbone {backbone}, {frames} frames, batch {batch}"
+    values = dict(zip(SETTING, setting, strict=True))
+    ranks = f" over {values['world_size']} ranks" if (values["world_size"] or 1) > 1 else ""
+    switches = "" if values["switches"] in (None, "-") else f" ({values['switches']})"
+    return (f"dataset {values['dataset']}, backbone {values['backbone']}, {values['frames']} frames, batch "
+            f"{values['batch_size']}{ranks}, {values['precision']}{switches}")
 
 
 def _interval_table(rows: list[dict]) -> str:

@@ -54,7 +54,8 @@ from tabulate import tabulate
 from bench.measure.environment import CODE_COVERS, environment, git_state
 from bench.measure.generalisation import record_gap
 from bench.measure.statistics import record_chance
-from bench.records import record_source, write_json_atomic
+from bench.records import first_difference, record_source, write_json_atomic
+from bench.records import sweep_setting as setting_of  # noqa: F401  (tests and callers read gate.setting_of)
 
 BASELINE_VERSION = 2
 ACCURACY = ("macro_f1", "paper_f1", "mA")
@@ -103,28 +104,6 @@ def strategy_signature(record: dict) -> str:
     key = {"strategy": cfg["strategy"], "model": cfg["model"], "frames": cfg["data"]["frames"],
            "batch_size": cfg["train"]["batch_size"]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def setting_of(config: dict) -> dict:
-    """A run's configuration minus what a sweep varies per run (strategy, seed): what a baseline is valid for.
-    ``train.device: auto`` is resolved on this machine, so a CPU baseline does not pass a run on a GPU."""
-    setting = {key: value for key, value in config.items() if key != "strategy"}
-    setting["train"] = {key: value for key, value in config["train"].items() if key != "seed"}
-    if setting["train"].get("device") == "auto":
-        import torch
-
-        setting["train"]["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    return setting
-
-
-def _first_difference(expected, actual, path: str = "") -> str | None:
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        for key in sorted(set(expected) | set(actual)):
-            found = _first_difference(expected.get(key), actual.get(key), f"{path}.{key}" if path else key)
-            if found:
-                return found
-        return None
-    return None if expected == actual else f"{path}: baseline {expected!r}, this sweep {actual!r}"
 
 
 def summarise(record: dict, frozen_macro_f1: float | None = None) -> dict:
@@ -366,7 +345,7 @@ def check_sweep(baseline: dict, *, preset: str, configs: list[dict], path: Path)
     if baseline["preset"] != preset:
         raise BaselineError(f"{path}: recorded for preset {baseline['preset']!r}, this sweep is preset {preset!r}")
     for config in configs:
-        difference = _first_difference(baseline["setting"], setting_of(config))
+        difference = first_difference(baseline["setting"], setting_of(config))
         if difference:
             raise BaselineError(f"{path}: setting differs from this sweep's at {difference}")
 

@@ -76,9 +76,10 @@ def write_figures(frame: pd.DataFrame, agg: pd.DataFrame, out: Path, *, records:
                               out / "training_curves.png")]
 
 
-def write_reports(folder: Path, out: Path | None = None) -> list[Path]:
+def write_reports(folder: Path, out: Path | None = None, *, explore: bool = True) -> list[Path]:
     """Rebuild every report file of a result folder from its JSONs alone and put them in ``out`` as a whole
-    (default ``FOLDER/report``); returns the files written, at their place in ``out``."""
+    (default ``FOLDER/report``); returns the files written, at their place in ``out``. ``explore``: also the
+    offline explorer page (about 5 MB: it inlines plotly.js)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ReportError(f"{folder}: not a folder (expected the --out folder of a sweep)")
@@ -91,7 +92,7 @@ def write_reports(folder: Path, out: Path | None = None) -> list[Path]:
     frame = sort_runs(to_frame(scan.records))
     agg = aggregate(frame)
     with publish.staging(out) as stage:
-        written = write_contents(frame, agg, scan, stage, source=folder.name)
+        written = write_contents(frame, agg, scan, stage, source=folder.name, explore=explore)
         owned = publish.owned_files(out, [*(p.name for p in written), *index.INDEX_FILES])
         written += write_index(stage, frame=frame, agg=agg, records=scan.records, source=folder.name,
                                also=publish.others_files(out, owned))
@@ -99,15 +100,18 @@ def write_reports(folder: Path, out: Path | None = None) -> list[Path]:
     return [out / p.name for p in written]
 
 
-def write_contents(frame: pd.DataFrame, agg: pd.DataFrame, scan, out: Path, *, source: str) -> list[Path]:
+def write_contents(frame: pd.DataFrame, agg: pd.DataFrame, scan, out: Path, *, source: str, explore: bool = True
+                   ) -> list[Path]:
     """Every report file but the front page: tables, memory breakdown, figures (their F1 whiskers from the
-    statistics file just written), the explorer page."""
-    from bench.reporting import explore  # plotly is imported only when the page is written
-
+    statistics file just written), the explorer page (unless ``explore`` is False)."""
     written = write_tables(frame, agg, scan, out, source=source) + write_breakdown(frame, scan, out)
     written += write_figures(frame, agg, out, records=scan.records,
                              intervals=intervals.read_intervals(out / "statistics.csv"))
-    return written + [explore.write_explore(out, scan.records, source=source)]
+    if not explore:
+        return written
+    from bench.reporting import explore as explorer  # plotly is imported only when the page is written
+
+    return written + [explorer.write_explore(out, scan.records, source=source)]
 
 
 def check_report_folder(out: Path) -> Path:
@@ -138,13 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "benchmark output folder from its result JSONs. Column definitions: results/README.md.")
     parser.add_argument("folder", type=Path, help="folder holding one result JSON per run (a sweep's --out)")
     parser.add_argument("--out", type=Path, help="where to write the report (default: FOLDER/report)")
+    parser.add_argument("--no-explore", action="store_true",
+                        help="leave out explore.html, the offline explorer page (about 5 MB: plotly.js inlined)")
     return parser
 
 
 @entry_point("bench.reporting.report")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    written = write_reports(args.folder, args.out)
+    written = write_reports(args.folder, args.out, explore=not args.no_explore)
     for path in written:
         print(str(path).encode("utf-8", "backslashreplace").decode("utf-8"))  # a name that is not UTF-8 prints too
     return 0

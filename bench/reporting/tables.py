@@ -5,13 +5,13 @@ tables, the figures (``bench/reporting/plots.py``) and the front page (``bench/r
 folder (see ``results/README.md`` for every column and figure):
 
 * ``summary.csv`` -- one row per run, the columns of ``COLUMNS``;
-* ``summary.md`` / ``summary.tex`` -- mean +- sample std over seeds per (strategy, dataset, backbone, frames,
-  batch size), ratios against ``full`` at the same setting, and the failed runs with their errors;
+* ``summary.md`` / ``summary.tex`` -- mean +- sample std over seeds per strategy and setting (``SETTING`` of
+  ``bench/records.py``), ratios against ``full`` at the same setting, and the failed runs with their errors;
 * ``per_attribute_f1.{md,csv}`` / ``per_group_f1.csv`` -- VTF Table 2 layout (Zhu et al., CVPR-W 2023): attributes
   as rows, strategies as columns, plus an "Average" row;
 * ``frames_ablation.{md,csv}`` -- VTF Table 3 layout: strategies as rows, frame counts as columns;
-* ``statistics.md``, ``statistics.csv``, ``paired_comparisons.csv`` -- two-stage bootstrap intervals over seeds and test clips and paired
-  comparisons (``bench/measure/statistics.py``), where the runs stored their test predictions;
+* ``statistics.md``, ``statistics.csv``, ``paired_comparisons.csv`` -- two-stage bootstrap intervals over seeds and
+  test clips and paired comparisons (``bench/measure/statistics.py``), where the runs stored their test predictions;
 """
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.measure import statistics
-from bench.measure.precision import switches_label
-from bench.records import FAILED_SUFFIX, ResultFileError, dig, read_result, write_atomic
+from bench.records import FAILED_SUFFIX, SETTING, ResultFileError, dig, read_result, setting_values, write_atomic
 from data.schema import KINDS
 
 # The CPU memory profiler's categories at the peak (bench/measure/profile.py), as ``peak_mem_<category>_bytes``.
@@ -60,7 +59,7 @@ PROFILE_KEYS = ("params_trainable", "params_total", "params_added", "fwd_flops_p
                 "eval_time_s", "activation_saved_bytes", *(f"peak_mem_{c}_bytes" for c in MEMORY_CATEGORIES))
 # Runs compared with each other share these: a DDP run's world size and per-rank batch, and precision and numeric
 # switches (a bf16 run is never averaged with an fp32 one or shown in its row).
-SETTING = ["dataset", "backbone", "frames", "batch_size", "world_size", "batch_per_rank", "precision", "switches"]
+SETTING = list(SETTING)  # bench/records.py: the one definition
 GROUP_KEYS = ["strategy", *SETTING]  # seeds of one group are averaged
 AGGREGATED = ("paper_f1", "macro_f1", "mA", *(f"macro_f1_{kind}" for kind in KINDS), "params_trainable",
               "params_added", "train_step_flops",
@@ -172,13 +171,9 @@ def flatten(record: dict) -> dict:
     run, cfg, test = record.get("run") or {}, dig(record, "run", "config") or {}, dig(record, "metrics", "test") or {}
     env, prof = record.get("environment") or {}, record.get("profile") or {}
     row = {"run_id": run.get("id"), "strategy": run.get("strategy"), "family": run.get("family"),
-           "status": run.get("status"), "mode": prof.get("mode"), "dataset": dig(cfg, "data", "dataset"),
-           "backbone": dig(cfg, "model", "backbone"), "device": env.get("gpu") or env.get("cpu"),
-           "seed": dig(cfg, "train", "seed"), "frames": dig(cfg, "data", "frames"),
-           "batch_size": dig(cfg, "train", "batch_size"), "best_epoch": dig(record, "metrics", "best_epoch"),
-           **_ranks(cfg),
-           "precision": dig(cfg, "train", "precision") or "fp32",  # records before the field were all fp32
-           "switches": _switches(cfg),
+           "status": run.get("status"), "mode": prof.get("mode"), **setting_values(cfg),
+           "device": env.get("gpu") or env.get("cpu"), "seed": dig(cfg, "train", "seed"),
+           "best_epoch": dig(record, "metrics", "best_epoch"),
            "majority_paper_f1": dig(record, "metrics", "majority_test", "paper_f1"),
            "majority_macro_f1": dig(record, "metrics", "majority_test", "macro_f1"),
            "git_commit": run.get("git_commit"), "error": run.get("error")}
@@ -187,12 +182,6 @@ def flatten(record: dict) -> dict:
     by_category = prof.get("peak_mem_by_category_bytes") or {}  # the only form in records before the flat keys
     row.update({f"peak_mem_{c}_bytes": prof.get(f"peak_mem_{c}_bytes", by_category.get(c)) for c in MEMORY_CATEGORIES})
     return row
-
-
-def _ranks(cfg: dict) -> dict:
-    """World size and per-rank batch of a run (records written before DDP existed: one process, whole batch)."""
-    world, batch = dig(cfg, "train", "world_size") or 1, dig(cfg, "train", "batch_size")
-    return {"world_size": world, "batch_per_rank": None if batch is None else batch // world}
 
 
 def to_frame(records: list[dict]) -> pd.DataFrame:
@@ -486,17 +475,6 @@ def attribute_markdown(columns: pd.DataFrame, groups: pd.DataFrame, setting: dic
                  "`python -m bench.reporting.report`.", "",
         "## Attribute groups (paper protocol F1; Average = paper-F1)", "", md(groups), "",
         "## One-hot columns (F1 at the paper threshold 0.45)", "", md(columns), ""])
-
-
-def _switches(cfg: dict) -> str:
-    """Numeric switches and sensitivity ablations of a run as one label: runs that differ in them never share a row."""
-    ablations = []
-    if dig(cfg, "model", "visual_attention") is False:
-        ablations.append("no-visual-attention")
-    if (dig(cfg, "data", "frame_ablation") or "none") != "none":
-        ablations.append(f"frames={dig(cfg, 'data', 'frame_ablation')}")
-    label = switches_label(dig(cfg, "train") or {})
-    return "+".join(([] if label == "-" else [label]) + ablations) or "-"
 
 
 def kind_table(agg: pd.DataFrame) -> pd.DataFrame:

@@ -20,6 +20,16 @@ from bench.runner.sweep import Launcher, serial_launcher
 LAUNCHERS = ("local", "slurm", "ray")
 
 
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -64,8 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ray = parser.add_argument_group("ray (--launcher ray; needs the [ray] extra)")
     ray.add_argument("--ray-address", help="address of a running Ray cluster (default: start one on this machine)")
     ray.add_argument("--ray-gpus-per-run", type=float,
-                     help="GPUs of each Ray task (default: 1 where the cluster has GPUs, else 0)")
-    ray.add_argument("--ray-cpus-per-run", type=_positive, help="CPUs of each Ray task (default 1)")
+                     help="GPUs of each Ray task (default: one per --nproc-per-node rank where the cluster has GPUs, "
+                          "else 0)")
+    ray.add_argument("--ray-cpus-per-run", type=_positive,
+                     help="CPUs of each Ray task (default: one per --nproc-per-node rank)")
+    ray.add_argument("--ray-memory-gb-per-run", type=_positive_number,
+                     help="memory Ray reserves for each task, GB (default: none reserved)")
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -113,7 +127,8 @@ def make_launcher(args: argparse.Namespace) -> Launcher:
         from bench.runner.ray_tasks import ray_launcher
 
         return ray_launcher(address=args.ray_address, gpus_per_run=args.ray_gpus_per_run,
-                            cpus_per_run=args.ray_cpus_per_run, threads=args.threads)
+                            cpus_per_run=args.ray_cpus_per_run, threads=args.threads, ranks=args.nproc_per_node or 1,
+                            memory_gb=args.ray_memory_gb_per_run)
     if args.jobs == 1 and not args.gpus and not args.threads:
         return serial_launcher
     from bench.runner.pool import pool_launcher

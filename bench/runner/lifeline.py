@@ -3,7 +3,9 @@
 * ``FolderLock``: one sweep at a time per ``--out`` folder. ``fcntl.flock`` on ``<out>/.lock``, which holds the
   holder's pid, host, start time and command; the kernel drops the lock when the holder's process ends, however it
   ends (SIGKILL included), so a stale lock file never blocks anyone. A second sweep refuses at once with one line
-  naming the holder, or waits for it (``--wait-lock``).
+  naming the holder, or waits for it (``--wait-lock``). Where the file system does not support ``flock`` (Lustre
+  mounted without it, some NFS), ``<out>/.lock.held`` is created exclusively instead and removed at the end; a
+  leftover of an ended process on this host is removed, one of another host is named for a person to judge.
 * ``tie_to_sweep_pid``: a worker dies with its sweep. On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` asks the kernel
   to kill the worker when its parent ends. A forked worker's parent is the fork server, which leaves only once the
   sweep and every worker have closed its "alive" pipe (multiprocessing hands it to each child), so a watchdog thread
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import getpass
 import json
 import os
@@ -51,6 +54,7 @@ class FolderLock:
 
     def __init__(self, folder: Path, *, wait: bool = False, flag: str = "--out"):
         self.path, self.wait, self.flag, self._handle = Path(folder) / LOCK_FILE, wait, flag, None
+        self._held_file: Path | None = None
 
     def __enter__(self) -> FolderLock:
         import fcntl
@@ -59,34 +63,88 @@ class FolderLock:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = holder_description(self.path)
-            if not self.wait:
-                handle.close()
-                raise FolderInUseError(f"{self.flag} {self.path.parent}: in use by {holder}; wait for it to end, "
-                                       "pass --wait-lock to wait, or choose another --out") from None
-            print(f"waiting for {self.flag} {self.path.parent}: in use by {holder}", file=sys.stderr, flush=True)
+            self._busy(handle)
             fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in NO_FLOCK_ERRNOS:
+                raise
+            handle.close()  # a file system without flock (Lustre mounted without it, some NFS): exclusive create
+            self._hold_by_exclusive_create()
+            return self
         try:
-            self._describe_holder(handle)
+            _describe_holder(handle)
         except OSError as error:  # a full disk: name the file, as every write of the harness does
             handle.close()
             raise OSError(error.errno, error.strerror or str(error), str(self.path)) from None
         self._handle = handle
         return self
 
-    @staticmethod
-    def _describe_holder(handle) -> None:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "user": _user(),
-                                 "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                 "command": " ".join(sys.argv)}))
-        handle.flush()
+    def _busy(self, handle=None, path: Path | None = None) -> None:
+        """Another sweep holds the folder: refuse in one line, or (``--wait-lock``) say so and return to wait."""
+        holder = holder_description(path or self.path)
+        if not self.wait:
+            if handle is not None:
+                handle.close()
+            raise FolderInUseError(f"{self.flag} {self.path.parent}: in use by {holder}; wait for it to end, "
+                                   "pass --wait-lock to wait, or choose another --out") from None
+        print(f"waiting for {self.flag} {self.path.parent}: in use by {holder}", file=sys.stderr, flush=True)
+
+    def _hold_by_exclusive_create(self) -> None:
+        """The lock where ``flock`` is not supported: ``<out>/.lock.held`` created with O_EXCL (atomic on every
+        shared file system), naming its holder, removed on exit. A holder on this host whose process has ended is
+        stale and removed (one line); one on another host can only be judged by a person: the message names it."""
+        held, announced = self.path.with_name(LOCK_FILE + ".held"), False
+        while True:
+            try:
+                fd = os.open(held, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if _stale_here(held):
+                    print(f"{held}: lock of an ended process on this host, removed", file=sys.stderr, flush=True)
+                    held.unlink(missing_ok=True)
+                    continue
+                if not announced:
+                    self._busy(path=held)
+                    announced = True
+                time.sleep(WATCHDOG_PERIOD_S)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                _describe_holder(handle)
+            self._held_file = held
+            return
 
     def __exit__(self, *exc) -> None:
         if self._handle is not None:
             self._handle.close()  # closing the descriptor releases the flock
             self._handle = None
+        if self._held_file is not None:
+            self._held_file.unlink(missing_ok=True)
+            self._held_file = None
+
+
+NO_FLOCK_ERRNOS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}  # flock unsupported here
+
+
+def _describe_holder(handle) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "user": _user(),
+                             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             "command": " ".join(sys.argv)}))
+    handle.flush()
+
+
+def _stale_here(held: Path) -> bool:
+    """``held`` names a process on this host that no longer runs."""
+    try:
+        info = json.loads(held.read_text())
+        if info["host"] != socket.gethostname():
+            return False
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable or half written: not ours to judge
+        return False
+    return False
 
 
 def _user() -> str:

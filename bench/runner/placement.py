@@ -52,21 +52,36 @@ class Slot:
                 "world_size": world_size}
 
 
+def allocated_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what a Slurm allocation, a cgroup cpuset or ``taskset``
+    leaves it), capped by ``SLURM_CPUS_PER_TASK`` where Slurm sets it, not the node's full count: slots and torchrun
+    ranks share these out, so step times are measured on the cores a run really has."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity API (macOS)
+        cores = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return max(1, min(cores, int(slurm)) if slurm.isdigit() and int(slurm) > 0 else cores)
+
+
 def cpu_slots(jobs: int, *, threads: int | None = None, cores: int | None = None, launcher: str = "pool"
               ) -> list[Slot]:
-    """``jobs`` CPU slots, each with ``threads`` threads (default: an equal share of the cores, at least 1)."""
-    cores = cores or os.cpu_count() or 1
+    """``jobs`` CPU slots, each with ``threads`` threads (default: an equal share of the allocated cores, at least
+    1)."""
+    cores = cores or allocated_cores()
     share = threads or max(1, cores // jobs)
     return [Slot(index=i, threads=share, launcher=launcher, progress_bars=jobs == 1) for i in range(jobs)]
 
 
 def gpu_slots(gpus: list[str], *, per_slot: int = 1, threads: int | None = None, launcher: str = "pool"
               ) -> list[Slot]:
-    """One slot per ``per_slot`` listed GPUs (``per_slot`` > 1: a torchrun run over several GPUs)."""
+    """One slot per ``per_slot`` listed GPUs (``per_slot`` > 1: a torchrun run over several GPUs), each with
+    ``threads`` threads (default: an equal share of the allocated cores, at least 1)."""
     if not gpus or len(gpus) % per_slot:
         raise ValueError(f"--gpus {','.join(gpus)}: expected a multiple of --nproc-per-node {per_slot} GPU ids")
     chunks = [tuple(gpus[i:i + per_slot]) for i in range(0, len(gpus), per_slot)]
-    return [Slot(index=i, gpus=chunk, threads=threads, launcher=launcher, progress_bars=len(chunks) == 1)
+    share = threads or max(1, allocated_cores() // len(chunks))
+    return [Slot(index=i, gpus=chunk, threads=share, launcher=launcher, progress_bars=len(chunks) == 1)
             for i, chunk in enumerate(chunks)]
 
 

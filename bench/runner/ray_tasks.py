@@ -53,26 +53,36 @@ def _task(resources: dict):
     return ray.remote(max_retries=0, **resources)(boot.in_checkout)
 
 
-def _resources(gpus_per_run: float | None, cpus_per_run: int | None) -> dict:
-    """What each task asks for; refuses requests the cluster can never meet (such a task would wait forever)."""
+def _resources(gpus_per_run: float | None, cpus_per_run: int | None, ranks: int = 1,
+               memory_gb: float | None = None) -> dict:
+    """What each task asks for: by default one GPU (where the cluster has GPUs) and one CPU per torchrun rank
+    (``--nproc-per-node``), so Ray reserves what the run will use; refuses requests the cluster can never meet (such
+    a task would wait forever) and GPU runs with fewer GPUs than ranks (a rank without a device fails)."""
     import ray
 
     available = ray.cluster_resources()
-    gpus = gpus_per_run if gpus_per_run is not None else (1.0 if available.get("GPU", 0) >= 1 else 0.0)
-    cpus = cpus_per_run or 1
+    gpus = gpus_per_run if gpus_per_run is not None else (float(ranks) if available.get("GPU", 0) >= 1 else 0.0)
+    cpus = cpus_per_run or ranks
+    if 0 < gpus < ranks:
+        raise ConfigError(f"--ray-gpus-per-run {gpus:g}: fewer than the {ranks} ranks of --nproc-per-node {ranks}, "
+                          f"each of which needs a GPU of its own; ask for {ranks}, or 0 to run the ranks on CPUs")
     if gpus > available.get("GPU", 0) or cpus > available.get("CPU", 0):
         raise ConfigError(f"--ray-gpus-per-run {gpus} / --ray-cpus-per-run {cpus}: the Ray cluster has "
                           f"{available.get('GPU', 0):g} GPU(s) and {available.get('CPU', 0):g} CPU(s)")
-    return {"num_gpus": gpus, "num_cpus": cpus}
+    memory = {} if memory_gb is None else {"memory": int(memory_gb * 2**30)}  # Ray counts memory in bytes
+    if memory and memory["memory"] > available.get("memory", float("inf")):
+        raise ConfigError(f"--ray-memory-gb-per-run {memory_gb:g}: the Ray cluster has "
+                          f"{available['memory'] / 2**30:.1f} GB of memory")
+    return {"num_gpus": gpus, "num_cpus": cpus, **memory}
 
 
 def ray_launcher(*, address: str | None = None, gpus_per_run: float | None = None, cpus_per_run: int | None = None,
-                 threads: int | None = None) -> Launcher:
+                 threads: int | None = None, ranks: int = 1, memory_gb: float | None = None) -> Launcher:
     def launch(pending: list[RunSpec], out_dir: Path, progress: Progress) -> dict[str, dict]:
         import ray
 
         _connect(address)
-        resources = _resources(gpus_per_run, cpus_per_run)
+        resources = _resources(gpus_per_run, cpus_per_run, ranks, memory_gb)
         task = _task(resources)
         cpu_threads = threads or (None if resources["num_gpus"] else resources["num_cpus"])
         waiting = {task.remote(str(ROOT), RUN_ON_NODE, spec.config.to_dict(), spec.run_id, cpu_threads): spec

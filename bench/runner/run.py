@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ import torch
 from bench.config import RunConfig
 from bench.measure import generalisation, metrics, precision, predictions, profile
 from bench.measure.precision import FP32
-from bench.runner import distributed
+from bench.runner import checkpoint, distributed
 from bench.runner.datasets import build_loaders
 from bench.runner.train import TrainOutcome, cosine_with_warmup, make_optimizer, snapshot, train_epoch
 from data.schema import get_schema
@@ -82,17 +83,22 @@ def build_model(cfg: RunConfig):
     return (*with_strategy(base, cfg), weights)
 
 
-def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow, numerics=FP32
-        ) -> tuple[TrainOutcome, dict]:
+def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow, numerics=FP32,
+        checkpoint_file: Path | None = None) -> tuple[TrainOutcome, dict]:
     """Train for ``cfg.train.epochs``; keep the weights with the best validation ``select_metric`` and return
-    their validation metrics (those of the chosen checkpoint, not of the last epoch)."""
+    their validation metrics (those of the chosen checkpoint, not of the last epoch). With ``checkpoint_file`` the
+    state is saved after every epoch and a run that finds one continues after its epoch (bench/runner/checkpoint.py)."""
     schema = get_schema(cfg.data.dataset)
     steps_per_epoch = min(len(loaders["train"]), cfg.train.max_steps_per_epoch or len(loaders["train"]))
     scheduler = cosine_with_warmup(optimizer, total_steps=steps_per_epoch * cfg.train.epochs,
                                    warmup_steps=int(cfg.train.warmup_epochs * steps_per_epoch))
     outcome, best_state, start = TrainOutcome(), snapshot(model), time.perf_counter()
     best_val_metrics: dict = {}
-    for epoch in range(cfg.train.epochs):
+    resumed = checkpoint.restore(checkpoint_file, model=model, optimizer=optimizer, scheduler=scheduler,
+                                 outcome=outcome, loader=loaders["train"])
+    first_epoch, best_state, best_val_metrics = resumed or (0, best_state, best_val_metrics)
+    start -= outcome.train_time_s  # training seconds of earlier processes count too
+    for epoch in range(first_epoch, cfg.train.epochs):
         steps_before = outcome.steps
         with memory:
             loss = train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
@@ -106,6 +112,11 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
         if val[cfg.train.select_metric] > outcome.best_val:
             outcome.best_val, outcome.best_epoch, best_state = val[cfg.train.select_metric], epoch + 1, snapshot(model)
             best_val_metrics = val
+        if checkpoint_file is not None:
+            outcome.train_time_s = time.perf_counter() - start
+            checkpoint.save(checkpoint_file, epoch=epoch + 1, model=model, optimizer=optimizer, scheduler=scheduler,
+                            outcome=outcome, best_state=best_state, best_val_metrics=best_val_metrics,
+                            loader=loaders["train"])
     outcome.train_time_s = time.perf_counter() - start
     model.load_state_dict(best_state, strict=False)
     return outcome, best_val_metrics
@@ -140,7 +151,8 @@ def majority_baseline(loaders, cfg: RunConfig) -> dict:
 
 
 def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow,
-                 numerics: precision.Numerics = precision.FP32) -> tuple[TrainOutcome, dict, dict]:
+                 numerics: precision.Numerics = precision.FP32, checkpoint_file: Path | None = None
+                 ) -> tuple[TrainOutcome, dict, dict]:
     """Train (val chooses the weights), test once, and compare with the majority class: the run's ``metrics``, and
     the evaluation seconds (``eval_time_s`` of the test split, ``train_subset_eval_time_s``).
 
@@ -150,7 +162,7 @@ def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, 
     """
     initial_own = predictions.snapshot_own(model)
     outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory,
-                       numerics=numerics)
+                       numerics=numerics, checkpoint_file=checkpoint_file)
     test, eval_time_s, probs, labels = evaluate_test(model, loaders, cfg=cfg, device=device, numerics=numerics)
     subset, subset_time_s = evaluate_train_subset(model, loaders, cfg=cfg, device=device, numerics=numerics)
     own_effect = predictions.own_parameter_effect(
@@ -188,10 +200,12 @@ def _constant(optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-def run_one(cfg: RunConfig) -> dict:
+def run_one(cfg: RunConfig, checkpoint_file: Path | None = None) -> dict:
     """Execute one run and return the record's ``OUTCOME`` sections (bench/records.py: ``metrics``, ``profile``,
     ``weights``). Under torchrun (``train.world_size`` > 1) this is one rank of a DDP run
-    (bench/runner/distributed.py); every rank returns the run's figures."""
+    (bench/runner/distributed.py); every rank returns the run's figures. ``checkpoint_file``: where a one-process
+    run saves its state after every epoch and continues from it (bench/runner/checkpoint.py; runs over several
+    torchrun ranks start again from epoch 0)."""
     seed_everything(cfg.train.seed)
     ranks = distributed.start(cfg)  # None for a one-process run
     device = ranks.device if ranks else resolve_device(cfg.train.device)
@@ -221,7 +235,8 @@ def run_one(cfg: RunConfig) -> dict:
     else:
         outcome, result_metrics, eval_times = fit_and_test(trained, loaders, cfg=cfg, loss_fn=loss_fn,
                                                            optimizer=optimizer, device=device, memory=memory,
-                                                           numerics=numerics)
+                                                           numerics=numerics,
+                                                           checkpoint_file=None if ranks else checkpoint_file)
     extras = profile.profile_extras(model, next(iter(loaders["train"])), loss_fn=loss_fn, optimizer=optimizer,
                                     device=device, cfg=cfg.profile, numerics=numerics)  # after training
     numerics_record = precision.setting_record(cfg.train, device, half_cast_params=half_cast,

@@ -38,9 +38,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import RunConfig
-from bench.records import FAILED, ResultFileError, read_result, resume_decision, settle, write_json_atomic
+from bench.records import (
+    FAILED,
+    OK,
+    ResultFileError,
+    check_no_other_setting,
+    read_result,
+    resume_decision,
+    settle,
+    write_json_atomic,
+)
 from bench.runner import boot, lifeline
-from bench.runner.placement import THREADS_ENV, Slot
+from bench.runner.placement import THREADS_ENV, Slot, allocated_cores
 from bench.runner.worker import UNWRITTEN_EXIT_CODE, run_record
 
 ROOT = Path(__file__).resolve().parents[2]  # the project folder, above bench/runner/
@@ -68,17 +77,32 @@ def exit_reason(returncode: int) -> str:
 def collect(spec: RunSpec, attempt: Path, returncode: int, slot: Slot = SERIAL) -> dict:
     """The record a finished worker left in ``attempt`` or, if it left none (killed, crashed), a failed record
     placed where the worker ran."""
-    record = None
-    if attempt.exists():
-        try:
-            record = read_result(attempt)
-        except ResultFileError:
-            record = None
-    attempt.unlink(missing_ok=True)
+    record = _read_attempt(attempt)
+    failed_rank = _failed_rank(attempt)
+    if failed_rank is not None and (record is None or record["run"]["status"] != OK):
+        record = failed_rank  # torchrun stopped rank 0 (SIGTERM: "preempted") because another rank failed
     if record is None:
         record = failure_record(spec, exit_reason(returncode))
         record["run"]["placement"] = slot.placement(spec.config.train.device, spec.config.train.world_size)
     return record
+
+
+def _read_attempt(path: Path) -> dict | None:
+    record = None
+    if path.exists():
+        try:
+            record = read_result(path)
+        except ResultFileError:
+            record = None
+    path.unlink(missing_ok=True)
+    return record
+
+
+def _failed_rank(attempt: Path) -> dict | None:
+    """The record of the first torchrun rank > 0 that failed (``bench.runner.worker.rank_result_path``), if any; the
+    rank files are removed."""
+    found = [_read_attempt(path) for path in sorted(attempt.parent.glob(f"{attempt.stem}.rank*.json"))]
+    return next((record for record in found if record is not None), None)
 
 
 FORK_SERVER = "forkserver" in multiprocessing.get_all_start_methods()
@@ -123,9 +147,10 @@ def _subprocess_worker(arguments: tuple[str, ...], env: dict) -> int:
 
 def _torchrun_worker(arguments: tuple[str, ...], env: dict, world_size: int) -> int:
     """One run over ``world_size`` processes (DDP) on this node, started by torchrun; rank 0 writes the record.
-    The slot's threads (default: all cores) are shared out among the ranks. Each rank starts through
+    The slot's threads (default: the allocated cores, ``placement.allocated_cores``) are shared out among the ranks.
+    Each rank starts through
     bench/runner/boot.py, so it runs this checkout; torchrun has a session of its own, as a subprocess worker."""
-    threads = max(1, int(env.get(THREADS_ENV) or os.cpu_count() or 1) // world_size)
+    threads = max(1, int(env.get(THREADS_ENV) or allocated_cores()) // world_size)
     env = {**env, THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads)}
     boot_file = boot.command(root=str(ROOT))[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
@@ -282,15 +307,22 @@ def serial_launcher(pending: list[RunSpec], out_dir: Path, progress: Progress) -
 
 
 def plan(specs: list[RunSpec], out_dir: Path, progress: Progress, *, resume: bool, retry_failed: bool,
-         source_sha256: str | None = None) -> tuple[list[RunSpec], dict[str, dict]]:
+         source_sha256: str | None = None, replace_other_settings: bool = False
+         ) -> tuple[list[RunSpec], dict[str, dict]]:
     """Split the sweep into the runs to execute and the earlier results a resume keeps (each file read once; one
     that is not a resumable record is set aside, never replaced: ``bench.records.reusable_record``). With
-    ``source_sha256`` (the gate's), only records made by that code are kept."""
+    ``source_sha256`` (the gate's), only records made by that code are kept. First, before anything runs: a finished
+    result of another setting in a run's place refuses the whole sweep in one line, or with
+    ``replace_other_settings`` is set aside (``bench.records.check_no_other_setting``)."""
+    weights = {spec.run_id: weights_sha256(spec.config) for spec in specs}
+    for spec in specs:
+        check_no_other_setting(out_dir / f"{spec.run_id}.json", spec.config, weights_sha256=weights[spec.run_id],
+                               replace=replace_other_settings)
     pending, kept = [], {}
     for spec in specs:
         final = out_dir / f"{spec.run_id}.json"
-        reason, record = resume_decision(final, spec.config, retry_failed=retry_failed, source_sha256=source_sha256) \
-            if resume else (None, None)
+        reason, record = resume_decision(final, spec.config, retry_failed=retry_failed, source_sha256=source_sha256,
+                                         weights_sha256=weights[spec.run_id]) if resume else (None, None)
         if reason is None:
             pending.append(spec)
         else:
@@ -299,15 +331,23 @@ def plan(specs: list[RunSpec], out_dir: Path, progress: Progress, *, resume: boo
     return pending, kept
 
 
+def weights_sha256(cfg: RunConfig) -> str | None:
+    """The content digest of the weights file a run starts from (records hold it as ``weights.sha256``)."""
+    from models.backbone import weights_file_sha256
+
+    return weights_file_sha256(cfg.model.pretrained)
+
+
 def run_sweep(specs: list[RunSpec], out_dir: Path, *, resume: bool = True, retry_failed: bool = False,
-              launcher: Launcher = serial_launcher, source_sha256: str | None = None) -> list[dict] | None:
+              launcher: Launcher = serial_launcher, source_sha256: str | None = None,
+              replace_other_settings: bool = False) -> list[dict] | None:
     """Run every spec not finished earlier with ``launcher``; the records in sweep order (None: only submitted).
     ``source_sha256``: a finished record counts only if made by these source files (the gate: fresh results only)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start, progress = time.perf_counter(), Progress(specs)
     pending, records = plan(specs, out_dir, progress, resume=resume, retry_failed=retry_failed,
-                            source_sha256=source_sha256)
+                            source_sha256=source_sha256, replace_other_settings=replace_other_settings)
     executed = launcher(pending, out_dir, progress) if pending else {}
     if executed is None:
         print(f"sweep: {len(pending)} run(s) submitted; results arrive in {out_dir}/", flush=True)

@@ -4,10 +4,15 @@
 Running each run in its own process keeps peak-memory figures clean (allocator state and ``ru_maxrss`` are per
 process) and turns a crash or an out-of-memory kill into a recorded failed run while the sweep goes on.
 The result is written atomically; an exception is recorded with its message and traceback, and the exit code is 1.
-SIGTERM or SIGUSR1 (what Slurm sends before it preempts or times out a job) ends the run as ``preempted``, exit code
+SIGTERM, SIGUSR1 or SIGUSR2 (what Slurm and submitit send before a job is preempted or times out) ends the run as
+``preempted``, exit code
 3: a resumed sweep runs it again. Under torchrun only rank 0 writes the record. A record that cannot be written (a
 full disk, no permission) is one line naming the file and exit code 4, never a traceback: the sweep, which writes in
 the same folder, then records the run as failed or stops with that folder's error.
+
+With ``run_bench.py --track`` the sweep names trackers in the environment (``bench.measure.trackers.TRACK_ENV`` and
+``TRACK_DIR_ENV``, beside the config, never in it: the config's digest is the run's identity), and a written record
+is then mirrored to them; a tracker's failure is one warning line and changes neither the record nor the exit code.
 """
 from __future__ import annotations
 
@@ -20,9 +25,11 @@ from pathlib import Path
 
 from bench import records
 from bench.config import RunConfig, load_json
+from bench.measure import trackers
 from bench.measure.environment import code_state, environment, source_digest
 from bench.records import now_iso, write_json_atomic
 from bench.runner import lifeline
+from bench.runner.checkpoint import checkpoint_path
 from bench.runner.placement import apply_threads, placement
 
 
@@ -37,21 +44,32 @@ def run_record(cfg: RunConfig, *, run_id: str, status: str, error: str | None = 
 
 PREEMPTED_EXIT_CODE = 3
 UNWRITTEN_EXIT_CODE = 4  # the record could not be written
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# SIGUSR2: what submitit asks Slurm to send before a job's time limit (``--signal=USR2@90``); unhandled, it would
+# kill the worker instead of ending its run as preempted.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preempted(BaseException):
-    """Raised in the run by SIGTERM / SIGUSR1; a BaseException so that no ``except Exception`` swallows it."""
+    """Raised in the run by SIGTERM / SIGUSR1 / SIGUSR2; a BaseException so that no ``except Exception`` swallows it."""
 
 
 def _raise_preempted(signum, _frame) -> None:
     raise Preempted(f"preempted by {signal.Signals(signum).name}")
 
 
+def rank_result_path(result_path: Path, rank: int) -> Path:
+    """Where torchrun rank ``rank`` (> 0) leaves its record when it fails (``bench.runner.sweep.collect`` reads it)."""
+    return result_path.with_name(f"{result_path.stem}.rank{rank}.json")
+
+
 def _write(result_path: Path, record: dict, code: int) -> int:
     """Write the record (under torchrun, rank 0 only) and return the worker's exit code: ``code``, or
     ``UNWRITTEN_EXIT_CODE`` after one line naming the file when it cannot be written."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:  # a failing rank leaves its own error beside rank 0's (which torchrun then stops: SIGTERM)
+        if record["run"]["status"] == records.FAILED:
+            record["run"]["error"] = f"rank {rank}: {record['run']['error']}"
+            write_json_atomic(rank_result_path(result_path, rank), record)
         return code
     try:
         write_json_atomic(result_path, record)
@@ -59,7 +77,29 @@ def _write(result_path: Path, record: dict, code: int) -> int:
         print(f"run {record['run']['id']}: result not written: {error.filename or result_path}: "
               f"{error.strerror or error}", file=sys.stderr)
         return UNWRITTEN_EXIT_CODE
+    _mirror(record)
     return code
+
+
+def _mirror(record: dict) -> None:
+    """Mirror the written record to the trackers the sweep named, if any. A preempted run is not mirrored (it runs
+    again), nor a failure beside a good result of the run, which stays the run's result (``records.settle``)."""
+    try:
+        names, out = trackers.from_environment()
+    except ValueError as error:
+        print(f"warning: run {record['run']['id']}: not mirrored: {error}", file=sys.stderr)
+        return
+    status = record["run"]["status"]
+    if not names or status == records.PREEMPTED or (status != records.OK and _good_result(out, record)):
+        return
+    trackers.mirror(record, out, names)
+
+
+def _good_result(out: Path, record: dict) -> bool:
+    try:
+        return records.read_result(out / f"{record['run']['id']}.json")["run"]["status"] == records.OK
+    except (OSError, ValueError):  # none yet, or one settle will set aside
+        return False
 
 
 def execute(config_path: Path, result_path: Path, run_id: str) -> int:
@@ -71,8 +111,9 @@ def execute(config_path: Path, result_path: Path, run_id: str) -> int:
     for signum in PREEMPTION_SIGNALS:
         signal.signal(signum, _raise_preempted)
     started, start = now_iso(), time.perf_counter()
+    saved = checkpoint_path(result_path, run_id, cfg.digest(), source_digest())
     try:
-        outcome = run_one(cfg)
+        outcome = run_one(cfg, checkpoint_file=saved)
     except Preempted as stop:
         print(f"run {run_id} {stop}", file=sys.stderr)
         return _write(result_path, run_record(cfg, run_id=run_id, status=records.PREEMPTED, started_at=started,
@@ -83,11 +124,14 @@ def execute(config_path: Path, result_path: Path, run_id: str) -> int:
                             error=f"{type(error).__name__}: {error}", duration_s=time.perf_counter() - start)
         record["run"]["traceback"] = traceback.format_exc()
         print(f"run {run_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        saved.unlink(missing_ok=True)
         return _write(result_path, record, 1)
     record = run_record(cfg, run_id=run_id, status=records.OK, started_at=started,
                         duration_s=time.perf_counter() - start)
     record.update(outcome)  # the OUTCOME sections
-    return _write(result_path, record, 0)
+    code = _write(result_path, record, 0)
+    saved.unlink(missing_ok=True)  # the run has its final record: nothing to continue from
+    return code
 
 
 def main(argv: list[str]) -> int:
