@@ -10,6 +10,7 @@ from tabulate import tabulate
 
 from bench.boundary import ensure_writable_folder, entry_point
 from bench.config import ConfigError, merge
+from bench.measure.environment import source_digest
 from bench.reporting import gate, report
 from bench.runner import experiments, launch
 from bench.runner.lifeline import FolderLock
@@ -234,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     out = ensure_writable_folder(args.out)  # before any work
     with FolderLock(out, wait=args.wait_lock):
         records = run_sweep(specs, out, resume=not args.no_resume, retry_failed=args.retry_failed,
-                            launcher=launch.make_launcher(args))
+                            launcher=launch.make_launcher(args), source_sha256=fresh_code(args))
         if records is None:
             print(f"when the jobs have finished: python -m bench.reporting.report {out}")
             return 0
@@ -246,6 +247,12 @@ def run(args: argparse.Namespace) -> int:
         if args.update_baseline or args.check:
             return gate_step(records, args, baseline)
     return 0 if (frame["status"] == "ok").all() else 1
+
+
+def fresh_code(args: argparse.Namespace) -> str | None:
+    """Under --check, the digest of this checkout's source files: a result made by other code is no evidence about
+    this code, so the gate resumes only records made by this one (others are set aside and run again)."""
+    return source_digest() if args.check else None
 
 
 def baseline_path(args: argparse.Namespace) -> Path:

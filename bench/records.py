@@ -3,15 +3,23 @@ writes result files, so the sweep, its launchers, the reports and the gate agree
 
 Schema (``SCHEMA_VERSION``): ``{"schema_version", "run": {id, strategy, family, status, error, config,
 config_digest, git_commit, git_dirty, started_at, finished_at, duration_s, placement}, "metrics": {"val": ...,
-"test": ..., "majority_test": ..., "best_epoch", "history", "own_params_effect", "test_predictions"}, "profile":
-{...units in key names...}, "weights": {source, format, activation, activation_from, weights_activation, path,
-sha256, tag}, "environment": {...}}``. ``metrics``, ``profile`` and ``weights`` are what a finished run measured
-(``OUTCOME``, returned by ``bench.runner.run.run_one``); a failed or preempted record leaves them empty.
+"test": ..., "majority_test": ..., "train_subset": ..., "best_epoch", "history", "own_params_effect",
+"test_predictions"}, "profile": {...units in key names...}, "environment": {...}, "code": {commit, dirty,
+source_sha256, covers}, "weights": {source, format, activation, activation_from, weights_activation, path, sha256,
+tag}}``. ``metrics``, ``profile`` and ``weights`` are what a finished run measured (``OUTCOME``, returned by
+``bench.runner.run.run_one``); a failed or preempted record leaves them empty.
 
-Version 2 (this one): ``run.config.strategy.params`` holds every field of the strategy's config with its default
-(version 1 held only the overrides, so a changed default went unnoticed), ``metrics.val`` is the chosen
-checkpoint's validation score (version 1: the last epoch's), and ``weights`` and library versions were added.
-Version 1 files are still read (reports of older sweeps), but never reused by resume: their config digest differs.
+Version 3 (this one): ``code`` names the code a record was made by (bench/measure/environment.py ``code_state``: git
+commit and dirty flag where git is available, and ``source_sha256``, a digest of the source files on disk that decide
+results, which works without git), and ``metrics.train_subset`` holds the metrics of a fixed subset of the training
+clips evaluated like the test split (bench/measure/generalisation.py), which the gate compares with the test figures.
+Version 2 records lack both and are otherwise the same: they are read, and a resume outside the gate keeps them
+(their config digest is unchanged); the gate redoes them (they name no code), and a version 2 record about to be
+replaced is set aside. Version 2 added to version 1: ``run.config.strategy.params`` holds every field of the
+strategy's config with its default (version 1 held only the overrides, so a changed default went unnoticed),
+``metrics.val`` is the chosen checkpoint's validation score (version 1: the last epoch's), and ``weights`` and
+library versions. Version 1 files are still read (reports of older sweeps), but never reused by resume: their config
+digest differs.
 
 A result folder holds ``<run_id>.json`` per run and, where a retry failed after a good result, that failure beside
 it as ``<run_id>.failed.json`` (``settle``: a failure never replaces a good result). This module imports nothing
@@ -22,7 +30,8 @@ version, or whose values are not what ``FIELDS`` says, is first moved, byte for 
 under a name that says why (``<name>.unreadable.json``, ``<name>.schema-v9.json``, ``<name>.invalid.json``), and
 one line on stderr names both paths. A version 1 record is set aside too when its run is redone: it cannot be
 upgraded (its strategy parameters lack the defaults, so its config digest never matches), and it is the only copy
-of what that sweep measured. Records in ``set-aside/`` are never read as results.
+of what that sweep measured. So is a record the gate will not resume because other code made it
+(``<name>.other-code.json``). Records in ``set-aside/`` are never read as results.
 """
 from __future__ import annotations
 
@@ -38,15 +47,17 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:
     from bench.config import RunConfig
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-SECTIONS = ("run", "metrics", "profile", "environment", "weights")  # after "schema_version", as written
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+RESUMABLE_VERSIONS = (2, 3)  # version 2 lacks only what version 3 added: its config digest still identifies the run
+SECTIONS = ("run", "metrics", "profile", "environment", "code", "weights")  # after "schema_version", as written
 RUN_KEYS = ("id", "strategy", "family", "status", "error", "config", "config_digest", "git_commit", "git_dirty",
             "started_at", "finished_at", "duration_s", "placement")
 REQUIRED_RUN_KEYS = ("id", "status")  # strings in every readable record
 OUTCOME = ("metrics", "profile", "weights")  # what a finished run fills in
 OK, FAILED, PREEMPTED = "ok", "failed", "preempted"  # run.status: preempted runs are always run again
 FAILED_SUFFIX = ".failed.json"
+OTHER_CODE = "other-code"  # set-aside name of a record the gate will not resume: made by other source files
 SET_ASIDE = "set-aside"  # sub-folder of a result folder: records kept, never read as results
 
 TEXT, COUNT, NUMBER, FLAG, MAPPING = "a string", "an integer", "a number", "true or false", "an object"
@@ -62,11 +73,14 @@ FIELDS = {  # dotted path -> what its value is; None (or a missing key: older re
     **dict.fromkeys(("profile.params_trainable", "profile.params_total", "profile.params_added",
                      "profile.peak_mem_bytes", "profile.activation_saved_bytes"), COUNT),
     **dict.fromkeys(("profile.fwd_flops_per_clip", "profile.train_step_flops", "profile.step_time_ms_median",
-                     "profile.throughput_clips_per_s", "profile.train_time_s", "profile.eval_time_s"), NUMBER),
+                     "profile.throughput_clips_per_s", "profile.train_time_s", "profile.eval_time_s",
+                     "profile.train_subset_eval_time_s"), NUMBER),
     "profile.mode": TEXT, "profile.peak_mem_kind": TEXT, "profile.peak_mem_by_category_bytes": MAPPING,
     "environment.gpu": TEXT, "environment.cpu": TEXT, "environment.torch": TEXT,
+    "code": MAPPING, "code.commit": TEXT, "code.dirty": FLAG, "code.source_sha256": TEXT,
 }
-SCORED_SPLITS = ("test", "val", "majority_test")  # metrics.<split>: numbers, per_group / per_column: numbers
+# metrics.<split>: numbers, per_group / per_column: numbers
+SCORED_SPLITS = ("test", "val", "majority_test", "train_subset")
 
 
 class ResultFileError(ValueError):
@@ -87,17 +101,18 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def new_record(cfg: RunConfig, *, run_id: str, status: str, placement: dict, environment: dict,
-               git: tuple[str | None, bool | None], error: str | None = None, started_at: str | None = None,
-               duration_s: float | None = None) -> dict:
+def new_record(cfg: RunConfig, *, run_id: str, status: str, placement: dict, environment: dict, code: dict,
+               error: str | None = None, started_at: str | None = None, duration_s: float | None = None) -> dict:
     """A record with every section present: ``run`` filled in, the ``OUTCOME`` sections empty until the run
-    returns them. Where and on what it ran (``placement``, ``environment``, ``git``) is measured by the caller."""
-    commit, dirty = git
+    returns them. Where, on what and by which code it ran (``placement``, ``environment``, ``code``: commit, dirty,
+    source_sha256, covers) is measured by the caller; ``run.git_*`` repeat the commit for older readers."""
+    commit, dirty = code.get("commit"), code.get("dirty")
     run = {"id": run_id, "strategy": cfg.strategy.name, "family": cfg.strategy.registered, "status": status,
            "error": error, "config": cfg.to_dict(), "config_digest": cfg.digest(), "git_commit": commit,
            "git_dirty": dirty, "started_at": started_at, "finished_at": now_iso(), "duration_s": duration_s,
            "placement": placement}
-    return {"schema_version": SCHEMA_VERSION, "run": run, "metrics": {}, "profile": {}, "environment": environment}
+    return {"schema_version": SCHEMA_VERSION, "run": run, "metrics": {}, "profile": {}, "environment": environment,
+            "code": dict(code)}
 
 
 def validate_record(payload, path: Path) -> dict:
@@ -196,18 +211,39 @@ def dig(mapping: dict, *keys):
     return mapping
 
 
-def resume_decision(path: Path, cfg: RunConfig, *, retry_failed: bool = False) -> tuple[str | None, dict | None]:
+def resume_decision(path: Path, cfg: RunConfig, *, retry_failed: bool = False, source_sha256: str | None = None
+                    ) -> tuple[str | None, dict | None]:
     """(why a resumed sweep need not run ``cfg`` again, the record it keeps); (None, None): run it. A result counts
     only for an identical config digest; a failed one is kept unless ``retry_failed``, a preempted one is always
-    run again. A file in the way that is not a record of this version is set aside first (``own_record``)."""
-    record = own_record(path)
+    run again. A file in the way that is not a resumable record is set aside first (``reusable_record``).
+
+    ``source_sha256`` (the gate passes the current code's): a record made by other source files, or naming none, is
+    no evidence about this code, so it is set aside (``<name>.other-code.json``, one line saying so) and run again."""
+    record = reusable_record(path)
     if record is None or record["run"].get("config_digest") != cfg.digest():
+        return None, None
+    if record["run"]["status"] == PREEMPTED or (record["run"]["status"] == FAILED and retry_failed):
+        return None, None
+    if source_sha256 is not None and record_source(record) != source_sha256:
+        _set_aside_other_code(Path(path), record, source_sha256)
         return None, None
     if record["run"]["status"] == OK:
         return "finished earlier, skipped", record
-    if record["run"]["status"] == FAILED and not retry_failed:
-        return "failed earlier, skipped (--retry-failed runs it again)", record
-    return None, None
+    return "failed earlier, skipped (--retry-failed runs it again)", record
+
+
+def record_source(record: dict) -> str | None:
+    """The digest of the source files that made ``record`` (None: a record older than version 3, or made without
+    one)."""
+    return dig(record, "code", "source_sha256")
+
+
+def _set_aside_other_code(path: Path, record: dict, current: str) -> None:
+    made_by = record_source(record)
+    shown = f"{made_by[:12]}.." if made_by else "none recorded"
+    target = set_aside(path, OTHER_CODE, "", announce=False)
+    print(f"gate: {record['run']['id']}: made by other code (source sha256 {shown} vs {current[:12]}..); re-running "
+          f"(the earlier record is kept as {target})", flush=True)
 
 
 def skip_reason(path: Path, cfg: RunConfig, *, retry_failed: bool = False) -> str | None:
@@ -218,9 +254,9 @@ def is_finished(path: Path, cfg: RunConfig) -> bool:
     return skip_reason(path, cfg, retry_failed=True) is not None
 
 
-def own_record(path: Path) -> dict | None:
-    """The record at ``path`` if it is one this harness wrote in its current schema, which it may therefore replace;
-    None when there is none, after moving anything else found there into ``set-aside/`` (one line on stderr)."""
+def reusable_record(path: Path) -> dict | None:
+    """The record at ``path`` if a resume may keep it (a version in ``RESUMABLE_VERSIONS``); None when there is none,
+    after moving anything else found there into ``set-aside/`` (one line on stderr)."""
     if not os.path.lexists(path):
         return None
     try:
@@ -228,7 +264,7 @@ def own_record(path: Path) -> dict | None:
     except ResultFileError as error:
         set_aside(path, error.kind, str(error))
         return None
-    if record["schema_version"] != SCHEMA_VERSION:
+    if record["schema_version"] not in RESUMABLE_VERSIONS:
         set_aside(path, f"schema-v{record['schema_version']}",
                   f"{path}: schema_version {record['schema_version']}, older than this harness writes "
                   f"({SCHEMA_VERSION}) and not reusable (its config digest differs)")
@@ -236,8 +272,22 @@ def own_record(path: Path) -> dict | None:
     return record
 
 
-def set_aside(path: Path, why: str, message: str) -> Path:
-    """Move ``path`` unchanged to ``set-aside/<name>.<why>.json`` beside it (never over another file) and say so."""
+def own_record(path: Path) -> dict | None:
+    """The record at ``path`` if it is one this harness wrote in its current schema, which it may therefore replace;
+    None when there is none, after moving anything else found there (an older version included) into
+    ``set-aside/`` (one line on stderr)."""
+    record = reusable_record(path)
+    if record is not None and record["schema_version"] != SCHEMA_VERSION:
+        set_aside(path, f"schema-v{record['schema_version']}",
+                  f"{path}: schema_version {record['schema_version']}, older than this harness writes "
+                  f"({SCHEMA_VERSION})")
+        return None
+    return record
+
+
+def set_aside(path: Path, why: str, message: str, *, announce: bool = True) -> Path:
+    """Move ``path`` unchanged to ``set-aside/<name>.<why>.json`` beside it (never over another file) and say so
+    (``announce``; a caller that says it in its own words passes False and names the returned path)."""
     path = Path(path)
     folder = path.parent / SET_ASIDE
     folder.mkdir(exist_ok=True)
@@ -247,8 +297,9 @@ def set_aside(path: Path, why: str, message: str) -> Path:
         number += 1
         target = folder / f"{stem}.{why}.{number}.json"
     os.rename(path, target)
-    print(f"warning: {message}; kept unchanged as {target}, the run's new result takes its place", file=sys.stderr,
-          flush=True)
+    if announce:
+        print(f"warning: {message}; kept unchanged as {target}, the run's new result takes its place",
+              file=sys.stderr, flush=True)
     return target
 
 

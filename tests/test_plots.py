@@ -107,8 +107,10 @@ def test_index_shows_table_figures_setting_and_links_every_file(tmp_path):
     markdown, page = (out / "README.md").read_text(), (out / "index.html").read_text()
     for name in others:
         assert f"]({name})" in markdown and f'href="{name}"' in page, name
-    for figure in ("fig1_efficiency.png", "pareto.png", "cost_curves.png"):
+    for figure in ("fig1_efficiency.png", "pareto.png", "cost_curves.png", "training_curves.png"):
         assert f"![{figure}]({figure})" in markdown and f'<img src="{figure}"' in page
+    assert "[explore.html](explore.html): Interactive explorer" in markdown  # beside the figures, not only in Files
+    assert '<p><a href="explore.html">explore.html</a>: Interactive explorer' in page
     assert "| `config.train.batch_size` | 8, 16 " in markdown  # the setting, with the values that vary
     assert "`config.data.dataset`" in markdown and "synthetic" in markdown
     assert "| full " in markdown and "params (M) ↓" in markdown  # the main table

@@ -20,7 +20,8 @@ MIB = 2**20
 GPU = "NVIDIA H100 80GB HBM3"
 OUTPUTS = ("summary.csv", "summary.md", "summary.tex", "per_attribute_f1.md", "per_attribute_f1.csv",
            "per_group_f1.csv", "per_kind_f1.md", "frames_ablation.md", "frames_ablation.csv", "memory_breakdown.md",
-           "memory_breakdown.csv", "fig1_efficiency.png", "pareto.png", "cost_curves.png", "README.md", "index.html")
+           "memory_breakdown.csv", "fig1_efficiency.png", "pareto.png", "cost_curves.png", "training_curves.png",
+           "explore.html", "README.md", "index.html")
 
 
 def fake_record(strategy: str, *, seed: int = 0, frames: int = 2, batch: int = 8, f1: float | None = 0.5,
@@ -93,7 +94,7 @@ def test_every_output_written_and_readable(built, frame):
     markdown = (folder / "report" / "summary.md").read_text()
     assert all(f"| {name} " in markdown for name in ("full", "frozen", "lora", "adapter"))
     assert "\\toprule" in (folder / "report" / "summary.tex").read_text()
-    for name in ("fig1_efficiency.png", "pareto.png", "cost_curves.png"):
+    for name in ("fig1_efficiency.png", "pareto.png", "cost_curves.png", "training_curves.png"):
         height, width, _ = matplotlib.image.imread(folder / "report" / name).shape
         assert height > 400 and width > 400
 

@@ -1,5 +1,6 @@
 """Bootstrap statistics: exact against bench.measure.metrics, a hand-computed bootstrap distribution, paired
-differences, stored predictions round-trip exactly, and the report files."""
+differences, the two-stage bootstrap over seeds and clips on hand-built runs, Holm's correction by hand, stored
+predictions round-trip exactly, and the report files."""
 from __future__ import annotations
 
 import numpy as np
@@ -62,9 +63,11 @@ def test_paired_difference_of_identical_predictions_is_exactly_zero_and_a_better
         resamples=500)[0]
     rows = {(r["strategy"], r["reference"], r["metric"]): r for r in statistics.paired_rows(stats)}
     same = rows[("frozen", "full", "macro_f1")]
-    assert (same["difference"], same["ci_low"], same["ci_high"], same["resolved"]) == (0.0, 0.0, 0.0, False)
+    assert (same["difference"], same["ci_low"], same["ci_high"]) == (0.0, 0.0, 0.0)
+    assert (same["p_raw"], same["verdict"]) == (1.0, statistics.NO_DIFFERENCE)
     better = rows[("oracle", "full", "macro_f1")]
-    assert better["resolved"] and better["ci_low"] > 0 and better["difference"] > 0
+    assert better["verdict"] == "better" and better["ci_low"] > 0 and better["difference"] > 0
+    assert rows[("full", "oracle", "macro_f1")]["verdict"] == "worse"
 
 
 def test_stored_predictions_round_trip_exactly_and_give_the_recorded_metrics():
@@ -78,19 +81,121 @@ def test_stored_predictions_round_trip_exactly_and_give_the_recorded_metrics():
 
 
 def test_several_seeds_give_mean_std_and_interval_and_the_report_names_the_resolved_strategies(tmp_path):
-    probs, labels = _random_predictions(n=200)
+    probs, labels = _random_predictions(n=60)
     perfect = labels.astype(np.float64) * 0.9 + 0.05
     records = [_record("full", probs, labels, seed=0), _record("full", np.clip(probs + 0.02, 0, 1), labels, seed=1),
                _record("frozen", probs, labels), _record("oracle", perfect, labels)]
-    written, paragraph = statistics.write_statistics(records, tmp_path)
+    written, paragraph = statistics.write_statistics(records, tmp_path, resamples=1000)
     assert [p.name for p in written] == ["statistics.md", "statistics.csv", "paired_comparisons.csv"]
     text = written[0].read_text()
-    assert "better `oracle`" in text and "not distinguishable" in text
+    assert "better `oracle`" in text and "no detectable difference `frozen`" in text
     assert "better `oracle`" in paragraph
     import pandas as pd
 
     table = pd.read_csv(written[1])
     full = table[(table["strategy"] == "full") & (table["metric"] == "macro_f1")].iloc[0]
     assert full["seeds"] == 2 and full["std"] >= 0 and full["ci_low"] <= full["mean"] <= full["ci_high"]
+    assert full["noise"] == "seeds and clips"
+    pairs = pd.read_csv(written[2])
+    assert len(pairs) == 2 * 3 * 3  # both orders of 3 pairs, 3 metrics
+    assert set(pairs["verdict"]) <= {"better", "worse", statistics.NO_DIFFERENCE}
+    assert (pairs["p_adjusted"] >= pairs["p_raw"]).all() and (pairs["family_size"] == 3).all()
+    assert (pairs["seeds"] == 1).all()  # full shares only seed 0 with frozen and oracle: paired on that seed
     assert statistics.write_statistics([{"run": {"status": "ok", "strategy": "x"}, "metrics": {}}], tmp_path) \
         == ([], "")
+
+
+# ---- two-stage bootstrap and Holm on hand-built runs -------------------------------------------------------------
+
+HAND = ("hand", "none", 1, 1)  # a setting
+CLIPS = 200
+
+
+def _hand_run(strategy: str, seed: int, accuracy: float) -> statistics.RunPredictions:
+    """One binary attribute, half the clips positive; right on a random ``accuracy`` share of the clips (the share
+    depends on the seed), wrong with full confidence on the others."""
+    labels = (np.arange(CLIPS) % 2)[:, None]
+    wrong = np.random.default_rng([seed, *map(ord, strategy)]).permutation(CLIPS) >= round(accuracy * CLIPS)
+    pred = np.where(wrong[:, None], 1 - labels, labels)
+    return statistics.RunPredictions(strategy, HAND, seed, 0.1 + 0.8 * pred, labels, ONE_BINARY, 0.5)
+
+
+def _macro_pair(runs, strategy: str, reference: str, resamples: int = 2000) -> dict:
+    stats = statistics.setting_stats(runs, resamples=resamples)[0]
+    rows = statistics.paired_rows(stats)
+    return next(r for r in rows if (r["strategy"], r["reference"], r["metric"]) == (strategy, reference, "macro_f1"))
+
+
+def test_a_difference_that_holds_on_every_seed_is_better_over_seeds_and_clips():
+    runs = [_hand_run(name, seed, acc) for seed in (0, 1, 2) for name, acc in (("good", 0.9), ("poor", 0.7))]
+    row = _macro_pair(runs, "good", "poor")
+    assert (row["seeds"], row["noise"], row["family_size"]) == (3, "seeds and clips", 1)
+    assert row["verdict"] == "better" and row["p_adjusted"] < 0.01 and row["ci_low"] > 0
+
+
+def test_seeds_that_disagree_give_no_detectable_difference_where_one_seed_alone_would_call_it():
+    runs = [_hand_run("a", 0, 0.9), _hand_run("b", 0, 0.7), _hand_run("a", 1, 0.7), _hand_run("b", 1, 0.9)]
+    seed_zero = _macro_pair(runs[:2], "a", "b")  # clips only: seed 0 says a is far better
+    assert (seed_zero["noise"], seed_zero["verdict"]) == ("clips only", "better")
+    both = _macro_pair(runs, "a", "b")  # seed 1 says the opposite; the seed stage sees both
+    assert (both["seeds"], both["noise"], both["verdict"]) == (2, "seeds and clips", statistics.NO_DIFFERENCE)
+    assert both["p_raw"] > 0.5 and both["ci_low"] < 0 < both["ci_high"]
+
+
+def test_a_difference_on_one_seed_only_is_not_detectable_though_the_seed_mean_over_clips_alone_would_call_it():
+    runs = [_hand_run("a", 0, 0.9), _hand_run("b", 0, 0.7), _hand_run("a", 1, 0.8), _hand_run("b", 1, 0.8)]
+    stats = statistics.setting_stats(runs, resamples=2000)[0]
+    seed_mean = stats.per_seed["a"]["macro_f1"].mean(0) - stats.per_seed["b"]["macro_f1"].mean(0)  # (B,)
+    assert statistics.bootstrap_p(seed_mean) < 0.01  # clip noise only: a resolved +10 points
+    # drawing seeds too: a quarter of the resamples hold seed 1 only, where a - b is about 0
+    row = _macro_pair(runs, "a", "b")
+    assert row["verdict"] == statistics.NO_DIFFERENCE and 0.1 < row["p_raw"] < 0.5 and row["ci_low"] < 0
+
+
+def test_holm_adjusted_p_values_match_the_hand_computation():
+    # sorted p times (m - k + 1): 0.01*4, 0.02*3, 0.03*2, 0.5*1, then running maximum
+    assert statistics.holm([0.01, 0.02, 0.03, 0.5]) == pytest.approx([0.04, 0.06, 0.06, 0.5])
+    # order restored; 0.3*2 = 0.6 stays above the last step's 0.5*1
+    assert statistics.holm([0.5, 0.01, 0.3]) == pytest.approx([0.6, 0.03, 0.6])
+    assert statistics.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert statistics.holm([]).size == 0
+
+
+def test_two_sided_bootstrap_p_counts_both_tails_with_the_plus_one():
+    assert statistics.bootstrap_p(np.array([-1.0, 1.0, 2.0, 3.0])) == pytest.approx(2 * (1 + 1) / 5)
+    assert statistics.bootstrap_p(np.arange(1.0, 10.0)) == pytest.approx(2 * 1 / 10)  # none at or below 0
+    assert statistics.bootstrap_p(-np.arange(1.0, 10.0)) == pytest.approx(2 * 1 / 10)
+    assert statistics.bootstrap_p(np.zeros(9)) == 1.0
+
+
+def _one_pair_apart(differing: int) -> list[statistics.RunPredictions]:
+    """``a`` right on every clip, ``b`` wrong on ``differing`` of them: a - b > 0 on a resample that draws any of
+    those clips, so the raw p is about 2 (1 - differing / CLIPS) ** CLIPS."""
+    a = _hand_run("a", 0, 1.0)
+    b = statistics.RunPredictions("b", HAND, 0, a.probs.copy(), a.labels, ONE_BINARY, 0.5)
+    b.probs[:differing] = 1 - b.probs[:differing]
+    return [a, b]
+
+
+def test_holm_turns_a_raw_difference_into_no_detectable_difference_in_a_larger_family():
+    alone = _macro_pair(_one_pair_apart(4), "a", "b", resamples=4000)
+    assert alone["p_raw"] == pytest.approx(2 * (1 - 4 / CLIPS) ** CLIPS, abs=0.008) and alone["verdict"] == "better"
+    copies = [statistics.RunPredictions(name, HAND, 0, run.probs, run.labels, ONE_BINARY, 0.5)
+              for name, run in (("c", _one_pair_apart(4)[0]), ("d", _one_pair_apart(4)[0]))]
+    family = _macro_pair(_one_pair_apart(4) + copies, "a", "b", resamples=4000)  # 6 pairs, 3 of them a-like - b
+    assert family["family_size"] == 6 and family["p_raw"] == alone["p_raw"]
+    assert family["p_adjusted"] == pytest.approx(min(1.0, 6 * alone["p_raw"]))
+    assert family["verdict"] == statistics.NO_DIFFERENCE and family["ci_low"] > 0  # the interval alone would say so
+
+
+def test_one_seed_says_clips_only_and_several_seeds_say_seeds_and_clips(tmp_path):
+    probs, labels = _random_predictions(n=40)
+    better = np.clip(probs + 0.3 * (labels - 0.5), 0, 1)
+    one = [_record("frozen", probs, labels), _record("lora", better, labels)]
+    written, paragraph = statistics.write_statistics(one, tmp_path, resamples=500)
+    text = written[0].read_text()
+    assert "Noise covered: test clips only (clips only" in text and "clips only" in paragraph
+    assert "family of 1 strategy pairs" in text and "Holm-Bonferroni" in text
+    several = one + [_record("frozen", probs, labels, seed=1), _record("lora", better, labels, seed=1)]
+    text = statistics.write_statistics(several, tmp_path, resamples=500)[0][0].read_text()
+    assert "Noise covered: training seeds and test clips (2 seeds" in text and "clips only:" not in text

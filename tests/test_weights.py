@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from bench import records
 from bench.tools.dryrun import openai_state_dict, write_openai_checkpoint
 from models.backbone import BackboneError, create_clip
 from run_bench import main as run_bench
@@ -134,7 +135,7 @@ def test_a_run_records_what_was_loaded_and_the_resolved_config(tmp_path, openai_
     weights = record["weights"]
     assert (weights["format"], weights["activation"]) == ("openai-torchscript", "quick_gelu")
     assert weights["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
-    assert record["schema_version"] == 2
+    assert record["schema_version"] == records.SCHEMA_VERSION
     params = record["run"]["config"]["strategy"]["params"]
     assert {"r", "alpha", "dropout", "targets"} <= set(params)  # every field, defaults included
     assert {"peft", "open_clip_torch", "torchvision"} <= set(record["environment"])

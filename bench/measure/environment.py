@@ -1,7 +1,10 @@
-"""Where a figure was measured: library versions, CPU and GPU, and the project's git commit, as every result record
-and gate baseline states them (a figure is only comparable with one measured on the same software and hardware)."""
+"""Where a figure was measured: library versions, CPU and GPU, and the project's code (git commit and a digest of the
+source files), as every result record and gate baseline states them (a figure is only comparable with one measured on
+the same code, software and hardware)."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import platform
 import subprocess
@@ -21,6 +24,44 @@ def git_state() -> tuple[str | None, bool | None]:
         return commit, bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
+
+
+# The files that decide a run's figures: the harness, strategies, model and data code, the CLI, experiment configs and
+# model configs. Results, reports, tests and docs are not among them, so writing a result never changes the digest.
+CODE_COVERS = ("bench/**/*.py", "strategies/**/*.py", "models/**/*.py", "data/**/*.py", "run_bench.py",
+               "experiments/**/*.json", "models/configs/*.json")
+
+
+def covered_files(root: Path = ROOT) -> list[str]:
+    """The files ``CODE_COVERS`` names that are present under ``root``, as sorted POSIX paths relative to it. Read
+    from disk, not from git: the digest is the same in a checkout, an unpacked archive or a container without git, and
+    an uncommitted edit (the usual way of trying a change) counts."""
+    found = {path.relative_to(root).as_posix() for pattern in CODE_COVERS for path in root.glob(pattern)
+             if path.is_file()}
+    return sorted(found)
+
+
+def compute_source_digest(root: Path = ROOT) -> str:
+    """SHA-256 over (path, SHA-256 of the bytes) of every covered file in sorted path order: a changed, added,
+    removed or renamed source file changes it."""
+    digest = hashlib.sha256()
+    for name in covered_files(root):
+        digest.update(name.encode("utf-8") + b"\0" + hashlib.sha256((root / name).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@functools.cache
+def source_digest() -> str:
+    """``compute_source_digest`` of this checkout, once per process: a worker takes it when its run starts
+    (bench/runner/worker.py), so an edit made while the run trains is not credited to it."""
+    return compute_source_digest(ROOT)
+
+
+def code_state() -> dict:
+    """The record's ``code`` section: git commit and dirty flag (None without git) and the source digest, with the
+    patterns it covers so a reader knows what the digest vouches for."""
+    commit, dirty = git_state()
+    return {"commit": commit, "dirty": dirty, "source_sha256": source_digest(), "covers": list(CODE_COVERS)}
 
 
 def cpu_model() -> str:

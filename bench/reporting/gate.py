@@ -21,6 +21,13 @@ mean of n seeds), never below a floor. Checks, per strategy and run:
   baseline's mean. It is exactly 0 if a strategy's parameters never step or are not used by the forward pass;
 * gain over ``frozen`` (macro-F1 minus frozen's in the same sweep and seed): checked only where the baseline shows a
   gain beyond its tolerance; it may not fall by more than that tolerance;
+* test against train (``train_vs_test``): test macro-F1 minus the same run's macro-F1 on a fixed subset of its
+  training clips, evaluated like the test split (bench/measure/generalisation.py). A model does not score better on
+  clips it never saw than on clips it trained on, so a gap above the noise is SUSPICIOUS: test data leaking into
+  training, or evaluation on the wrong split. The bound is measured: where the baseline holds the figure, the larger
+  of its mean gap and 0 plus its seed tolerance (as for accuracy); for a baseline recorded before the figure existed,
+  ``K_STD`` times the bootstrap standard deviation of the run's own difference (clips of both splits resampled);
+  never below the accuracy floor. A baseline on which some run already shows such a gap is refused;
 * peak memory: may not rise by more than a relative tolerance (measured seed spread, floor 5 %);
 * parameter counts and FLOPs: exact, unless the strategy's configuration changed (reported, not failed).
 
@@ -44,13 +51,15 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from bench.measure.environment import environment, git_state
+from bench.measure.environment import CODE_COVERS, environment, git_state
+from bench.measure.generalisation import record_gap
 from bench.measure.statistics import record_chance
-from bench.records import write_json_atomic
+from bench.records import record_source, write_json_atomic
 
 BASELINE_VERSION = 2
 ACCURACY = ("macro_f1", "paper_f1", "mA")
 LEARNED, CHANCE, OWN_EFFECT, GAIN = "learned_margin", "chance_margin", "own_params_effect", "gain_over_frozen"
+TRAIN_TEST = "train_vs_test"  # test macro-F1 minus the training subset's: > 0 means test beats train
 MEMORY = ("peak_mem_bytes",)
 EXACT = ("params_trainable", "params_total", "fwd_flops_per_clip", "train_step_flops")
 K_STD = 3.0
@@ -130,6 +139,9 @@ def summarise(record: dict, frozen_macro_f1: float | None = None) -> dict:
     entry["required_chance_margin"] = max(K_STD * chance["macro_f1_std"], FLOORS["accuracy_abs"]) if chance else None
     entry[OWN_EFFECT] = (found.get(OWN_EFFECT) or {}).get("prob_abs_change_mean")
     entry[GAIN] = macro - frozen_macro_f1 if macro is not None and frozen_macro_f1 is not None else None
+    gap = record_gap(record)
+    entry[TRAIN_TEST] = gap["gap"] if gap else None
+    entry["train_vs_test_noise"] = gap["gap_std"] if gap else None  # bootstrap std of that difference
     entry.update({key: prof.get(key) for key in MEMORY + EXACT})
     entry["peak_mem_kind"] = prof.get("peak_mem_kind")
     entry["signature"] = strategy_signature(record)
@@ -178,15 +190,17 @@ def pooled_std(rows, metric: str) -> float:
 
 def _tolerances(rows, n_seeds: int) -> tuple[dict, dict]:
     widen = K_STD * math.sqrt(1 + 1 / n_seeds)
-    noise = {metric: pooled_std(rows, metric) for metric in (*ACCURACY, LEARNED, CHANCE, GAIN)}
+    noise = {metric: pooled_std(rows, metric) for metric in (*ACCURACY, LEARNED, CHANCE, GAIN, TRAIN_TEST)}
     mem_rel = [np.std(v, ddof=1) / np.mean(v) for v in
                (_values(rows, name, "peak_mem_bytes") for name in {n for n, _, _ in rows}) if len(v) >= 2]
     noise["peak_mem_rel"] = float(math.sqrt(np.mean(np.square(mem_rel)))) if mem_rel else 0.0
     tolerances = {metric: max(widen * noise[metric], FLOORS["accuracy_abs"])
-                  for metric in (*ACCURACY, LEARNED, CHANCE, GAIN)}
+                  for metric in (*ACCURACY, LEARNED, CHANCE, GAIN, TRAIN_TEST)}
     tolerances["peak_mem_rel"] = max(widen * noise["peak_mem_rel"], FLOORS["memory_rel"])
     tolerances.update({"k_std": K_STD, "widening": round(widen, 4), "learned_fraction": LEARNED_FRACTION,
                        "floors": FLOORS})
+    if not any(summary[TRAIN_TEST] is not None for _, _, summary in rows):  # records older than the figure
+        noise[TRAIN_TEST] = tolerances[TRAIN_TEST] = None
     return noise, tolerances
 
 
@@ -194,7 +208,7 @@ def _strategy_entry(rows, name: str, tolerances: dict, n_seeds: int) -> dict:
     mine = [(seed, s) for n, seed, s in rows if n == name]
     first = mine[0][1]
     entry = {"signature": first["signature"], "peak_mem_kind": first["peak_mem_kind"], "runs": len(mine)}
-    for metric in (*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, *MEMORY):
+    for metric in (*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, TRAIN_TEST, *MEMORY):
         values = _values(rows, name, metric)
         entry[metric] = float(np.mean(values)) if values else None
         entry[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) >= 2 else None
@@ -205,7 +219,8 @@ def _strategy_entry(rows, name: str, tolerances: dict, n_seeds: int) -> dict:
                                                   OWN_EFFECT_FLOOR * entry[OWN_EFFECT])
     entry["gain_significant"] = entry[GAIN] is not None and entry[GAIN] > tolerances[GAIN]
     entry.update({key: first[key] for key in EXACT})
-    kept = (*ACCURACY, LEARNED, CHANCE, "required_chance_margin", OWN_EFFECT, "environment")
+    kept = (*ACCURACY, LEARNED, CHANCE, "required_chance_margin", OWN_EFFECT, TRAIN_TEST, "train_vs_test_noise",
+            "environment")
     entry["per_seed"] = {str(seed): {k: s[k] for k in kept} for seed, s in mine}
     return entry
 
@@ -227,6 +242,18 @@ def check_learnable(strategies: dict, tolerances: dict) -> None:
         if entry.get(OWN_EFFECT) is not None and entry[OWN_EFFECT] <= 0:
             raise BaselineError(f"strategy {name!r}: its own parameters do not change the test predictions "
                                 f"(effect {entry[OWN_EFFECT]:.3g}): they never step or the forward pass ignores them")
+        _check_no_leak(name, entry)
+
+
+def _check_no_leak(name: str, entry: dict) -> None:
+    """A baseline whose own runs score better on test than on training clips beyond their noise would make such a
+    gap the norm: refused."""
+    for seed, figures in entry["per_seed"].items():
+        limit = own_noise_limit(figures)
+        if limit is not None and figures[TRAIN_TEST] is not None and figures[TRAIN_TEST] > limit:
+            raise BaselineError(f"strategy {name!r} seed {seed}: test macro-F1 {figures[TRAIN_TEST]:.4f} above that "
+                                f"of its training subset (at most {limit:.4f}, k_std times the bootstrap std): test "
+                                "data leaking into training or the wrong split evaluated; fix that first")
 
 
 MEASUREMENT = ("{n} seeds ({seeds}) of preset {preset!r}, {runs} runs (per strategy: `runs`), recorded by `python "
@@ -239,7 +266,10 @@ MEASUREMENT = ("{n} seeds ({seeds}) of preset {preset!r}, {runs} runs (per strat
                "majority class; chance_margin = test macro-F1 minus that of the run's own predictions on permuted "
                "clips (20 permutations), required per run to exceed k_std * the permutations' std; "
                "required_own_params_effect = min(learned_fraction * mean, mean - k_std * "
-               "sqrt(1 + 1/n) * own std).")
+               "sqrt(1 + 1/n) * own std). train_vs_test = test macro-F1 minus that of the first min(train, test, "
+               "256) training clips evaluated like the test split; a run above max(mean, 0) + its tolerance is "
+               "SUSPICIOUS; train_vs_test_noise = bootstrap std of that difference over clips (1000 resamples of "
+               "each split), k_std times which bounds the gap where a baseline lacks the figure.")
 EXACTNESS = {
     "exact": list(EXACT),
     "deterministic_same_seed_software_cpu": [*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, *MEMORY],
@@ -269,11 +299,23 @@ def make_baseline(records: list[dict], *, preset: str) -> dict:
     env = environment()
     return {"baseline_version": BASELINE_VERSION, "preset": preset, "setting": json.loads(settings.pop()),
             "seeds": seeds,
-            "provenance": {"git_commit": commit, "git_dirty": dirty, "torch": env["torch"], "cpu": env["cpu"],
-                           "gpu": env["gpu"], "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            "provenance": {"git_commit": commit, "git_dirty": dirty, "code": code_of(records), "torch": env["torch"],
+                           "cpu": env["cpu"], "gpu": env["gpu"],
+                           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
             "measurement": MEASUREMENT.format(n=len(seeds), seeds=",".join(map(str, seeds)), preset=preset,
                                               runs=len(rows), pooled=sum(e["runs"] >= 2 for e in strategies.values())),
             "exactness": EXACTNESS, "noise": noise, "tolerances": tolerances, "strategies": strategies}
+
+
+def code_of(records: list[dict]) -> dict:
+    """The source digest of the code every record was made by (None: records older than schema version 3). Runs of
+    different code are not one measurement: refused."""
+    digests = {record_source(r) for r in records}
+    if len(digests) > 1:
+        shown = ", ".join(sorted(f"{d[:12]}.." if d else "none" for d in digests))
+        raise BaselineError(f"refusing to write a baseline from runs made by different code (source sha256 {shown}); "
+                            "run the sweep again with --no-resume")
+    return {"source_sha256": digests.pop() if digests else None, "covers": list(CODE_COVERS)}
 
 
 # ---- reading and validating -----------------------------------------------------------------------------------
@@ -299,8 +341,10 @@ def read_baseline(path: Path) -> dict:
 
 
 def _validate_numbers(path: Path, baseline: dict) -> None:
-    for key in (*ACCURACY, LEARNED, CHANCE, GAIN, "peak_mem_rel"):
+    for key in (*ACCURACY, LEARNED, CHANCE, GAIN, "peak_mem_rel", TRAIN_TEST):
         value = baseline["tolerances"].get(key) if isinstance(baseline["tolerances"], dict) else None
+        if key == TRAIN_TEST and value is None:
+            continue  # a baseline recorded before the train-vs-test figure: the run's own noise bounds it
         if not _is_number(value) or value < 0:
             raise BaselineError(f"{path}: tolerances.{key} is {value!r}, expected a number >= 0")
     if not isinstance(baseline["strategies"], dict) or not baseline["strategies"]:
@@ -377,6 +421,31 @@ def _compare_metric(strategy: str, seed: int, metric: str, base: dict, now: dict
 CHECKED = (*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, *MEMORY, *EXACT)
 
 
+def own_noise_limit(now: dict) -> float | None:
+    """The largest test-minus-train gap the run's own clip sampling explains: ``K_STD`` bootstrap standard deviations
+    of the difference, never below the accuracy floor (None without the figure)."""
+    noise = now.get("train_vs_test_noise")
+    return None if noise is None else max(K_STD * noise, FLOORS["accuracy_abs"])
+
+
+def train_test_limit(base: dict, now: dict, tolerances: dict) -> float | None:
+    """The bound of the train-vs-test gap: from the baseline's seeds where it holds the figure (its mean gap, where
+    above 0, plus the seed tolerance), else from the run's own clip noise (``own_noise_limit``)."""
+    if base.get(TRAIN_TEST) is not None and tolerances.get(TRAIN_TEST) is not None:
+        return max(base[TRAIN_TEST], 0.0) + tolerances[TRAIN_TEST]
+    return own_noise_limit(now)
+
+
+def _compare_train_test(strategy: str, seed: int, base: dict, now: dict, tolerances: dict) -> Verdict:
+    """Test beats train beyond the bound: SUSPICIOUS. No figure: MISSING where the baseline has one, else n/a (a
+    record older than the figure)."""
+    old, new = base.get(TRAIN_TEST), now.get(TRAIN_TEST)
+    limit = train_test_limit(base, now, tolerances)
+    if new is None or limit is None:
+        return Verdict(strategy, TRAIN_TEST, old, new, "MISSING" if old is not None else "n/a", seed, limit)
+    return Verdict(strategy, TRAIN_TEST, old, new, "SUSPICIOUS" if new > limit else "ok", seed, limit)
+
+
 def same_seed_entry(baseline: dict, strategy: str, seed: int, now: dict) -> dict | None:
     """The baseline's figures of this very seed, where its numeric environment is this run's; else None."""
     stored = baseline["strategies"].get(strategy, {}).get("per_seed", {}).get(str(seed))
@@ -403,7 +472,9 @@ def _compare_run(strategy: str, seed: int, base: dict, now: dict, baseline: dict
     stored = same_seed_entry(baseline, strategy, seed, now)
     tier = [_compare_same_seed(strategy, seed, m, stored, now) for m in ACCURACY] if stored else []
     statistical = [m for m in CHECKED if not (stored and m in ACCURACY)]
-    return tier + [_compare_metric(strategy, seed, m, base, now, baseline["tolerances"]) for m in statistical]
+    tolerances = baseline["tolerances"]
+    return tier + [_compare_metric(strategy, seed, m, base, now, tolerances) for m in statistical] + \
+        [_compare_train_test(strategy, seed, base, now, tolerances)]
 
 
 def compare(records: list[dict], baseline: dict) -> list[Verdict]:
@@ -455,11 +526,19 @@ REASONS = {  # verdict -> what it usually means, printed with every failure
     "NOT LEARNED": "the model does not learn what the baseline's does (labels, a parameter group or a path cut off)",
     "MISSING": "no figure to check",
 }
+CHECK_REASONS = {  # (check, verdict) -> what it means, where a check's failure says more than its verdict's
+    (TRAIN_TEST, "SUSPICIOUS"): "test macro-F1 above the same model's macro-F1 on its own training clips beyond the "
+                                "noise: test data leaking into training, or evaluation on the wrong split",
+}
+
+
+def reason(v: Verdict) -> str:
+    return CHECK_REASONS.get((v.metric, v.verdict), REASONS[v.verdict])
 
 
 def failure_lines(verdicts: list[Verdict]) -> list[str]:
     return [f"{v.strategy}: {v.metric} {v.verdict} (seed {v.seed}, baseline {_fmt(v.baseline)}, now {_fmt(v.now)}, "
-            f"limit {_fmt(v.limit)}, delta {_delta(v)}): {REASONS[v.verdict]}" for v in verdicts if v.failed]
+            f"limit {_fmt(v.limit)}, delta {_delta(v)}): {reason(v)}" for v in verdicts if v.failed]
 
 
 def _fmt(value) -> str:

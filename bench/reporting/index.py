@@ -2,8 +2,9 @@
 ``index.html`` (opens offline in any browser; figures inline through relative paths, no script, no network).
 
 Both show the same four things, generated from the result JSONs like every other report file: the setting the runs
-were measured in (every configuration value, and which ones vary), the figures, the main table (``summary.md``'s
-aggregated table) and a link to every other file of the report folder with one line on what it holds.
+were measured in (every configuration value, and which ones vary), the figures (and a link to the interactive
+``explore.html``), the main table (``summary.md``'s aggregated table) and a link to every other file of the report
+folder with one line on what it holds.
 """
 from __future__ import annotations
 
@@ -13,17 +14,28 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bench.measure import statistics
 from bench.records import dig, write_atomic
 from bench.reporting import tables
 
 INDEX_FILES = ("README.md", "index.html")
 FIGURES = {  # file -> caption; drawn in this order
     "fig1_efficiency.png": "VTFPAR++ Fig. 1 (c-f): peak training memory, test F1, step time and tunable parameters "
-                           "per strategy at the reference setting, sorted best first; colours = strategy family.",
+                           "per strategy at the reference setting, sorted best first; colours = strategy family. "
+                           "Whiskers: ± sample std over seeds where a strategy has two or more seeds; on the F1 bars "
+                           f"of a single-seed strategy, the {100 * statistics.LEVEL:g} % bootstrap interval over test "
+                           "clips of statistics.md instead (the legend names the kinds shown).",
     "pareto.png": "F1 vs peak training memory, marker area = tunable parameters; the dashed staircase is the Pareto "
-                  "front (no other strategy uses less memory and reaches a higher F1).",
+                  "front (no other strategy uses less memory and reaches a higher F1). Error bars: the F1 whiskers "
+                  "of Fig. 1 (d), seed std or bootstrap interval as the legend says.",
     "cost_curves.png": "Peak training memory and step time vs frames per clip and vs batch size.",
+    "training_curves.png": "Training loss and validation metric per epoch, one row per setting, one line per "
+                           "strategy in its family's colour; with several seeds the line is the mean and the band "
+                           "± sample std over seeds; a star marks each run's chosen epoch (best validation).",
 }
+EXPLORER = ("explore.html", "Interactive explorer (opens offline): any two columns on the axes (accuracy, per-kind "
+            "F1, memory, step time, FLOPs, parameters), filters by family, setting, precision and seed, run id and "
+            "configuration on hover, the Pareto front of the points shown.")
 FILE_NOTES = {
     "summary.md": "provenance, column legend, the aggregated table, failed runs",
     "summary.csv": "one row per run, every column (definitions in results/README.md)",
@@ -39,6 +51,11 @@ FILE_NOTES = {
     "fig1_efficiency.png": "figure: memory, F1, step time, tunable parameters per strategy (VTFPAR++ Fig. 1 c-f)",
     "pareto.png": "figure: F1 vs peak training memory with the Pareto front",
     "cost_curves.png": "figure: peak memory and step time vs frames and vs batch size",
+    "training_curves.png": "figure: training loss and validation metric per epoch, per setting",
+    "explore.html": "interactive plot of every run: any two columns, filters, Pareto front of what is shown",
+    "statistics.md": "bootstrap confidence intervals and paired comparisons between strategies",
+    "statistics.csv": "the intervals per strategy, setting and metric (fractions)",
+    "paired_comparisons.csv": "every paired difference between strategies with its interval",
 }
 SKIPPED_KEYS = ("strategy.",)  # per-row facts, shown in the table, not part of the setting
 
@@ -105,6 +122,8 @@ def index_markdown(frame: pd.DataFrame, agg: pd.DataFrame, records: list[dict], 
              "## Results", "", "Mean ± sample std over seeds; ↑ / ↓ = higher / lower is better; column legend in "
              "[summary.md](summary.md), definitions in the project's results/README.md.", "",
              tables.results_markdown(agg), "", "## Figures", ""]
+    if EXPLORER[0] in files:
+        lines += [f"[{EXPLORER[0]}]({EXPLORER[0]}): {EXPLORER[1]}", ""]
     for name, caption in FIGURES.items():
         if name in files:
             lines += [f"### [{name}]({name})", "", caption, "", f"![{name}]({name})", ""]
@@ -138,6 +157,8 @@ def index_html(frame: pd.DataFrame, agg: pd.DataFrame, records: list[dict], *, s
              "<div class=\"results\">", tabulate(view, headers="keys", tablefmt="html", showindex=False,
                                                    disable_numparse=True), "</div>",
              "<h2>Figures</h2>"]
+    if EXPLORER[0] in files:
+        parts.append(f"<p><a href=\"{EXPLORER[0]}\">{EXPLORER[0]}</a>: {esc(EXPLORER[1])}</p>")
     for name, caption in FIGURES.items():
         if name in files:
             parts.append(f"<h3><a href=\"{esc(name)}\">{esc(name)}</a></h3><p>{esc(caption)}</p>"

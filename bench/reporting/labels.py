@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
 
 DIRECTIONS = (0, 180, 90, 270, 30, 150, 330, 210, 60, 120, 300, 240)  # degrees, in order of preference
 RING_STEPS = (1.0, 1.8, 2.8, 4.0, 5.5, 7.5, 10.0, 13.0)  # ring radius, in label heights beyond the marker's edge
@@ -68,11 +69,21 @@ def _legend_boxes(ax: Axes, renderer) -> list[np.ndarray]:
     return [np.array([[box.x0, box.y0, box.x1, box.y1]])]
 
 
-def _line_boxes(ax: Axes, spacing_px: float = 6.0, half_width_px: float = 2.0) -> list[np.ndarray]:
-    """Small boxes along every drawn line (steps included), so labels keep off it."""
-    boxes = []
+def _polylines(ax: Axes):
+    """Every drawn line in display pixels: plotted lines (steps included; marker-only lines such as error bar caps
+    have no segments) and the segments of line collections (error bars)."""
     for line in ax.get_lines():
-        vertices = line.get_transform().transform_path(line.get_path()).vertices  # display pixels
+        if line.get_linestyle() not in ("None", "", " "):
+            yield line.get_transform().transform_path(line.get_path()).vertices
+    for collection in ax.collections:
+        if isinstance(collection, LineCollection):
+            yield from (collection.get_transform().transform(segment) for segment in collection.get_segments())
+
+
+def _line_boxes(ax: Axes, spacing_px: float = 6.0, half_width_px: float = 2.0) -> list[np.ndarray]:
+    """Small boxes along every drawn line, so labels keep off it."""
+    boxes = []
+    for vertices in _polylines(ax):
         for start, end in zip(vertices[:-1], vertices[1:], strict=True):
             count = max(int(math.dist(start, end) / spacing_px), 1)
             steps = np.linspace(0.0, 1.0, count + 1)[:, None]

@@ -6,10 +6,10 @@ legible at 14 strategies and more: one colour per strategy *family* (shades of i
 same in every figure and every report), horizontal bars sorted by value, Pareto labels placed so they do not overlap.
 
 * ``efficiency_figure`` -- VTFPAR++ (Wang et al. 2024) Fig. 1 (c-f) as four panels: peak training memory, F1,
-  training step time, tunable parameters, one horizontal bar per strategy sorted best first (error bars: sample
-  std over seeds).
+  training step time, tunable parameters, one horizontal bar per strategy sorted best first (whiskers: sample
+  std over seeds; for the F1 of a single-seed strategy, its bootstrap interval, ``bench/reporting/intervals.py``).
 * ``pareto_figure`` -- F1 vs peak training memory, marker area proportional to tunable parameters, Pareto front
-  (no other strategy uses less memory and reaches a higher F1).
+  (no other strategy uses less memory and reaches a higher F1), F1 error bars as in Fig. 1 (d).
 * ``cost_curves_figure`` -- peak memory and step time vs frames per clip and vs batch size, one line per strategy.
 """
 from __future__ import annotations
@@ -31,8 +31,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from bench.records import write_atomic  # noqa: E402
+from bench.reporting.intervals import accuracy_spread, kinds_shown  # noqa: E402
 from bench.reporting.labels import place_labels  # noqa: E402
-from bench.reporting.tables import select_setting, sort_number, strategy_order  # noqa: E402
+from bench.reporting.tables import aggregate, select_setting, sort_number, strategy_order  # noqa: E402
 
 DPI = 120
 F1_LABELS = {"paper_f1": "paper-F1 (%)", "macro_f1": "macro-F1 (%)"}
@@ -126,9 +127,17 @@ def label_format(values) -> str:
     return f".{min(max(2 - min(magnitudes), 0), 4) if magnitudes else 0}f"
 
 
+def _seed_spread(data: pd.DataFrame, column: str) -> pd.DataFrame:
+    """strategy -> mean ± sample std over its rows (seeds; ddof = 1), NaN ends for a single seed."""
+    stats = data.groupby("strategy")[column].agg(["mean", "std"])
+    return pd.DataFrame({"low": stats["mean"] - stats["std"], "high": stats["mean"] + stats["std"]})
+
+
 def _bar_panel(ax: Axes, data: pd.DataFrame, column: str, *, xlabel: str, title: str, colours: dict,
-               higher_is_better: bool) -> None:
-    """Horizontal bars, best at the top; a dashed line marks ``full`` (the reference every ratio is taken to)."""
+               higher_is_better: bool, spread: pd.DataFrame | None = None) -> None:
+    """Horizontal bars, best at the top, whiskers from ``spread`` (strategy -> ``low`` / ``high`` in the column's
+    unit; default: ± seed std) with the value written past the whisker's end; a dashed line marks ``full`` (the
+    reference every ratio is taken to)."""
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     present = data.dropna(subset=[column])
@@ -138,26 +147,43 @@ def _bar_panel(ax: Axes, data: pd.DataFrame, column: str, *, xlabel: str, title:
     means = present.groupby("strategy")[column].mean()
     order = sorted(means.index, key=lambda s: (-means[s] if higher_is_better else means[s], s))
     sns.barplot(data=present, y="strategy", x=column, order=order, hue="strategy", hue_order=order,
-                palette=colours, saturation=1.0, errorbar="sd", legend=False, orient="h", ax=ax)
+                palette=colours, saturation=1.0, errorbar=None, legend=False, orient="h", ax=ax)
+    ends = _whiskers(ax, means.reindex(order), (spread if spread is not None else _seed_spread(present, column)))
     fmt = label_format(means)
-    for container in ax.containers:
-        ax.bar_label(container, labels=[format(bar.get_width(), fmt) for bar in container], fontsize=8, padding=2,
-                     bbox=dict(boxstyle="square,pad=0.05", facecolor="white", edgecolor="none", alpha=0.8))
+    for y, (name, end) in enumerate(ends.items()):
+        ax.annotate(format(means[name], fmt), (end, y), xytext=(3, 0), textcoords="offset points", va="center",
+                    fontsize=8, bbox=dict(boxstyle="square,pad=0.05", facecolor="white", edgecolor="none", alpha=0.8))
     if "full" in means.index:
         ax.axvline(means["full"], color="0.35", linestyle="--", linewidth=0.8, zorder=0)
     ax.set_ylabel("")
-    ax.margins(x=0.12)
+    ax.margins(x=0.15)
     ax.tick_params(axis="y", labelsize=9)
 
 
-def efficiency_figure(runs: pd.DataFrame, *, f1: str | None, title: str) -> Figure:
-    """VTFPAR++ Fig. 1 (c-f): memory, F1, step time and tunable parameters per strategy at one setting."""
+def _whiskers(ax: Axes, means: pd.Series, spread: pd.DataFrame) -> pd.Series:
+    """Black whiskers from ``low`` to ``high`` on the bars of ``means`` (in bar order, y = 0, 1, ...); returns where
+    each bar's label goes: the whisker's far end, else the bar's end."""
+    ends = spread.reindex(means.index)[["low", "high"]].astype("float64")
+    drawn = (ends["high"] > ends["low"]).to_numpy()  # NaN (one seed) or no spread (parameter counts): no whisker
+    if drawn.any():
+        y = np.arange(len(means))[drawn]
+        ax.errorbar(means[drawn], y, xerr=[means[drawn] - ends["low"][drawn], ends["high"][drawn] - means[drawn]],
+                    fmt="none", ecolor="black", elinewidth=1.1, capsize=3, zorder=4)
+    return pd.Series(np.fmax(means.to_numpy(), ends["high"].fillna(means).to_numpy()), index=means.index)
+
+
+def efficiency_figure(runs: pd.DataFrame, *, f1: str | None, title: str,
+                      intervals: pd.DataFrame | None = None) -> Figure:
+    """VTFPAR++ Fig. 1 (c-f): memory, F1, step time and tunable parameters per strategy at one setting. Whiskers:
+    ± seed std; on the F1 bars of single-seed strategies the bootstrap interval of ``intervals`` (this report's
+    statistics.csv, see ``bench/reporting/intervals.py``) instead, the legend naming each kind shown."""
     count = runs["strategy"].nunique()
     fig = Figure(figsize=(13, max(7.5, 2.2 + 0.5 * count)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2).ravel()
     families = families_of(runs)
     data, colours = derived(runs, f1), palette(runs["strategy"], families)
+    accuracy = _accuracy_spread(aggregate(runs), intervals, f1)
     f1_name = F1_LABELS.get(f1, "F1 (%)")
     panels = (("mem_mib", memory_label(runs), "(c) peak training memory", False),
               ("f1_pct", f1_name, f"(d) test {f1_name[:-4]}", True),
@@ -165,12 +191,28 @@ def efficiency_figure(runs: pd.DataFrame, *, f1: str | None, title: str) -> Figu
               ("params_m", PARAMS_LABEL, "(f) tunable parameters", False))
     for ax, (column, xlabel, panel_title, higher) in zip(axes, panels, strict=True):
         _bar_panel(ax, data, column, xlabel=xlabel, title=f"{panel_title}, best at top", colours=colours,
-                   higher_is_better=higher)
+                   higher_is_better=higher, spread=_percent(accuracy) if column == "f1_pct" else None)
     fig.suptitle(title)
     reference = (Line2D([], [], color="0.35", linestyle="--", linewidth=0.8, label="full (reference)"),) \
         if "full" in set(runs["strategy"]) else ()
-    family_legend(fig, runs["strategy"], families, extra=reference)
+    family_legend(fig, runs["strategy"], families, extra=reference + _whisker_handles(accuracy, "whiskers"))
     return fig
+
+
+def _accuracy_spread(groups: pd.DataFrame, intervals: pd.DataFrame | None, f1: str | None) -> pd.DataFrame:
+    """``intervals.accuracy_spread`` by strategy; a strategy with rows at several settings gets no whisker."""
+    spread = accuracy_spread(groups, intervals, metric=f1)
+    return spread.drop_duplicates("strategy", keep=False).set_index("strategy")
+
+
+def _percent(spread: pd.DataFrame) -> pd.DataFrame:
+    return spread.assign(**{key: spread[key].astype("float64") * 100 for key in ("mean", "low", "high")})
+
+
+def _whisker_handles(spread: pd.DataFrame, what: str) -> tuple:
+    """One legend entry per kind of whisker drawn (seed std, bootstrap interval), so a reader knows which is which."""
+    return tuple(Line2D([], [], color="black", marker="|", markersize=10, linestyle="-", linewidth=1.1,
+                        label=f"{what}: {kind}") for kind in kinds_shown(spread))
 
 
 def pareto_front(x: list[float], y: list[float]) -> list[int]:
@@ -191,9 +233,10 @@ def _pareto_axis(groups: pd.DataFrame) -> tuple[str, str, str]:
     return "step_time_ms_median_mean", STEP_LABEL, " (peak memory not measured: step time instead)"
 
 
-def pareto_figure(groups: pd.DataFrame, *, f1: str | None, title: str,
-                  families: dict[str, str] | None = None) -> Figure:
-    """F1 vs peak memory per strategy (``aggregate`` rows at one setting); marker area = tunable parameters.
+def pareto_figure(groups: pd.DataFrame, *, f1: str | None, title: str, families: dict[str, str] | None = None,
+                  intervals: pd.DataFrame | None = None) -> Figure:
+    """F1 vs peak memory per strategy (``aggregate`` rows at one setting); marker area = tunable parameters, error
+    bars = the F1 whiskers of ``efficiency_figure`` (``intervals``: this report's statistics.csv).
     ``families`` (strategy -> family, see ``families_of``) colours the markers as in the other figures."""
     fig = Figure(figsize=(10, 7), layout="constrained")
     FigureCanvasAgg(fig)
@@ -210,13 +253,26 @@ def pareto_figure(groups: pd.DataFrame, *, f1: str | None, title: str,
         return fig
     x, y = points[x_column].astype("float64") * scale, points[f"{f1}_mean"].astype("float64") * 100
     largest = _draw_pareto(ax, points, x=x, y=y, families=families or {})
+    spread = _percent(accuracy_spread(points, intervals, metric=f1))
+    _error_bars(ax, x=x, spread=spread)
+    bars = "".join(f"\nerror bars: {kind}" for kind in kinds_shown(spread))
     ax.set_title(f"F1 vs training cost{caveat}\ndashed: Pareto front; marker area ∝ tunable parameters "
-                 f"(largest {largest:.3g} M)", fontsize=11)
+                 f"(largest {largest:.3g} M){bars}", fontsize=11)
     family_legend(fig, points["strategy"], families or {})
     fig.canvas.draw()  # lay the figure out, then freeze it, so labels are placed in final pixel positions
     fig.set_layout_engine("none")
     _label_points(ax, points, x=x, y=y)
     return fig
+
+
+def _error_bars(ax: Axes, *, x: pd.Series, spread: pd.DataFrame) -> None:
+    """Vertical bars from ``low`` to ``high`` (percent) through each marker, under it; no caps, so the label
+    placement sees only line segments (``labels._line_boxes``)."""
+    drawn = spread[["low", "high"]].notna().all(axis=1)
+    if drawn.any():
+        mean, low, high = (spread.loc[drawn, key] for key in ("mean", "low", "high"))
+        ax.errorbar(x[drawn], mean, yerr=[mean - low, high - mean], fmt="none", ecolor="0.2", elinewidth=1.2,
+                    capsize=0, zorder=2.5)
 
 
 def _marker_sizes(points: pd.DataFrame) -> tuple[pd.Series, float]:
@@ -274,7 +330,7 @@ def cost_curves_figure(runs: pd.DataFrame, *, reference: dict | None, title: str
     axes = fig.subplots(2, 2).ravel()
     families = families_of(runs)
     data, colours = derived(runs, None), palette(runs["strategy"], families)
-    markers = _family_markers(runs["strategy"], families)
+    markers = family_markers(runs["strategy"], families)
     drawn_any = False
     for ax, (y, y_label, x, x_label) in zip(axes, COST_PANELS, strict=True):
         ax.set_xlabel(x_label)
@@ -289,7 +345,7 @@ def cost_curves_figure(runs: pd.DataFrame, *, reference: dict | None, title: str
     return fig
 
 
-def _family_markers(strategies, families: dict[str, str]) -> dict[str, str]:
+def family_markers(strategies, families: dict[str, str]) -> dict[str, str]:
     """The n-th strategy of every family gets the n-th marker: variants of one colour stay apart."""
     return {name: MARKERS[i % len(MARKERS)] for names in family_members(strategies, families).values()
             for i, name in enumerate(names)}

@@ -3,7 +3,9 @@ alone.
 
 The tables and the statistics come from ``bench/reporting/tables.py`` (summary, VTF Tables 2 and 3, memory breakdown,
 bootstrap statistics), the figures from ``bench/reporting/plots.py`` (``fig1_efficiency.png``, ``pareto.png``,
-``cost_curves.png``), the front page (``README.md``, ``index.html``) from ``bench/reporting/index.py``. This module only
+``cost_curves.png``; F1 whiskers by ``bench/reporting/intervals.py``) and ``bench/reporting/curves.py``
+(``training_curves.png``), the interactive ``explore.html`` from ``bench/reporting/explore.py``, the front page
+(``README.md``, ``index.html``) from ``bench/reporting/index.py``. This module only
 puts them together; the table functions are re-exported here, so ``bench.reporting.report`` stays the one name for
 reporting.
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.boundary import ensure_writable_folder, entry_point
-from bench.reporting import breakdown, index, publish
+from bench.reporting import breakdown, index, intervals, publish
 from bench.reporting.tables import *  # noqa: F401,F403  (the tables' public names, as bench.reporting.report.*)
 from bench.reporting.tables import (  # noqa: F401  (used here, and by callers as bench.reporting.report.*)
     ReportError,
@@ -51,8 +53,10 @@ def figure_title(frame: pd.DataFrame, setting: dict | None) -> str:
             f"{setting['frames']} frames, batch {setting['batch_size']}, {setting['precision']}")
 
 
-def write_figures(frame: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Path]:
-    from bench.reporting import plots  # matplotlib is imported only when figures are drawn
+def write_figures(frame: pd.DataFrame, agg: pd.DataFrame, out: Path, *, records: list[dict],
+                  intervals: pd.DataFrame | None = None) -> list[Path]:
+    """The PNG figures; ``intervals`` (this report's statistics.csv) gives single-seed F1 whiskers."""
+    from bench.reporting import curves, plots  # matplotlib is imported only when figures are drawn
 
     ok = frame[frame["status"] == "ok"]
     setting = reference_setting(frame)
@@ -61,11 +65,15 @@ def write_figures(frame: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Pat
     f1, title = headline_f1(frame), figure_title(frame, setting)
     cost_title = (f"{_joined(ok, 'device', 'unknown device')} | backbone {_joined(ok, 'backbone', '-')} | "
                   f"{_joined(ok, 'dataset', '-')}")
-    return [plots.save_figure(plots.efficiency_figure(runs, f1=f1, title=title), out / "fig1_efficiency.png"),
-            plots.save_figure(plots.pareto_figure(groups, f1=f1, title=title, families=plots.families_of(ok)),
+    families = plots.families_of(ok)
+    return [plots.save_figure(plots.efficiency_figure(runs, f1=f1, title=title, intervals=intervals),
+                              out / "fig1_efficiency.png"),
+            plots.save_figure(plots.pareto_figure(groups, f1=f1, title=title, families=families, intervals=intervals),
                               out / "pareto.png"),
             plots.save_figure(plots.cost_curves_figure(ok, reference=setting, title=cost_title),
-                              out / "cost_curves.png")]
+                              out / "cost_curves.png"),
+            plots.save_figure(curves.curves_figure(curves.history_frame(records), title=cost_title, families=families),
+                              out / "training_curves.png")]
 
 
 def write_reports(folder: Path, out: Path | None = None) -> list[Path]:
@@ -92,9 +100,14 @@ def write_reports(folder: Path, out: Path | None = None) -> list[Path]:
 
 
 def write_contents(frame: pd.DataFrame, agg: pd.DataFrame, scan, out: Path, *, source: str) -> list[Path]:
-    """Every report file but the front page: tables, memory breakdown, figures."""
+    """Every report file but the front page: tables, memory breakdown, figures (their F1 whiskers from the
+    statistics file just written), the explorer page."""
+    from bench.reporting import explore  # plotly is imported only when the page is written
+
     written = write_tables(frame, agg, scan, out, source=source) + write_breakdown(frame, scan, out)
-    return written + write_figures(frame, agg, out)
+    written += write_figures(frame, agg, out, records=scan.records,
+                             intervals=intervals.read_intervals(out / "statistics.csv"))
+    return written + [explore.write_explore(out, scan.records, source=source)]
 
 
 def check_report_folder(out: Path) -> Path:

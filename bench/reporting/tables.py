@@ -10,7 +10,7 @@ folder (see ``results/README.md`` for every column and figure):
 * ``per_attribute_f1.{md,csv}`` / ``per_group_f1.csv`` -- VTF Table 2 layout (Zhu et al., CVPR-W 2023): attributes
   as rows, strategies as columns, plus an "Average" row;
 * ``frames_ablation.{md,csv}`` -- VTF Table 3 layout: strategies as rows, frame counts as columns;
-* ``statistics.md``, ``statistics.csv``, ``paired_comparisons.csv`` -- bootstrap intervals over test clips and paired
+* ``statistics.md``, ``statistics.csv``, ``paired_comparisons.csv`` -- two-stage bootstrap intervals over seeds and test clips and paired
   comparisons (``bench/measure/statistics.py``), where the runs stored their test predictions;
 """
 from __future__ import annotations

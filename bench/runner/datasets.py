@@ -1,9 +1,13 @@
-"""Datasets of a run: the synthetic default or a real MARS / Duke root, as train / val / test splits."""
+"""Datasets of a run: the synthetic default or a real MARS / Duke root, as train / val / test splits, and the fixed
+subset of training clips a run also evaluates as it evaluates the test split (bench/measure/generalisation.py)."""
 from __future__ import annotations
+
+import copy
 
 from torch.utils.data import DataLoader, Dataset
 
 from bench.config import DataConfig
+from bench.measure.generalisation import TRAIN_SUBSET, subset_clips
 
 SPLITS = ("train", "val", "test")
 
@@ -56,14 +60,52 @@ def _ids(dataset: Dataset, key: str) -> list:
     return [] if values is None else [str(v) for v in values]
 
 
+def evaluation_view(dataset: Dataset) -> Dataset:
+    """The same clips sampled as evaluation samples them (``train`` off: segment-centre frames, no augmentation),
+    through any wrapper (a frame ablation stays applied). A shallow copy: it shares the rendered frames, so
+    evaluating training clips renders nothing again, and the training dataset itself is left as it was."""
+    view = copy.copy(dataset)
+    inner = getattr(dataset, "dataset", None)  # a wrapper's dataset (a real dataset's ``dataset`` is its name)
+    if isinstance(inner, Dataset):
+        view.dataset = evaluation_view(inner)
+    else:
+        view.train = False
+    return view
+
+
+class FirstClips(Dataset):
+    """The first ``count`` clips of ``dataset``, with their ``labels`` (count, A) as every split has them."""
+
+    def __init__(self, dataset: Dataset, count: int):
+        self.dataset, self.count = dataset, count
+        self.labels = dataset.labels[:count]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < self.count:
+            raise IndexError(f"index {i} out of range for the first {self.count} training clips")
+        return self.dataset[i]
+
+
+def train_subset(datasets: dict[str, Dataset]) -> Dataset:
+    """The first ``subset_clips(len(train), len(test))`` clips of the training split, as evaluation sees them. Taken
+    from the split itself, not from what the training loader iterates, so a loader fed other clips is caught."""
+    count = subset_clips(len(datasets["train"]), len(datasets["test"]))
+    return FirstClips(evaluation_view(datasets["train"]), count)
+
+
 def build_loaders(cfg: DataConfig, *, image_size: int, batch_size: int, seed: int, pin_memory: bool = False
                   ) -> dict[str, DataLoader]:
-    """DataLoaders for the three splits; training batches are shuffled deterministically from ``seed``."""
+    """DataLoaders for the three splits and ``train_subset`` (in order, as the test split); training batches are
+    shuffled deterministically from ``seed``."""
     import torch
 
     loaders, datasets = {}, {split: build_split(cfg, split, image_size=image_size, sample_seed=seed)
                              for split in SPLITS}
     check_disjoint(datasets)
+    datasets[TRAIN_SUBSET] = train_subset(datasets)
     for split, dataset in datasets.items():
         generator = torch.Generator().manual_seed(seed)
         loaders[split] = DataLoader(dataset, batch_size=batch_size, shuffle=split == "train",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from bench.config import RunConfig
-from bench.measure import metrics, precision, predictions, profile
+from bench.measure import generalisation, metrics, precision, predictions, profile
 from bench.measure.precision import FP32
 from bench.runner import distributed
 from bench.runner.datasets import build_loaders
@@ -121,6 +121,17 @@ def evaluate_test(model, loaders, *, cfg: RunConfig, device, numerics: precision
     return metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold), elapsed, probs, labels
 
 
+def evaluate_train_subset(model, loaders, *, cfg: RunConfig, device, numerics: precision.Numerics = precision.FP32
+                          ) -> tuple[dict, float]:
+    """The training subset's metrics (bench/measure/generalisation.py) with the weights the test split was scored
+    with, predicted as the test split is, and the seconds it took (the check's cost, kept in the profile)."""
+    start = time.perf_counter()
+    probs, labels = distributed.predict_split(model, loaders[generalisation.TRAIN_SUBSET], device, desc="train subset",
+                                              numerics=numerics)
+    figures = generalisation.subset_metrics(probs, labels, get_schema(cfg.data.dataset), threshold=cfg.train.threshold)
+    return figures, time.perf_counter() - start
+
+
 def majority_baseline(loaders, cfg: RunConfig) -> dict:
     schema = get_schema(cfg.data.dataset)
     train_labels, test_labels = loaders["train"].dataset.labels, loaders["test"].dataset.labels
@@ -129,23 +140,27 @@ def majority_baseline(loaders, cfg: RunConfig) -> dict:
 
 
 def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow,
-                 numerics: precision.Numerics = precision.FP32) -> tuple[TrainOutcome, dict, float]:
-    """Train (val chooses the weights), test once, and compare with the majority class: the run's ``metrics``.
+                 numerics: precision.Numerics = precision.FP32) -> tuple[TrainOutcome, dict, dict]:
+    """Train (val chooses the weights), test once, and compare with the majority class: the run's ``metrics``, and
+    the evaluation seconds (``eval_time_s`` of the test split, ``train_subset_eval_time_s``).
 
-    Also kept: every test clip's prediction (for bootstrap statistics) and the own-parameter probe (how much the
-    test predictions move when the strategy's own parameters go back to their values before training).
+    Also kept: every test clip's prediction (for bootstrap statistics), the same weights' metrics on a fixed subset
+    of training clips (the gate's train-vs-test check) and the own-parameter probe (how much the test predictions
+    move when the strategy's own parameters go back to their values before training).
     """
     initial_own = predictions.snapshot_own(model)
     outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory,
                        numerics=numerics)
     test, eval_time_s, probs, labels = evaluate_test(model, loaders, cfg=cfg, device=device, numerics=numerics)
+    subset, subset_time_s = evaluate_train_subset(model, loaders, cfg=cfg, device=device, numerics=numerics)
     own_effect = predictions.own_parameter_effect(
         model, initial_own,
         lambda: distributed.predict_split(model, loaders["test"], device, desc="probe", numerics=numerics)[0], probs)
     result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
-                      "best_epoch": outcome.best_epoch, "history": outcome.history,
-                      "own_params_effect": own_effect, "test_predictions": predictions.encode(probs, labels)}
-    return outcome, result_metrics, eval_time_s
+                      generalisation.TRAIN_SUBSET: subset, "best_epoch": outcome.best_epoch,
+                      "history": outcome.history, "own_params_effect": own_effect,
+                      "test_predictions": predictions.encode(probs, labels)}
+    return outcome, result_metrics, {"eval_time_s": eval_time_s, "train_subset_eval_time_s": subset_time_s}
 
 
 def weighted_loss(loaders, device) -> WeightedBCE:
@@ -199,14 +214,14 @@ def run_one(cfg: RunConfig) -> dict:
     optimizer = make_optimizer(model, cfg.train, backbone_ids)
     precision.maybe_compile(model, cfg.train)
     memory = profile.MemoryWindow(device)
-    result_metrics, eval_time_s = {}, None
+    result_metrics, eval_times = {}, {"eval_time_s": None, "train_subset_eval_time_s": None}
     if cfg.profile.only:
         outcome = measure_steps(trained, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device,
                                 memory=memory, numerics=numerics)
     else:
-        outcome, result_metrics, eval_time_s = fit_and_test(trained, loaders, cfg=cfg, loss_fn=loss_fn,
-                                                            optimizer=optimizer, device=device, memory=memory,
-                                                            numerics=numerics)
+        outcome, result_metrics, eval_times = fit_and_test(trained, loaders, cfg=cfg, loss_fn=loss_fn,
+                                                           optimizer=optimizer, device=device, memory=memory,
+                                                           numerics=numerics)
     extras = profile.profile_extras(model, next(iter(loaders["train"])), loss_fn=loss_fn, optimizer=optimizer,
                                     device=device, cfg=cfg.profile, numerics=numerics)  # after training
     numerics_record = precision.setting_record(cfg.train, device, half_cast_params=half_cast,
@@ -215,7 +230,7 @@ def run_one(cfg: RunConfig) -> dict:
             **profile.step_time_stats(outcome.step_times_s, warmup_steps=cfg.profile.warmup_steps,
                                       batch_size=cfg.train.batch_size),
             **memory.summary(), **extras, **(gpu_before or {}), **numerics_record, "train_time_s": outcome.train_time_s,
-            "eval_time_s": eval_time_s, "train_steps": outcome.steps,
+            **eval_times, "train_steps": outcome.steps,
             "mode": "profile-only" if cfg.profile.only else "train"}
     if ranks:
         prof = distributed.reduce_profile(prof, ranks, batch_size=cfg.train.batch_size)

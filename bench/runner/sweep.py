@@ -281,14 +281,16 @@ def serial_launcher(pending: list[RunSpec], out_dir: Path, progress: Progress) -
     return records
 
 
-def plan(specs: list[RunSpec], out_dir: Path, progress: Progress, *, resume: bool, retry_failed: bool
-         ) -> tuple[list[RunSpec], dict[str, dict]]:
+def plan(specs: list[RunSpec], out_dir: Path, progress: Progress, *, resume: bool, retry_failed: bool,
+         source_sha256: str | None = None) -> tuple[list[RunSpec], dict[str, dict]]:
     """Split the sweep into the runs to execute and the earlier results a resume keeps (each file read once; one
-    that is not this version's record is set aside, never replaced: ``bench.records.own_record``)."""
+    that is not a resumable record is set aside, never replaced: ``bench.records.reusable_record``). With
+    ``source_sha256`` (the gate's), only records made by that code are kept."""
     pending, kept = [], {}
     for spec in specs:
         final = out_dir / f"{spec.run_id}.json"
-        reason, record = resume_decision(final, spec.config, retry_failed=retry_failed) if resume else (None, None)
+        reason, record = resume_decision(final, spec.config, retry_failed=retry_failed, source_sha256=source_sha256) \
+            if resume else (None, None)
         if reason is None:
             pending.append(spec)
         else:
@@ -298,12 +300,14 @@ def plan(specs: list[RunSpec], out_dir: Path, progress: Progress, *, resume: boo
 
 
 def run_sweep(specs: list[RunSpec], out_dir: Path, *, resume: bool = True, retry_failed: bool = False,
-              launcher: Launcher = serial_launcher) -> list[dict] | None:
-    """Run every spec not finished earlier with ``launcher``; the records in sweep order (None: only submitted)."""
+              launcher: Launcher = serial_launcher, source_sha256: str | None = None) -> list[dict] | None:
+    """Run every spec not finished earlier with ``launcher``; the records in sweep order (None: only submitted).
+    ``source_sha256``: a finished record counts only if made by these source files (the gate: fresh results only)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start, progress = time.perf_counter(), Progress(specs)
-    pending, records = plan(specs, out_dir, progress, resume=resume, retry_failed=retry_failed)
+    pending, records = plan(specs, out_dir, progress, resume=resume, retry_failed=retry_failed,
+                            source_sha256=source_sha256)
     executed = launcher(pending, out_dir, progress) if pending else {}
     if executed is None:
         print(f"sweep: {len(pending)} run(s) submitted; results arrive in {out_dir}/", flush=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import records
 from bench.config import RunConfig, load_json
-from bench.measure.environment import environment, git_state
+from bench.measure.environment import code_state, environment, source_digest
 from bench.records import now_iso, write_json_atomic
 from bench.runner import lifeline
 from bench.runner.placement import apply_threads, placement
@@ -28,9 +28,10 @@ from bench.runner.placement import apply_threads, placement
 
 def run_record(cfg: RunConfig, *, run_id: str, status: str, error: str | None = None, started_at: str | None = None,
                duration_s: float | None = None) -> dict:
-    """A record (``bench.records``) of a run in this process: its placement, environment and git state."""
+    """A record (``bench.records``) of a run in this process: its placement, environment and code (git state and
+    the source digest this process took first)."""
     return records.new_record(cfg, run_id=run_id, status=status, error=error, started_at=started_at,
-                              duration_s=duration_s, git=git_state(), placement=placement(cfg.train.device),
+                              duration_s=duration_s, code=code_state(), placement=placement(cfg.train.device),
                               environment=environment())
 
 
@@ -65,6 +66,7 @@ def execute(config_path: Path, result_path: Path, run_id: str) -> int:
     from bench.runner.run import run_one
 
     cfg = RunConfig.from_dict(load_json(config_path))
+    source_digest()  # taken now, before the run: the record names the code the run started with
     apply_threads()
     for signum in PREEMPTION_SIGNALS:
         signal.signal(signum, _raise_preempted)

@@ -72,14 +72,14 @@ def run_reference(cfg: RunConfig) -> dict:
     loss_fn = weighted_loss(loaders, device)
     if cfg.train.head_prior_init:
         model.init_prior(loss_fn.constant_optimum_logits())
-    outcome, result_metrics, eval_time_s = fit_and_test(
+    outcome, result_metrics, eval_times = fit_and_test(
         model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=make_optimizer(model, cfg.train, backbone_ids=set()),
         device=device, memory=profile.MemoryWindow(device))
     name = run_id(NAME, frames=cfg.data.frames, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
     record = run_record(cfg, run_id=name, status="ok", started_at=started, duration_s=time.perf_counter() - start)
     record["metrics"] = result_metrics
     record["profile"] = {"params_trainable": sum(p.numel() for p in model.parameters()),
-                         "train_time_s": outcome.train_time_s, "eval_time_s": eval_time_s,
+                         "train_time_s": outcome.train_time_s, **eval_times,
                          "train_steps": outcome.steps, "mode": "train"}
     return record
 
