@@ -140,6 +140,8 @@ class ModelConfig(Validated):
     fusion_width: int = option(128, "width of the fusion transformer", min=1)
     fusion_heads: int = option(4, "attention heads of the fusion transformer", min=1)
     fusion_mlp_ratio: float = option(4.0, "MLP width / fusion width", above=0)
+    fusion_drop_path: float = option(0.0, "drop-path (stochastic depth) rate on the fusion block's two residual "
+                                          "branches, training only (VTFPAR++: 0.1)", min=0, below=1)
     visual_attention: bool = option(True, "false = sensitivity ablation: the attention branch of every visual block "
                                           "is computed and discarded (models/vision.py: discard_attention)")
 

@@ -12,8 +12,10 @@
 The activation follows the weights (``model.activation = "auto"``): OpenAI's CLIP was trained with QuickGELU
 (x * sigmoid(1.702 x)), while open_clip's ``ViT-B-16`` config uses ``nn.GELU``; a model built with the wrong one
 runs every block's MLP with an activation its weights never saw. Where the weights say which they need -- OpenAI's
-formats, an open_clip tag's ``quick_gelu`` flag, a local folder's config -- that one is used; otherwise the
-architecture's own. ``"quick_gelu"`` / ``"gelu"`` force one (a forced choice against the weights is reported).
+formats, an open_clip tag's ``quick_gelu`` flag, a ``quick_gelu`` key in a folder's ``open_clip_config.json``, the
+flag of the open_clip tag whose hub repository a hub-cache folder holds -- that one is used (``activation_from``
+"weights"); otherwise the architecture's own ("architecture"; for ``local-dir:`` the folder's config). ``"quick_gelu"``
+/ ``"gelu"`` force one, for every source including ``local-dir:`` (a forced choice against the weights is reported).
 A plain OpenAI state dict is recognised by the keys OpenAI's checkpoints carry beside the weights
 (``input_resolution``, ``context_length``, ``vocab_size``); one saved without them is indistinguishable from an
 open_clip state dict of the same architecture: set ``model.activation`` to ``quick_gelu`` for it.
@@ -274,20 +276,52 @@ def _hub_snapshot(folder: Path) -> Path:
 
 
 def _folder_weights(folder: Path) -> tuple[Path, bool | None, str]:
-    """(checkpoint file, QuickGELU flag of its config if any, source) of a local-dir or hub-cache folder."""
-    source = "local-dir"
+    """(checkpoint file, QuickGELU need of the weights if the folder says, source) of a local-dir or hub-cache folder.
+
+    What the folder says: its ``open_clip_config.json``'s ``quick_gelu`` key where present; else, for a hub-cache
+    folder of an open_clip tag's hub repository (``models--timm--vit_base_patch16_clip_224.openai``), that tag's flag
+    (``_hub_repo_quick_gelu``); else nothing (None: the weights do not say, the architecture decides). A config
+    without the key says how open_clip would build the model, not what the weights were trained with: open_clip's
+    hub configs of OpenAI's weights need the tag's flag to get QuickGELU."""
+    source, repo = "local-dir", None
     if (folder / "snapshots").is_dir():
+        repo = _hub_repo_id(folder)
         folder, source = _hub_snapshot(folder), "hub-cache"
     checkpoint = next((folder / n for n in DIR_CHECKPOINTS if (folder / n).is_file()), None)
     if checkpoint is None:
         raise BackboneError(f"--pretrained {folder}: no checkpoint file in the folder (expected one of "
                             f"{', '.join(DIR_CHECKPOINTS)})")
-    quick = None
-    config_path = folder / "open_clip_config.json"
-    if config_path.is_file():
-        config = json.loads(config_path.read_text())
-        quick = bool(config.get("model_cfg", config).get("quick_gelu", False))
+    quick = _config_quick_gelu(folder / "open_clip_config.json")
+    if quick is None and repo is not None:
+        quick = _hub_repo_quick_gelu(repo)
     return checkpoint, quick, source
+
+
+def _config_quick_gelu(path: Path) -> bool | None:
+    """The ``quick_gelu`` key of an open_clip folder config (under ``model_cfg``), None where absent."""
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    value = config.get("model_cfg", config).get("quick_gelu")
+    return None if value is None else bool(value)
+
+
+def _hub_repo_id(folder: Path) -> str | None:
+    """``models--org--name`` (the Hugging Face cache's folder naming) -> ``org/name``; None for other names."""
+    name = folder.name
+    if not name.startswith("models--") or "--" not in name[len("models--"):]:
+        return None
+    return name[len("models--"):].replace("--", "/", 1)
+
+
+def _hub_repo_quick_gelu(repo: str) -> bool | None:
+    """The ``quick_gelu`` flag of the open_clip tag whose weights live in hub repository ``repo``, if one does."""
+    for name in open_clip.list_models():
+        for tag in open_clip.list_pretrained_tags_by_model(name):
+            cfg = open_clip.get_pretrained_cfg(name, tag)
+            if cfg.get("hf_hub", "").strip("/") == repo:
+                return bool(cfg.get("quick_gelu", False))
+    return None
 
 
 def _tag_weights(name: str, tag: str) -> tuple[Path, bool]:
@@ -353,14 +387,7 @@ def create_clip(name: str, pretrained: str | None = None, *, activation: str = "
     The model carries ``weights_info`` (:class:`WeightsInfo`)."""
     register_local_configs()
     if name.startswith("local-dir:"):
-        folder = Path(name[len("local-dir:"):])
-        checkpoint, quick, _ = _folder_weights(folder)
-        model = open_clip.create_model(name)
-        model.weights_info = WeightsInfo(source="local-dir", format="open_clip-local-dir",
-                                         activation=_activation_name(quick or False), activation_from="weights",
-                                         weights_activation=_activation_name(quick), path=recorded_path(checkpoint),
-                                         sha256=file_sha256(checkpoint))
-        return model
+        return _local_dir_clip(name, activation=activation)
     if name not in open_clip.list_models():
         raise BackboneError(f"--backbone {name!r} is not an open_clip architecture; see open_clip.list_models()")
     if pretrained in NO_WEIGHTS:
@@ -377,6 +404,20 @@ def create_clip(name: str, pretrained: str | None = None, *, activation: str = "
         return load_weights(name, local, activation=activation)
     path, quick = _tag_weights(name, pretrained)
     return load_weights(name, path, activation=activation, weights_quick_gelu=quick, source="tag", tag=pretrained)
+
+
+def _local_dir_clip(name: str, *, activation: str) -> torch.nn.Module:
+    """``local-dir:PATH``: architecture and weights from the folder (open_clip's schema), the activation chosen like
+    any other weights' (the folder's ``quick_gelu`` key, else the folder config's default GELU; or forced)."""
+    checkpoint, quick, _ = _folder_weights(Path(name[len("local-dir:"):]))
+    use_quick, why = choose_activation(name, quick, activation)
+    with _quiet_library():
+        model = open_clip.create_model(name, quick_gelu=use_quick)
+    model.weights_info = WeightsInfo(source="local-dir", format="open_clip-local-dir",
+                                     activation=_activation_name(use_quick), activation_from=why,
+                                     weights_activation=_activation_name(quick), path=recorded_path(checkpoint),
+                                     sha256=file_sha256(checkpoint))
+    return model
 
 
 def check_weights(name: str, pretrained: str | None, *, activation: str = "auto") -> None:

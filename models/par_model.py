@@ -3,8 +3,9 @@
 Zhu et al. (VTF, CVPR-W 2023) and Wang et al. (VTFPAR++, 2024): visual and text tokens are projected to the fusion
 width, concatenated as [text; visual], passed through one transformer block and a LayerNorm; attribute j is read from
 text token j by its own Linear(width -> 1), and a BatchNorm1d over the A logits follows. VTF uses width 768 / 12
-heads, VTFPAR++ width 240 / 6 heads / MLP 960. The fusion block here is open_clip's pre-norm residual block (VTFPAR++
-adds drop-path 0.1; we use none, which only changes regularisation).
+heads, VTFPAR++ width 240 / 6 heads / MLP 960 / drop-path 0.1. The fusion block here is open_clip's pre-norm residual
+block; ``FusionSpec.drop_path`` (``model.fusion_drop_path``: 0 in the embedded default, VTFPAR++'s 0.1 under the
+``paper`` presets) adds stochastic depth (Huang et al., ECCV 2016) to both of its residual branches, in training only.
 
 Attach points for strategies: ``model.vision`` (replaceable, see ``replace_vision``), ``model.backbone`` (the CLIP
 visual tower), ``model.backbone_blocks`` and ``model.vision.frames.prompts`` while the plain CLIP path is in use.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from open_clip.transformer import ResidualAttentionBlock
+from timm.layers import DropPath
 from torch import nn
 
 from models.backbone import create_clip, tokenizer_for
@@ -31,6 +33,20 @@ class FusionSpec:
     width: int = 128
     heads: int = 4
     mlp_ratio: float = 4.0
+    drop_path: float = 0.0  # stochastic depth of both residual branches, training only (VTFPAR++: 0.1)
+
+
+def fusion_block(spec: FusionSpec) -> ResidualAttentionBlock:
+    """open_clip's pre-norm block x + ls_1(attn(ln_1(x))), then + ls_2(mlp(ln_2(x))), with drop-path on both branches.
+
+    open_clip's block has no drop-path; its LayerScale slots ``ls_1`` / ``ls_2`` (identity without layer scale) sit
+    exactly on the two residual branches, so timm's ``DropPath`` (as VTFPAR++'s timm blocks use: a whole sample's
+    branch dropped with probability p, kept ones scaled by 1 / (1 - p); identity in eval mode) goes there. No
+    parameters or buffers: the state dict is the same with and without it."""
+    block = ResidualAttentionBlock(spec.width, spec.heads, mlp_ratio=spec.mlp_ratio)
+    if spec.drop_path > 0:
+        block.ls_1, block.ls_2 = DropPath(spec.drop_path), DropPath(spec.drop_path)
+    return block
 
 
 class AttributeHead(nn.Module):
@@ -72,7 +88,7 @@ class PARModel(nn.Module):
         self.register_buffer("text_features", text_features.clone(), persistent=True)  # (A, D_text)
         self.vision_proj = nn.Linear(vision.out_dim, fusion.width)
         self.text_proj = nn.Linear(text_features.shape[1], fusion.width)
-        self.fusion = ResidualAttentionBlock(fusion.width, fusion.heads, mlp_ratio=fusion.mlp_ratio)
+        self.fusion = fusion_block(fusion)
         self.fusion_norm = nn.LayerNorm(fusion.width)
         self.head = AttributeHead(text_features.shape[0], fusion.width)
         self.step_hooks: list = []

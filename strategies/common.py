@@ -9,6 +9,12 @@ it never calls ``out_proj.forward``. An adapter placed on ``attn.out_proj`` of a
 silently skipped: no error, and its gradients stay None. ``refuse_bypassed`` rejects every target that lives inside
 a ``nn.MultiheadAttention``; LoRA adapts the attention by targeting ``attn`` as a whole.
 
+Rescaling q / k / v apart: the same fused ``in_proj_weight`` (3D x D) computes queries, keys and values, so no module
+exists whose output is "the keys". ``scaled_in_projection`` folds a per-output-channel affine map into that weight
+instead, s * (W x + b) + t = (diag(s) W) x + (s * b + t), exact, and ``call_with`` runs the attention with those
+tensors substituted (``torch.func.functional_call``), the registered weights untouched. SSF (its qkv scale and shift)
+and (IA)3 (l_k, l_v) use it.
+
 LoRA on ``nn.MultiheadAttention``: peft's layer (``peft.tuners.lora.layer.MultiheadAttention``) merges the LoRA
 deltas into the weights before every forward and unmerges them after. In peft 0.21 that path (a) adds the out_proj
 delta twice in the forward (W + 2 dW; peft pull request #3774), (b) replaces the frozen ``in_proj_weight`` and
@@ -68,6 +74,23 @@ def refuse_bypassed(backbone: nn.Module, names: Iterable[str], *, field: str) ->
         if any(isinstance(module, nn.MultiheadAttention) for module in ancestors):
             raise StrategyError(f"{field}: {name!r} sits inside nn.MultiheadAttention, whose forward never calls it "
                                 f"(an adapter there is silently bypassed); target the whole 'attn' with LoRA instead")
+
+
+def scaled_in_projection(attention: nn.MultiheadAttention, scale: torch.Tensor, shift: torch.Tensor | None = None
+                         ) -> dict[str, torch.Tensor]:
+    """The fused q/k/v projection followed by ``y * scale + shift`` per output channel (scale, shift: (3D,)), as
+    ``functional_call`` overrides of ``in_proj_weight`` / ``in_proj_bias``; the module docstring says why."""
+    if not attention._qkv_same_embed_dim or attention.in_proj_bias is None:
+        raise StrategyError("the visual attention has no fused q/k/v projection with a bias (open_clip's blocks do)")
+    weight, bias = attention.in_proj_weight, attention.in_proj_bias
+    scale = scale.to(weight.dtype)
+    bias = bias * scale + (0 if shift is None else shift.to(bias.dtype))  # (3D,)
+    return {"in_proj_weight": weight * scale[:, None], "in_proj_bias": bias}  # (3D, D), (3D,)
+
+
+def call_with(module: nn.Module, overrides: dict[str, torch.Tensor], args: tuple, kwargs: dict):
+    """``module(*args, **kwargs)`` with some of its tensors replaced for this call only (its hooks still run)."""
+    return functional_call(module, overrides, args, kwargs)
 
 
 def inject_peft(backbone: nn.Module, config, *, field: str) -> BaseTuner:
@@ -133,3 +156,10 @@ class MergeFreeLoraMHA(PeftLoraMHA):
         weights = (attention.in_proj_weight, attention.out_proj.get_base_layer().weight)
         if not all(isinstance(weight, nn.Parameter) for weight in weights):
             super()._restore_weights()
+
+
+def enable_added(backbone: nn.Module, prefix: str) -> None:
+    """Let the parameters a strategy added to the visual tower (named ``<prefix>...``) train, and nothing else."""
+    for name, parameter in backbone.named_parameters():
+        if f".{prefix}" in f".{name}":
+            parameter.requires_grad_(True)

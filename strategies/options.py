@@ -219,3 +219,10 @@ def rules_text(rules: Mapping) -> str:
     if "keys" in rules:
         parts.append(f"keys among {', '.join(map(repr, _resolve(rules['keys'])))}")
     return ", ".join(parts)
+
+
+def block_indices_problem(layers: tuple[int, ...]) -> str | None:
+    """The ``layers`` rule of every strategy that acts on chosen visual blocks: distinct indices >= 0."""
+    if layers and len(set(layers)) == len(layers) and min(layers) >= 0:
+        return None
+    return f"expected distinct block indices >= 0 or null (all), got {layers!r}"

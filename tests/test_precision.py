@@ -48,7 +48,7 @@ def test_every_strategy_trains_a_bf16_step_on_cpu_and_stays_finite(name):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", ["frozen", "lora", "side", "prompt", "adapter", "peft_ia3"])
+@pytest.mark.parametrize("name", ["frozen", "lora", "side", "prompt", "adapter", "peft_ia3", "ssf", "ia3"])
 def test_half_frozen_backbone_stays_frozen_and_trainable_state_stays_fp32(name):
     model, _, _, backbone_ids = _apply(name)
     cast = half_frozen_parameters(model.backbone, torch.bfloat16)

@@ -58,7 +58,7 @@ def build_base_model(cfg: RunConfig):
     """The PAR model before any strategy: CLIP visual tower, cached text features, fusion and head."""
     schema = get_schema(cfg.data.dataset)
     fusion = FusionSpec(width=cfg.model.fusion_width, heads=cfg.model.fusion_heads,
-                        mlp_ratio=cfg.model.fusion_mlp_ratio)
+                        mlp_ratio=cfg.model.fusion_mlp_ratio, drop_path=cfg.model.fusion_drop_path)
     model = build_par_model(backbone=cfg.model.backbone, pretrained=cfg.model.pretrained,
                             sentences=schema.sentences(), fusion=fusion, temporal=cfg.model.temporal,
                             num_frames=cfg.data.frames, activation=cfg.model.activation)
