@@ -310,9 +310,18 @@ def test_a_baseline_keeps_its_records_code_and_refuses_mixed_code_or_a_leak():
         gate.make_baseline(rows, preset="gate")
 
 
-def test_the_committed_baseline_recorded_before_the_figure_still_reads(tmp_path):
+def test_a_baseline_recorded_before_the_figure_still_reads(tmp_path):
+    """The committed baseline with the train-vs-test figure taken out, as baselines before it were."""
     baseline = gate.read_baseline(environment.ROOT / "results" / "baselines" / "gate.json")
-    assert "train_vs_test" not in baseline["tolerances"]
+    assert baseline["tolerances"]["train_vs_test"] >= 0
+    older = json.loads(json.dumps(baseline))
+    del older["tolerances"]["train_vs_test"], older["noise"]["train_vs_test"]
+    for entry in older["strategies"].values():
+        entry.pop("train_vs_test", None)
+        entry.pop("train_vs_test_std", None)
+        for seed in entry.get("per_seed", {}).values():
+            seed.pop("train_vs_test", None)
+    assert "train_vs_test" not in gate.read_baseline(_write(tmp_path, older))["tolerances"]
     bad = {**baseline, "tolerances": {**baseline["tolerances"], "train_vs_test": -1}}
     with pytest.raises(gate.BaselineError, match="tolerances.train_vs_test is -1, expected a number >= 0"):
         gate.read_baseline(_write(tmp_path, bad))
