@@ -214,8 +214,11 @@ def dig(mapping: dict, *keys):
     return mapping
 
 
+_UNREAD = object()  # resume_decision reads the file itself
+
+
 def resume_decision(path: Path, cfg: RunConfig, *, retry_failed: bool = False, source_sha256: str | None = None,
-                    weights_sha256: str | None = None) -> tuple[str | None, dict | None]:
+                    weights_sha256: str | None = None, record=_UNREAD) -> tuple[str | None, dict | None]:
     """(why a resumed sweep need not run ``cfg`` again, the record it keeps); (None, None): run it. A result counts
     only for an identical config digest; a failed one is kept unless ``retry_failed``, a preempted one is always
     run again. A file in the way that is not a resumable record is set aside first (``reusable_record``). Identity:
@@ -223,7 +226,7 @@ def resume_decision(path: Path, cfg: RunConfig, *, retry_failed: bool = False, s
 
     ``source_sha256`` (the gate passes the current code's): a record made by other source files, or naming none, is
     no evidence about this code, so it is set aside (``<name>.other-code.json``, one line saying so) and run again."""
-    record = reusable_record(path)
+    record = reusable_record(path) if record is _UNREAD else record  # ``record``: read already (the sweep's plan)
     if record is None or identity_difference(record, cfg, weights_sha256) is not None:
         return None, None
     if record["run"]["status"] == PREEMPTED or (record["run"]["status"] == FAILED and retry_failed):
@@ -322,23 +325,23 @@ def identity_difference(record: dict, cfg: RunConfig, weights_sha256: str | None
 
 
 def check_no_other_setting(path: Path, cfg: RunConfig, *, weights_sha256: str | None = None,
-                           replace: bool = False) -> None:
+                           replace: bool = False) -> dict | None:
     """A finished result at a run's path that is another setting's is never replaced silently: refused with one
     line naming both settings and the flag (``OtherSettingError``), or with ``replace`` moved into ``set-aside/``
     (``<name>.other-setting.json``, byte for byte) before the run. Failed and preempted records are no result to
-    keep (``settle`` keeps a good result from a failure)."""
-    if not os.path.lexists(path):
-        return
+    keep (``settle`` keeps a good result from a failure). Returns the resumable record left at ``path`` (None: none),
+    so that a resume need not read it again (``resume_decision(..., record=...)``)."""
     record = reusable_record(path)
     if record is None or record["run"]["status"] != OK:
-        return
+        return record
     difference = identity_difference(record, cfg, weights_sha256)
     if difference is None:
-        return
+        return record
     if not replace:
         raise OtherSettingError(f"{path}: holds a finished run of another setting ({difference}); choose another "
                                 "--out, or pass --replace-other-settings to set it aside and run this one")
     set_aside(path, OTHER_SETTING, f"{path}: a finished run of another setting ({difference})")
+    return None
 
 
 def record_source(record: dict) -> str | None:

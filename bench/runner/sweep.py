@@ -314,28 +314,23 @@ def plan(specs: list[RunSpec], out_dir: Path, progress: Progress, *, resume: boo
     ``source_sha256`` (the gate's), only records made by that code are kept. First, before anything runs: a finished
     result of another setting in a run's place refuses the whole sweep in one line, or with
     ``replace_other_settings`` is set aside (``bench.records.check_no_other_setting``)."""
-    weights = {spec.run_id: weights_sha256(spec.config) for spec in specs}
-    for spec in specs:
-        check_no_other_setting(out_dir / f"{spec.run_id}.json", spec.config, weights_sha256=weights[spec.run_id],
-                               replace=replace_other_settings)
+    from models.backbone import weights_file_sha256
+
+    weights = {spec.run_id: weights_file_sha256(spec.config.model.pretrained) for spec in specs}  # cached per file
+    found = {spec.run_id: check_no_other_setting(out_dir / f"{spec.run_id}.json", spec.config,
+                                                 weights_sha256=weights[spec.run_id], replace=replace_other_settings)
+             for spec in specs}  # every file read once, before anything runs or is set aside for other code
     pending, kept = [], {}
     for spec in specs:
-        final = out_dir / f"{spec.run_id}.json"
-        reason, record = resume_decision(final, spec.config, retry_failed=retry_failed, source_sha256=source_sha256,
-                                         weights_sha256=weights[spec.run_id]) if resume else (None, None)
+        reason, record = resume_decision(out_dir / f"{spec.run_id}.json", spec.config, retry_failed=retry_failed,
+                                         source_sha256=source_sha256, weights_sha256=weights[spec.run_id],
+                                         record=found[spec.run_id]) if resume else (None, None)
         if reason is None:
             pending.append(spec)
         else:
             progress.say(spec, reason)
             kept[spec.run_id] = record
     return pending, kept
-
-
-def weights_sha256(cfg: RunConfig) -> str | None:
-    """The content digest of the weights file a run starts from (records hold it as ``weights.sha256``)."""
-    from models.backbone import weights_file_sha256
-
-    return weights_file_sha256(cfg.model.pretrained)
 
 
 def run_sweep(specs: list[RunSpec], out_dir: Path, *, resume: bool = True, retry_failed: bool = False,
