@@ -16,6 +16,7 @@ from bench.measure.environment import source_digest
 from bench.reporting import gate, report
 from bench.runner import experiments, launch
 from bench.runner.lifeline import FolderLock
+from bench.runner.placement import device_label
 from bench.runner.sweep import run_sweep
 from strategies import registry
 
@@ -245,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
     experiments.preflight(specs)
     baseline = preflight_gate(args, specs)
     out = ensure_writable_folder(args.out)  # before any work
+    launch.resolve_jobs(args, cpu_runs=all(device_label(spec.config.train.device) == "cpu" for spec in specs))
     with FolderLock(out, wait=args.wait_lock), tracking(args.track, out):
         records = run_sweep(specs, out, resume=not args.no_resume, retry_failed=args.retry_failed,
                             launcher=launch.make_launcher(args), source_sha256=fresh_code(args),

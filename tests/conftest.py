@@ -9,6 +9,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Rendered synthetic splits are cached on disk (data/render_cache.py): tests, and the runs they spawn, use their own.
 os.environ["PAR_BENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="par-bench-test-cache-")
+# Sweeps run one at a time in the calling process unless a test asks for --jobs (the CLI's default on CPU is one
+# single-thread run per core: tests/test_pool.py checks that default on its own).
+os.environ["PAR_BENCH_JOBS"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -165,6 +165,39 @@ def test_make_launcher_without_flags_is_the_serial_sweep():
     assert make_launcher(build_parser().parse_args([])) is serial_launcher
 
 
+@pytest.mark.parametrize(("argv", "cpu_runs", "expected"), [
+    ([], True, (4, 1)),                                # CPU: one single-thread run per allocated core
+    ([], False, (1, None)),                            # a GPU run: one at a time
+    (["--threads", "2"], True, (1, 2)),                # threads asked for: one run with them
+    (["--jobs", "3"], True, (3, None)),                # asked for: kept
+    (["--gpus", "0,1"], True, (1, None)),
+    (["--launcher", "slurm"], True, (1, None)),
+])
+def test_jobs_default_to_one_single_thread_run_per_core_on_cpu(argv, cpu_runs, expected, monkeypatch):
+    from bench.cli import build_parser
+    from bench.runner import launch
+
+    monkeypatch.delenv(launch.JOBS_ENV, raising=False)
+    monkeypatch.setattr(launch, "allocated_cores", lambda: 4)
+    args = build_parser().parse_args(argv)
+    launch.resolve_jobs(args, cpu_runs=cpu_runs)
+    assert (args.jobs, args.threads) == expected
+
+
+def test_the_environment_sets_the_default_jobs_and_a_bad_value_is_named(monkeypatch):
+    from bench.cli import build_parser
+    from bench.config import ConfigError
+    from bench.runner import launch
+
+    monkeypatch.setenv(launch.JOBS_ENV, "1")
+    args = build_parser().parse_args([])
+    launch.resolve_jobs(args, cpu_runs=True)
+    assert (args.jobs, args.threads) == (1, None)
+    monkeypatch.setenv(launch.JOBS_ENV, "many")
+    with pytest.raises(ConfigError, match="PAR_BENCH_JOBS='many'"):
+        launch.resolve_jobs(build_parser().parse_args([]), cpu_runs=True)
+
+
 def test_a_launcher_whose_engine_is_missing_exits_2_with_the_install_command(tmp_path, capsys, monkeypatch):
     import importlib.util
 

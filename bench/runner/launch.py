@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 from pathlib import Path
 
 from bench.config import ConfigError
-from bench.runner.placement import Slot, cpu_slots, gpu_slots
+from bench.runner.placement import Slot, allocated_cores, cpu_slots, gpu_slots
 from bench.runner.sweep import Launcher, serial_launcher
 
 LAUNCHERS = ("local", "slurm", "ray")
@@ -51,8 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("where runs execute (README: Scaling out)")
     group.add_argument("--launcher", choices=LAUNCHERS, default="local",
                        help="local (default: this machine), slurm (submitit job array), ray (Ray tasks)")
-    group.add_argument("--jobs", type=_positive, default=1,
-                       help="local: run N runs at once on CPU, each worker with an equal share of the cores")
+    group.add_argument("--jobs", type=_positive,
+                       help="local: run N runs at once on CPU, each worker with an equal share of the cores "
+                            "(default on CPU: one run per allocated core, one thread each, so a run's results are "
+                            "those of the documented setting whatever the machine; with a GPU: 1)")
     group.add_argument("--gpus", type=_gpu_ids,
                        help="local: one worker per listed GPU (e.g. 0,1,2,3), each seeing only its GPU")
     group.add_argument("--threads", type=_positive,
@@ -82,6 +85,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="memory Ray reserves for each task, GB (default: none reserved)")
 
 
+JOBS_ENV = "PAR_BENCH_JOBS"
+
+
+def resolve_jobs(args: argparse.Namespace, *, cpu_runs: bool) -> None:
+    """Fill in ``--jobs`` (and ``--threads``) where the user gave none. CPU runs of the local launcher run one per
+    allocated core with one thread each: a CPU result is bit-identical only at an equal thread count, so fixing it
+    at one makes the results those of the documented setting (``--jobs N``, one thread each) on any machine, and
+    every core works. GPU runs, other launchers and an explicit ``--threads`` keep one run at a time. ``PAR_BENCH_JOBS``
+    in the environment, where set, is the default instead (1: one run at a time in this process, as the test suite
+    runs its sweeps)."""
+    if args.jobs is not None:
+        return
+    preset = os.environ.get(JOBS_ENV, "")
+    if preset:
+        if not preset.isdigit() or int(preset) < 1:
+            raise ConfigError(f"environment {JOBS_ENV}={preset!r}: expected a positive integer (the default --jobs)")
+        args.jobs = int(preset)
+        return
+    if cpu_runs and args.launcher == "local" and not args.gpus and not args.threads:
+        args.jobs, args.threads = allocated_cores(), 1
+    else:
+        args.jobs = 1
+
+
 def config_overrides(args: argparse.Namespace) -> dict:
     """Run-config keys the launch flags decide: the world size of a DDP run. The flags are checked against each
     other first, so a combination that cannot work is named as such before any config value is."""
@@ -90,10 +117,11 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def _check_combination(args: argparse.Namespace) -> None:
-    local_only = args.jobs > 1 or args.gpus
+    jobs = args.jobs or 1  # unresolved (before the runs are known): what the flags alone ask for
+    local_only = jobs > 1 or args.gpus
     if args.launcher != "local" and local_only:
         raise ConfigError(f"--jobs / --gpus: only with --launcher local, got --launcher {args.launcher}")
-    if args.jobs > 1 and args.gpus:
+    if jobs > 1 and args.gpus:
         raise ConfigError("--jobs and --gpus: give one of them (--gpus runs one worker per listed GPU)")
     if args.no_wait and args.launcher != "slurm":
         raise ConfigError(f"--no-wait: only with --launcher slurm, got --launcher {args.launcher}")
@@ -116,6 +144,7 @@ def local_slots(args: argparse.Namespace) -> list[Slot]:
 def make_launcher(args: argparse.Namespace) -> Launcher:
     """The launcher the flags ask for; flags that do not fit together exit with code 2 (ConfigError)."""
     _check_combination(args)
+    args.jobs = args.jobs or 1
     if args.launcher in ("slurm", "ray"):
         _require_engine("submitit" if args.launcher == "slurm" else "ray", args.launcher)
     if args.launcher == "slurm":
