@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "python -m bench.tools.sensitivity runs them all")
     p.add_argument("--profile-only", action="store_true",
                    help="measure a few training steps per run (memory, time, FLOPs) without training to convergence")
+    p.add_argument("--plan", action="store_true",
+                   help="predict each selected run's cost without training: FLOPs (the measured runs' counter) and "
+                        "peak memory by category and module of one training step traced on fake tensors; prints a "
+                        "table and writes --out/plan/plan.json (bench/runner/planning.py)")
     p.add_argument("--out", type=Path, help="output folder for result JSONs (default: runs/<preset>)")
     p.add_argument("--no-resume", action="store_true", help="re-run runs that already finished in --out")
     p.add_argument("--wait-lock", action="store_true",
@@ -231,6 +235,10 @@ def run(args: argparse.Namespace) -> int:
                                frames=args.frames or [base["data"]["frames"]],
                                batch_sizes=args.batch_size or [base["train"]["batch_size"]])
     experiments.preflight(specs)
+    if args.plan:
+        from bench.runner.planning import plan_command
+
+        return plan_command(specs, out=ensure_writable_folder(args.out), preset=args.preset)
     baseline = preflight_gate(args, specs)
     out = ensure_writable_folder(args.out)  # before any work
     with FolderLock(out, wait=args.wait_lock):
