@@ -2,7 +2,9 @@
 
 At the smoke preset's scale (par-vit-micro, 2 frames) each case builds the run twice: for real, set up as
 ``run_one`` sets it up and measured by ``profile.profile_extras`` (the figures a run records), and planned on fake
-tensors. FLOPs must be equal; the peak must agree within the plan's tolerance (3%) -- in fact it is exact here.
+tensors. FLOPs must be equal, and so must the activations saved for backward, module by module; the peak must agree
+within the plan's tolerance (3%). In fp32 it is exact to the byte but for kernel workspaces; in bf16 / fp16 CPU
+kernels also allocate a few tensors inside themselves (weight packing), which no op-level trace sees.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from bench.runner.train import make_optimizer
 from models.backbone import image_size_of
 from models.loss import WeightedBCE
 
-BATCH, FRAMES = 4, 2
+BATCH, FRAMES = 2, 2
 
 
 def smoke_spec(strategy: str, *, train: dict | None = None, side: dict | None = None):
@@ -67,7 +69,10 @@ def test_plan_predicts_the_profiled_step(case):
     assert {k: planned[k] for k in planning.FLOP_KEYS} == {k: real[k] for k in planning.FLOP_KEYS}
     assert planned["fwd_flops_by_module"] == real["fwd_flops_by_module"]
     assert planned["activation_saved_bytes_by_module"] == real["activation_saved_bytes_by_module"]
-    gap = abs(planned["peak_bytes_predicted_cpu_profiler"] - real["peak_mem_bytes"]) / real["peak_mem_bytes"]
+    # Memory a CPU kernel allocates without a tensor (the profiler's "unknown": workspaces, per thread) is outside an
+    # op-level trace; at this tiny scale it is a few percent of the peak and grows with the core count.
+    measured_peak = real["peak_mem_bytes"] - real["peak_mem_unknown_bytes"]
+    gap = abs(planned["peak_bytes_predicted_cpu_profiler"] - measured_peak) / measured_peak
     assert gap <= planning.MEMORY_TOLERANCE_PCT / 100, (planned["peak_by_category_bytes"], real)
 
 

@@ -16,13 +16,15 @@ optimizer step), so what it allocates is what the real step allocates, op by op,
   temporaries, and optimizer state from the optimizer's own temporaries; and the phase the peak falls in.
 
 The memory convention is that of the CPU measurement (``profile.cpu_peak_memory``): live tensor bytes, exact, no
-allocator rounding, counted from the step's ``zero_grad``, with the optimizer state allocated as in steady-state
-training. The CPU profiler counts a tensor older than the step only if an op of the step reads it, so
-``peak_bytes_predicted_cpu_profiler`` leaves out weights the step never reads (``unread_bytes``: e.g. the CLIP blocks
-after the last tap of a side network); ``peak_bytes_predicted`` keeps them, as the process holds them. Not modelled:
-memory a CPU kernel allocates inside itself without a tensor (oneDNN and attention workspaces: the profiler's
-``unknown``; in the reference runs at most 0.63% of the peak), allocator caching and rounding (CPU has none),
-``torch.compile`` (the eager op sequence is traced) and DDP's gradient buckets.
+allocator rounding, counted from the step's ``zero_grad``, with the optimizer state held from the start as in
+steady-state training (the step is traced as a fresh optimizer's first; ``_PeakTracker.steady_peak`` adds the state
+where the first step has not created it yet). The CPU profiler counts a tensor older than the step only if an op of
+the step reads it, so ``peak_bytes_predicted_cpu_profiler`` leaves out weights the step never reads
+(``unread_bytes``: e.g. the CLIP block after the last tap of a side network); ``peak_bytes_predicted`` keeps them,
+as the process holds them. Not modelled: memory a CPU kernel allocates inside itself (workspaces without a tensor:
+the profiler's ``unknown``; in bf16 / fp16 a few packed weights), in the reference runs at most 0.63% of the peak;
+an fp16 step the gradient scaler skips (overflow; the plan's step is taken); allocator caching and rounding (CPU has
+none); ``torch.compile`` (the eager op sequence is traced); DDP's gradient buckets.
 """
 from __future__ import annotations
 
@@ -45,8 +47,9 @@ from bench.measure.profile import ACTIVATION_MODULE_DEPTH, SavedActivations, sto
 
 PLAN_SCHEMA_VERSION = 1
 MEMORY_CONVENTION = ("bytes of live tensors (CPU profiler convention: exact sizes, no allocator rounding), from the "
-                     "step's zero_grad to the end of its optimizer step, with the optimizer state allocated; traced "
-                     "on fake tensors with torch.distributed._tools.mem_tracker.MemTracker")
+                     "step's zero_grad to the end of its optimizer step, optimizer state held from the start as in "
+                     "steady-state training; traced on fake tensors with "
+                     "torch.distributed._tools.mem_tracker.MemTracker")
 # Categories of the predicted peak, in the order tables show them.
 CATEGORIES = ("weights", "inputs", "gradients", "optimizer_state", "activations", "temporaries")
 
@@ -253,13 +256,21 @@ class _Counting(Numerics):
     @contextlib.contextmanager
     def forward_context(self):
         self.forward.__enter__()  # left open for the loss; closed when the backward starts
+        self._forward_open = True
         with super().forward_context():
             yield
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        self.forward.__exit__(None, None, None)
+        self.close_forward()
         with self.backward:
             super().backward_and_step(loss, optimizer)
+
+    def close_forward(self) -> None:
+        """Close the forward counter if it is open (also when the step failed before its backward, so that the
+        dispatch modes entered around it leave in order)."""
+        if getattr(self, "_forward_open", False):
+            self._forward_open = False
+            self.forward.__exit__(None, None, None)
 
 
 def trace_step(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
@@ -281,7 +292,10 @@ def trace_step(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, l
         with SavedActivations(model, depth=depth, on_save=tracker.mark_saved) as saved, tracker, \
                 warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")  # LoRA
-            counting.train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+            try:
+                counting.train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+            finally:
+                counting.close_forward()
     flops = profile.flops_record(counting.forward, counting.backward.get_total_flops(), batch=video.shape[0],
                                  model=model)
     memory = _peak_breakdown(tracker, optimizer)

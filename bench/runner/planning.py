@@ -39,7 +39,9 @@ DEVICE = torch.device("cpu")
 
 
 class BaseModels:
-    """Real base models (before any strategy), built once per model setting; each run gets a fresh fake copy.
+    """Real base models (before any strategy), built once per model setting, and each strategy applied once per
+    model setting; each run gets a fresh fake copy of its strategy's model (runs that differ in batch or precision
+    only share it).
 
     One ``FakeTensorMode`` serves every run of a plan: its cache of op results by input shapes then serves the many
     runs that repeat a setting's shapes."""
@@ -47,6 +49,7 @@ class BaseModels:
     def __init__(self) -> None:
         self.mode = FakeTensorMode(allow_non_fake_inputs=True)  # the real base is copied in
         self._built: dict[str, nn.Module] = {}
+        self._adapted: dict[str, tuple[nn.Module, set[str], set[str]]] = {}
 
     def base(self, cfg: RunConfig) -> nn.Module:
         key = repr((cfg.data.dataset, cfg.data.frames, cfg.model))  # what build_base_model reads
@@ -56,10 +59,22 @@ class BaseModels:
         return self._built[key]
 
     def with_strategy(self, cfg: RunConfig) -> tuple[nn.Module, set[int], set[int]]:
-        """The run's model with its strategy, on fake tensors, and ``with_strategy``'s parameter ids. The strategy is
-        applied on fake tensors where its initialisation allows; one that reads values while initialising (e.g.
-        ``trunc_normal_``'s resampling loop) or moves modules with ``.to`` (peft; fake parameters refuse it) is
-        applied to a real copy that is then made fake."""
+        """A fresh fake copy of the run's model with its strategy, and ``with_strategy``'s parameter ids for it."""
+        key = repr((cfg.data.dataset, cfg.data.frames, cfg.model, cfg.strategy, cfg.train.train_head))
+        if key not in self._adapted:
+            model, base_ids, backbone_ids = self._apply(cfg)
+            names = {id(p): name for name, p in model.named_parameters()}
+            self._adapted[key] = (model, *({names[i] for i in ids if i in names} for ids in (base_ids, backbone_ids)))
+        model, base_names, backbone_names = self._adapted[key]
+        with self.mode:
+            fresh = _copy(model, torch.empty_like)
+        params = dict(fresh.named_parameters())
+        return fresh, {id(params[n]) for n in base_names}, {id(params[n]) for n in backbone_names}
+
+    def _apply(self, cfg: RunConfig) -> tuple[nn.Module, set[int], set[int]]:
+        """The strategy applied to a fake copy of the base where its initialisation allows; one that reads values
+        while initialising (e.g. ``trunc_normal_``'s resampling loop) or moves modules with ``.to`` (peft; fake
+        parameters refuse it) is applied to a real copy that is then made fake."""
         base = self.base(cfg)
         with self.mode:
             try:
