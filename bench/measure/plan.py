@@ -249,28 +249,30 @@ class _Counting(Numerics):
     def __init__(self, numerics: Numerics):
         super().__init__(device_type=numerics.device_type, dtype=numerics.dtype, sdpa_backend=numerics.sdpa_backend,
                          scaler=None if numerics.scaler is None else _TracingScaler(numerics.device_type))
-        self.forward = FlopCounterMode(display=False, custom_mapping=profile.FUSED_ATTENTION_AS_MATH)
-        self.backward = FlopCounterMode(display=False, custom_mapping=profile.FUSED_ATTENTION_AS_MATH)
-        self.backward.mod_tracker = _TotalOnly()  # see _TotalOnly
+        self.forward_counter = FlopCounterMode(display=False, custom_mapping=profile.FUSED_ATTENTION_AS_MATH)
+        self.backward_counter = FlopCounterMode(display=False, custom_mapping=profile.FUSED_ATTENTION_AS_MATH)
+        self.backward_counter.mod_tracker = _TotalOnly()  # see _TotalOnly
 
     @contextlib.contextmanager
     def forward_context(self):
-        self.forward.__enter__()  # left open for the loss; closed when the backward starts
+        self.forward_counter.__enter__()  # left open for the loss; closed when the backward starts
         self._forward_open = True
         with super().forward_context():
             yield
 
-    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def backward(self, loss: torch.Tensor) -> None:
+        """The backward pass (recomputation included) in its own counter; the optimizer step that follows has no
+        FLOP formula, so it runs outside any counter (its thousands of elementwise ops cost trace time only)."""
         self.close_forward()
-        with self.backward:
-            super().backward_and_step(loss, optimizer)
+        with self.backward_counter:
+            super().backward(loss)
 
     def close_forward(self) -> None:
         """Close the forward counter if it is open (also when the step failed before its backward, so that the
         dispatch modes entered around it leave in order)."""
         if getattr(self, "_forward_open", False):
             self._forward_open = False
-            self.forward.__exit__(None, None, None)
+            self.forward_counter.__exit__(None, None, None)
 
 
 def trace_step(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
@@ -296,8 +298,8 @@ def trace_step(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, l
                 counting.train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
             finally:
                 counting.close_forward()
-    flops = profile.flops_record(counting.forward, counting.backward.get_total_flops(), batch=video.shape[0],
-                                 model=model)
+    flops = profile.flops_record(counting.forward_counter, counting.backward_counter.get_total_flops(),
+                                 batch=video.shape[0], model=model)
     memory = _peak_breakdown(tracker, optimizer)
     unread = _unread_bytes(before, tracker.touched)
     return {**flops, **memory, "unread_bytes": unread,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,15 +34,17 @@ from bench.runner.sweep import RunSpec
 from bench.runner.train import make_optimizer
 from models.backbone import image_size_of
 from models.loss import WeightedBCE
+from models.text import encode_sentences
 
 PLAN_FOLDER = "plan"  # under --out: the run records' folder holds only run records (reports read every *.json)
 DEVICE = torch.device("cpu")
 
 
 class BaseModels:
-    """Real base models (before any strategy), built once per model setting, and each strategy applied once per
-    model setting; each run gets a fresh fake copy of its strategy's model (runs that differ in batch or precision
-    only share it).
+    """The models of a plan, each built once: real base models (before any strategy) per model setting, the strategy
+    applied once per strategy setting, and each run's model set up as ``run_one`` sets it up (numerics switches,
+    head prior) once per setting but the batch size, so that runs differing in batch only share it (a traced step
+    leaves only gradients behind, dropped after it).
 
     One ``FakeTensorMode`` serves every run of a plan: its cache of op results by input shapes then serves the many
     runs that repeat a setting's shapes."""
@@ -50,17 +53,40 @@ class BaseModels:
         self.mode = FakeTensorMode(allow_non_fake_inputs=True)  # the real base is copied in
         self._built: dict[str, nn.Module] = {}
         self._adapted: dict[str, tuple[nn.Module, set[str], set[str]]] = {}
+        self._prepared: dict[str, Prepared] = {}
 
     def base(self, cfg: RunConfig) -> nn.Module:
         key = repr((cfg.data.dataset, cfg.data.frames, cfg.model))  # what build_base_model reads
         if key not in self._built:
             seed_everything(cfg.train.seed)
-            self._built[key] = build_base_model(cfg)
+            self._built[key] = build_base_model(cfg, encode=text_features_shape_only)
         return self._built[key]
+
+    def prepared(self, cfg: RunConfig) -> Prepared:
+        """The run's model, set up as ``run_one`` sets it up before its optimizer, shared by runs that differ in
+        batch size only."""
+        train = cfg.train
+        key = repr((self._strategy_key(cfg), train.precision, train.half_frozen_backbone, train.sdpa_backend,
+                    train.head_prior_init))
+        if key not in self._prepared:
+            model, base_ids, backbone_ids = self.with_strategy(cfg)
+            with self.mode:
+                numerics = precision.numerics_for(train, DEVICE)  # as run_one sets the run up, in its order
+                half_cast = precision.half_frozen_parameters(model.backbone, numerics.dtype) \
+                    if train.half_frozen_backbone else 0
+                relaid = precision.relayout_attention_inputs(model, numerics)
+                if train.head_prior_init:
+                    model.head.init_prior(plan_loss(model).constant_optimum_logits())
+            self._prepared[key] = Prepared(model, base_ids, backbone_ids, half_cast, relaid)
+        return self._prepared[key]
+
+    @staticmethod
+    def _strategy_key(cfg: RunConfig) -> str:
+        return repr((cfg.data.dataset, cfg.data.frames, cfg.model, cfg.strategy, cfg.train.train_head))
 
     def with_strategy(self, cfg: RunConfig) -> tuple[nn.Module, set[int], set[int]]:
         """A fresh fake copy of the run's model with its strategy, and ``with_strategy``'s parameter ids for it."""
-        key = repr((cfg.data.dataset, cfg.data.frames, cfg.model, cfg.strategy, cfg.train.train_head))
+        key = self._strategy_key(cfg)
         if key not in self._adapted:
             model, base_ids, backbone_ids = self._apply(cfg)
             names = {id(p): name for name, p in model.named_parameters()}
@@ -89,6 +115,31 @@ class BaseModels:
         return (model, *({id(fakes[names[i]]) for i in ids if i in names} for ids in (base_ids, backbone_ids)))
 
 
+@dataclass
+class Prepared:
+    """A run's fake model as ``run_one`` sets it up, with ``with_strategy``'s parameter ids and the numerics
+    switches' counts (parameters cast to half, attention modules re-laid out) that records keep."""
+
+    model: nn.Module
+    base_ids: set[int]
+    backbone_ids: set[int]
+    half_cast: int
+    relaid: int
+
+
+def text_features_shape_only(clip_model: nn.Module, tokenizer, sentences: list[str]) -> torch.Tensor:
+    """``encode_sentences`` on fake tensors: the cached text features' shape and dtype without the text tower's
+    compute (seconds on CPU at ViT-B/16), as zeros; their values change no cost."""
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        features = encode_sentences(clip_model, tokenizer, sentences)
+    return torch.zeros(features.shape, dtype=features.dtype)
+
+
+def plan_loss(model: nn.Module) -> WeightedBCE:
+    """The run's loss at uniform positive rates: the rates change its values, not its cost."""
+    return WeightedBCE(torch.full((model.num_attributes,), 0.5))
+
+
 def _copy(model: nn.Module, make) -> nn.Module:
     """A deep copy of ``model`` whose parameters and buffers are ``make(tensor)`` (same shape and dtype; parameters
     stay parameters with their ``requires_grad``; a tensor registered twice stays one tensor)."""
@@ -104,25 +155,26 @@ def _copy(model: nn.Module, make) -> nn.Module:
 def plan_run(spec: RunSpec, bases: BaseModels) -> dict:
     """One run's predicted cost: the run's model, strategy, numerics and optimizer, one step traced."""
     cfg = spec.config
-    model, base_ids, backbone_ids = bases.with_strategy(cfg)
-    with bases.mode:
-        numerics = precision.numerics_for(cfg.train, DEVICE)  # as run_one sets the run up, in its order
-        half_cast = precision.half_frozen_parameters(model.backbone, numerics.dtype) \
-            if cfg.train.half_frozen_backbone else 0
-        relaid = precision.relayout_attention_inputs(model, numerics)
-        loss_fn = WeightedBCE(torch.full((model.num_attributes,), 0.5))  # rates change values, not costs
-        if cfg.train.head_prior_init:
-            model.head.init_prior(loss_fn.constant_optimum_logits())
-        optimizer = make_optimizer(model, cfg.train, backbone_ids)
-        size, batch = image_size_of(model.backbone), cfg.train.batch_size
-        video = torch.zeros(batch, cfg.data.frames, 3, size, size)  # (B, T, 3, H, W), as the loaders give it
-        target = torch.zeros(batch, model.num_attributes)  # (B, A)
-        cost = plan.trace_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer, numerics=numerics)
-        counts = count_parameters(model, base_ids)
+    ready = bases.prepared(cfg)
+    model = ready.model
+    try:
+        with bases.mode:
+            numerics = precision.numerics_for(cfg.train, DEVICE)
+            loss_fn = plan_loss(model)
+            optimizer = make_optimizer(model, cfg.train, ready.backbone_ids)
+            size, batch = image_size_of(model.backbone), cfg.train.batch_size
+            video = torch.zeros(batch, cfg.data.frames, 3, size, size)  # (B, T, 3, H, W), as the loaders give it
+            target = torch.zeros(batch, model.num_attributes)  # (B, A)
+            cost = plan.trace_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer, numerics=numerics)
+            counts = count_parameters(model, ready.base_ids)
+    finally:
+        for param in model.parameters():  # the next run of this model starts as a fresh one does
+            param.grad = None
     return {"id": spec.run_id, "strategy": cfg.strategy.name, "family": cfg.strategy.registered,
             "config_digest": cfg.digest(), "setting": setting_of(cfg, image_size=size),
             "strategy_params": dict(cfg.strategy.params), **counts, **cost,
-            **precision.setting_record(cfg.train, DEVICE, half_cast_params=half_cast, relaid_attentions=relaid),
+            **precision.setting_record(cfg.train, DEVICE, half_cast_params=ready.half_cast,
+                                       relaid_attentions=ready.relaid),
             "traced_device": str(DEVICE)}
 
 
