@@ -64,7 +64,8 @@ CASES = {  # id -> (strategy, train overrides, side overrides): every precision,
 def test_plan_predicts_the_profiled_step(case):
     strategy, train, side = CASES[case]
     spec = smoke_spec(strategy, train=train, side=side)
-    planned = planning.plan_run(spec, planning.BaseModels())
+    planned = planning.plan_run(spec, planning.Planner())
+    assert planned["traced_batch"] == "marker"  # one trace for every batch size, split exactly (plan.MARKER_BATCH)
     real = measured(spec.config)
     assert {k: planned[k] for k in planning.FLOP_KEYS} == {k: real[k] for k in planning.FLOP_KEYS}
     assert planned["fwd_flops_by_module"] == real["fwd_flops_by_module"]
@@ -77,7 +78,7 @@ def test_plan_predicts_the_profiled_step(case):
 
 
 def test_the_peak_splits_into_its_categories_and_modules():
-    planned = planning.plan_run(smoke_spec("full"), planning.BaseModels())
+    planned = planning.plan_run(smoke_spec("full"), planning.Planner())
     categories = planned["peak_by_category_bytes"]
     assert sum(categories.values()) == planned["peak_bytes_predicted"]
     params = planned["params_total"] * 4  # fp32

@@ -29,6 +29,7 @@ none); ``torch.compile`` (the eager op sequence is traced); DDP's gradient bucke
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 import warnings
@@ -36,8 +37,7 @@ import warnings
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import unset_fake_temporarily
-from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker, _MemRefType, _ModState, _UpdateType
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _UpdateType
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -53,6 +53,14 @@ MEMORY_CONVENTION = ("bytes of live tensors (CPU profiler convention: exact size
 # Categories of the predicted peak, in the order tables show them.
 CATEGORIES = ("weights", "inputs", "gradients", "optimizer_state", "activations", "temporaries")
 
+
+# The batch size a plan traces at: every size and FLOP count of the step is then ``constant + per_clip * MARKER``
+# with both parts far below the marker (every tensor's batch-independent part is below 4 GiB, a clip's share of one
+# tensor below 2**31 bytes), so one trace splits each exactly into what the batch does not change and what one clip
+# adds; fake tensors allocate nothing, so the size is free. The model is affine in the batch (no op mixes clips of a
+# batch beyond sums over them); a tensor that is not would overflow the int64 sizes and fail the trace.
+MARKER_BATCH = 2 ** 32
+FLOP_BASE = 2 ** 64  # the re-encoding of FLOP counts made at the marker batch (``_rebased``)
 
 _aten = torch.ops.aten
 _DEVICE_QUERY = torch.ops.prim.device.default
@@ -74,41 +82,54 @@ class _PeakTracker(MemTracker):
     def __init__(self) -> None:
         super().__init__()
         self.log: list[tuple] = []  # (update type, storage info, its category then, its bytes then)
-        self.checks: list[tuple[int, str]] = []  # (log length, phase) after every op
+        self.checks: list[tuple[int, str, frozenset]] = []  # (log length, phase, modules running) after every op
         self.saved, self.touched = set(), set()
-        self._by_name: dict[str, object] = {}
+        self._last_parents: frozenset = frozenset()
+        self.counter: FlopCounterMode | None = None  # the FLOP counter of the phase running (``_Counting``)
 
     def _update_snap(self, u_type, winfo, old_mem_consumed=None, old_reftype=None) -> None:
         super()._update_snap(u_type, winfo, old_mem_consumed, old_reftype)
         self.log.append((u_type, winfo, winfo.reftype, winfo.mem_consumed))
 
     def _update_peak_stats(self, peak_state) -> None:
-        """MemTracker's per-module peaks, visiting the running modules only (it scans every module it has seen, on
-        every op: most of a ViT's trace time); the step's own peak is found afterwards (``steady_peak``)."""
-        current = self._curr_mem_snap
-        if len(self._by_name) != len(self.memory_tracking):
-            self._by_name = {stats.mod_fqn: stats for stats in self.memory_tracking.values()}
-        for name in self._mod_tracker.parents:
-            stats = self._by_name.get(name)
-            if stats is None or peak_state not in stats.snapshots:
-                continue
-            for dev, snap in current.items():
-                if stats.local_peak.get(dev, 0) < snap[_TOTAL_KEY]:
-                    stats.local_peak[dev] = snap[_TOTAL_KEY]
-                    stats.snapshots[peak_state][-1][dev] = dict(snap)
+        """Where MemTracker updates its per-module peaks (after every op, scanning every module it has seen: most of
+        a ViT's trace time), note the point instead, with its phase and the modules running: peaks, overall and by
+        module, are found afterwards at any batch size (``StepTrace``)."""
         phase = "optimizer step" if self._in_opt else "backward" if self._mod_tracker.is_bw else "forward"
-        self.checks.append((len(self.log), phase))
+        parents = self._mod_tracker.parents
+        if parents != self._last_parents:
+            self._last_parents = frozenset(parents)
+        self.checks.append((len(self.log), phase, self._last_parents))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        """Also note every storage an op reads (``touched``): a tensor that existed before the step and that no op
-        reads is invisible to the CPU profiler's memory timeline. A device query (the autograd engine asks one for
-        nearly every tensor it meets, and on fake tensors each is an op) allocates nothing and is passed on."""
+        """MemTracker's tracking, with three more duties, in this one dispatch mode (each mode on the stack costs
+        every op its own Python round trip):
+
+        - count FLOPs with the ``FlopCounterMode`` in ``counter`` (forward or backward; None in the optimizer step),
+          as that mode counts them: an op without a formula runs decomposed where it can, and each op's count goes
+          to the modules running (the forward counter shares this tracker's module tracker);
+        - run an op as the real CPU step runs it where a fake op would not (``_as_the_cpu_runs``);
+        - note every storage an op reads (``touched``): a tensor that existed before the step and that no op reads
+          is invisible to the CPU profiler's memory timeline.
+
+        A device query (the autograd engine asks one for nearly every tensor it meets, and on fake tensors each is
+        an op) allocates nothing and is passed on."""
+        kwargs = kwargs or {}
         if func is _DEVICE_QUERY:
-            return func(*args, **(kwargs or {}))
-        for arg in tree_flatten((args, kwargs or {}))[0]:
+            return func(*args, **kwargs)
+        counter = self.counter
+        if counter is not None and func not in counter.flop_registry:
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        for arg in tree_flatten((args, kwargs))[0]:
             if isinstance(arg, torch.Tensor):
                 self.touched.add(storage_key(arg))
-        return super().__torch_dispatch__(func, types, args, kwargs)
+        out = super().__torch_dispatch__(_as_the_cpu_runs(func, args), types, args, kwargs)
+        if counter is not None:
+            counter._count_flops(func._overloadpacket, out, args, kwargs)
+        return out
 
     def _track_module_params_and_buffers(self, module: nn.Module, install_grad_hooks: bool = True):
         """MemTracker hooks every parameter to see its gradient, but a frozen parameter refuses a hook and a
@@ -125,9 +146,10 @@ class _PeakTracker(MemTracker):
         if entry is not None:
             self.saved.add(id(entry[0]))
 
-    def steady_peak(self, state: set[int], state_bytes: int) -> tuple[int, int, int, str]:
-        """(bytes, log position, optimizer-state bytes not yet created there, phase) of the step's peak had the
-        optimizer state ``state`` (ids of storage infos) existed from the start, as it does after the first step.
+    def totals(self, size, state: set[int], state_bytes: int):
+        """For every check point: (total bytes, log position, optimizer-state bytes not yet created there, phase,
+        modules running), sizes given by ``size(bytes as traced)``, had the optimizer state ``state`` (ids of
+        storage infos, ``state_bytes`` in all) existed from the start, as it does after the first step.
 
         The traced step is a first step: the state is created inside ``optimizer.step`` (Adam's ``_init_group``,
         before any update), for exactly the parameters that received a gradient. Every other allocation is the same
@@ -135,36 +157,33 @@ class _PeakTracker(MemTracker):
         """
         sizes: dict[int, int] = {}
         total = created = 0
-        best = (-1, 0, 0, "before the step")
-        checks = iter(self.checks + [(len(self.log), "end")])
+        checks = iter(self.checks + [(len(self.log), "end", frozenset())])
         check = next(checks)
-        for position, (u_type, winfo, _, size) in enumerate(self.log + [(None, None, None, 0)]):
+        for position, (u_type, winfo, _, traced) in enumerate(self.log + [(None, None, None, 0)]):
             while check[0] == position:
                 missing = state_bytes - created
-                if total + missing > best[0]:
-                    best = (total + missing, position, missing, check[1])
-                check = next(checks, (-1, ""))
+                yield total + missing, position, missing, check[1], check[2]
+                check = next(checks, (-1, "", None))
             if u_type == _UpdateType.ADD:
-                sizes[id(winfo)] = size
-                total += size
-                created += size if id(winfo) in state else 0
+                sizes[id(winfo)] = size(traced)
+                total += sizes[id(winfo)]
+                created += sizes[id(winfo)] if id(winfo) in state else 0
             elif u_type == _UpdateType.DEL:
                 total -= sizes.pop(id(winfo), 0)
             elif u_type == _UpdateType.SIZE:
-                total += size - sizes.get(id(winfo), 0)
-                sizes[id(winfo)] = size
-        return best
+                total += size(traced) - sizes.get(id(winfo), 0)
+                sizes[id(winfo)] = size(traced)
 
-    def alive_at(self, position: int) -> list[tuple]:
+    def alive_at(self, position: int, size) -> list[tuple]:
         """(storage info, category, bytes) of every storage alive at ``position`` in the log."""
         alive: dict[int, list] = {}
-        for u_type, winfo, reftype, size in self.log[:position]:
+        for u_type, winfo, reftype, traced in self.log[:position]:
             if u_type == _UpdateType.ADD:
-                alive[id(winfo)] = [winfo, reftype, size]
+                alive[id(winfo)] = [winfo, reftype, size(traced)]
             elif u_type == _UpdateType.DEL:
                 alive.pop(id(winfo), None)
             elif id(winfo) in alive:
-                alive[id(winfo)][1:] = [reftype, size]
+                alive[id(winfo)][1:] = [reftype, size(traced)]
         return [tuple(entry) for entry in alive.values()]
 
 
@@ -186,8 +205,8 @@ _LOW = (torch.bfloat16, torch.float16)
 _SCALAR_DRAWS = (_aten.rand.default, _aten.rand.generator, _aten.randn.default, _aten.randn.generator)
 
 
-class _AsTheCpuRuns(TorchDispatchMode):
-    """Where a fake op would not do what the real CPU step does, make it.
+def _as_the_cpu_runs(func, args):
+    """``func``, or where a fake op would not do what the real CPU step does, a callable that does.
 
     - A normalisation of a bf16 / fp16 input with fp32 parameters (autocast keeps norm layers' weights fp32; so does
       a half-frozen backbone) returns the statistics it saves for backward (mean, reciprocal std) in fp32 on CPU, but
@@ -195,20 +214,23 @@ class _AsTheCpuRuns(TorchDispatchMode):
     - A single random number that decides a branch (peft's LoKr / LoHa module dropout: ``torch.rand(1) > p``) has no
       value on fake tensors; it is drawn for real and handed on as a constant, so the branch is taken as it would be.
     """
+    if func in _SCALAR_DRAWS and math.prod(args[0]) <= 1:
+        return functools.partial(_drawn_for_real, func)
+    if func in _NORMS and _mixed_on_cpu(args):
+        return functools.partial(_fp32_statistics, func)
+    return func
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is _DEVICE_QUERY:
-            return func(*args, **kwargs)
-        if func in _SCALAR_DRAWS and math.prod(args[0]) <= 1:
-            with unset_fake_temporarily():
-                value = func(*args, **kwargs)
-                number, dtype = value.tolist(), value.dtype
-            return torch.tensor(number, dtype=dtype)  # a constant of the fake mode
-        out = func(*args, **kwargs)
-        if func in _NORMS and _mixed_on_cpu(args):
-            return (out[0], *(t.float() for t in out[1:]))
-        return out
+
+def _drawn_for_real(func, *args, **kwargs) -> torch.Tensor:
+    with unset_fake_temporarily():
+        value = func(*args, **kwargs)
+        number, dtype = value.tolist(), value.dtype
+    return torch.tensor(number, dtype=dtype)  # a constant of the fake mode
+
+
+def _fp32_statistics(func, *args, **kwargs) -> tuple:
+    out = func(*args, **kwargs)
+    return (out[0], *(t.float() for t in out[1:]))
 
 
 def _mixed_on_cpu(args) -> bool:
@@ -242,71 +264,182 @@ class _TotalOnly:
 
 class _Counting(Numerics):
     """The run's numerics, counting FLOPs on the way as ``profile.measure_flops`` does: the forward and the loss in
-    one ``FlopCounterMode``, the backward (recomputation included) in another. The step keeps the run's attention
-    kernel, whose fused ops count as the math kernel's matmuls (``profile.FUSED_ATTENTION_AS_MATH``), so one traced
-    step gives both the memory and the measured runs' FLOPs. fp16's scaler is a ``_TracingScaler``."""
+    one ``FlopCounterMode``, the backward (recomputation included) in another, both driven by the tracker's
+    dispatch (``_PeakTracker.counter``). The step keeps the run's attention kernel, whose fused ops count as the math
+    kernel's matmuls (``profile.FUSED_ATTENTION_AS_MATH``), so one traced step gives both the memory and the measured
+    runs' FLOPs. fp16's scaler is a ``_TracingScaler``."""
 
-    def __init__(self, numerics: Numerics):
+    def __init__(self, numerics: Numerics, tracker: _PeakTracker):
         super().__init__(device_type=numerics.device_type, dtype=numerics.dtype, sdpa_backend=numerics.sdpa_backend,
                          scaler=None if numerics.scaler is None else _TracingScaler(numerics.device_type))
+        self.tracker = tracker
         self.forward_counter = FlopCounterMode(display=False, custom_mapping=profile.FUSED_ATTENTION_AS_MATH)
+        self.forward_counter.mod_tracker = tracker._mod_tracker  # the modules running, as the tracker sees them
         self.backward_counter = FlopCounterMode(display=False, custom_mapping=profile.FUSED_ATTENTION_AS_MATH)
         self.backward_counter.mod_tracker = _TotalOnly()  # see _TotalOnly
 
     @contextlib.contextmanager
     def forward_context(self):
-        self.forward_counter.__enter__()  # left open for the loss; closed when the backward starts
-        self._forward_open = True
+        self.tracker.counter = self.forward_counter  # left on for the loss; off when the backward starts
         with super().forward_context():
             yield
 
     def backward(self, loss: torch.Tensor) -> None:
         """The backward pass (recomputation included) in its own counter; the optimizer step that follows has no
-        FLOP formula, so it runs outside any counter (its thousands of elementwise ops cost trace time only)."""
-        self.close_forward()
-        with self.backward_counter:
+        FLOP formula, so it runs outside any counter."""
+        self.tracker.counter = self.backward_counter
+        try:
             super().backward(loss)
+        finally:
+            self.tracker.counter = None
 
-    def close_forward(self) -> None:
-        """Close the forward counter if it is open (also when the step failed before its backward, so that the
-        dispatch modes entered around it leave in order)."""
-        if getattr(self, "_forward_open", False):
-            self._forward_open = False
-            self.forward_counter.__exit__(None, None, None)
+
+def split_marker(value: int, base: int = MARKER_BATCH) -> tuple[int, int]:
+    """(batch-independent, per-clip) parts of a size or count made at the marker batch (``MARKER_BATCH``)."""
+    per_clip, constant = divmod(int(value), base)
+    return constant, per_clip
+
+
+def _rebased(formula):
+    """A FLOP formula whose count, made at the marker batch, is re-encoded as ``constant + per_clip * 2**64``.
+    One op's batch-independent count is far below the marker, but a whole step's may not be; Python integers
+    hold any size, so the totals of the re-encoded counts still split exactly (``split_marker(total,
+    FLOP_BASE)``)."""
+    def counted(*args, **kwargs) -> int:
+        constant, per_clip = split_marker(formula(*args, **kwargs))
+        return constant + per_clip * FLOP_BASE
+
+    return counted
 
 
 def trace_step(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
-               optimizer: torch.optim.Optimizer, numerics: Numerics, depth: int = ACTIVATION_MODULE_DEPTH) -> dict:
-    """FLOPs and peak memory of one training step of ``model`` (fake tensors, in a ``FakeTensorMode``), traced
-    once, exactly as the loop runs it, as the first step of a fresh optimizer; the peak is that of any later step
-    (``_PeakTracker.steady_peak``: the optimizer state held from the start). Changes the model and the optimizer:
-    call it on throwaway copies."""
+               optimizer: torch.optim.Optimizer, numerics: Numerics, depth: int = ACTIVATION_MODULE_DEPTH
+               ) -> StepTrace:
+    """One training step of ``model`` on fake tensors (in a ``FakeTensorMode``), traced once, exactly as the loop
+    runs it, as the first step of a fresh optimizer; ``StepTrace.cost`` gives its FLOPs and the peak of any later
+    step (the optimizer state held from the start). A batch of ``MARKER_BATCH`` clips gives the cost at every batch
+    size. Leaves gradients and optimizer state behind."""
     start = time.perf_counter()
-    counting = _Counting(numerics)
+    marker = video.shape[0] == MARKER_BATCH
+    tracker = _PeakTracker()
+    counting = _Counting(numerics, tracker)
+    if marker:
+        for counter in (counting.forward_counter, counting.backward_counter):
+            counter.flop_registry = {op: _rebased(formula) for op, formula in counter.flop_registry.items()}
     if counting.scaler is not None:
         counting.scaler.scale(torch.zeros(()))  # the scale and growth tracker exist after any fp16 step
     model.train()
     optimizer.zero_grad(set_to_none=True)
     before = [*model.parameters(), *model.buffers(), *loss_fn.buffers(), video, target]
-    tracker = _PeakTracker()
-    with _AsTheCpuRuns():
-        tracker.track_external(model, optimizer, video, target, loss_fn)
-        with SavedActivations(model, depth=depth, on_save=tracker.mark_saved) as saved, tracker, \
-                warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")  # LoRA
-            try:
-                counting.train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
-            finally:
-                counting.close_forward()
-    flops = profile.flops_record(counting.forward_counter, counting.backward_counter.get_total_flops(),
-                                 batch=video.shape[0], model=model)
-    memory = _peak_breakdown(tracker, optimizer)
-    unread = _unread_bytes(before, tracker.touched)
-    return {**flops, **memory, "unread_bytes": unread,
-            "peak_bytes_predicted_cpu_profiler": memory["peak_bytes_predicted"] - unread, **saved.summary(),
-            "memory_by_module": _by_module(model, tracker, saved, optimizer, depth=depth,
-                                           state_bytes=memory["optimizer_state_total_bytes"]),
-            "trace_time_s": time.perf_counter() - start}
+    tracker.track_external(model, optimizer, video, target, loss_fn)
+    with SavedActivations(model, depth=depth, on_save=tracker.mark_saved) as saved, tracker, \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")  # LoRA
+        try:
+            counting.train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+        finally:
+            tracker.counter = None
+    return StepTrace(tracker=tracker, saved=saved.charged, traced_batch=None if marker else video.shape[0],
+                     flops=profile.flops_record(counting.forward_counter,
+                                                counting.backward_counter.get_total_flops(), batch=1, model=model),
+                     state=_state_infos(tracker, optimizer), unread=_unread_sizes(before, tracker.touched),
+                     by_module=_own_bytes_by_module(model, optimizer, depth=depth), depth=depth,
+                     trace_time_s=time.perf_counter() - start)
+
+
+class StepTrace:
+    """What one traced step leaves to evaluate, at the traced batch size or, traced at the marker batch, at any:
+    the tracker's log of allocations and frees with its check points, the storages saved for backward, the FLOP
+    counts, the optimizer state's storages, the weights the step never read and each module's own bytes."""
+
+    def __init__(self, *, tracker: _PeakTracker, saved: dict, traced_batch: int | None, flops: dict,
+                 state: dict[int, int], unread: list[int], by_module: dict, depth: int, trace_time_s: float):
+        self.tracker, self.saved, self.traced_batch, self.flops = tracker, saved, traced_batch, flops
+        self.state, self.unread, self.by_module, self.depth = state, unread, by_module, depth
+        self.trace_time_s = trace_time_s
+
+    def sizer(self, batch: int, base: int = MARKER_BATCH):
+        """bytes (or FLOPs, with ``base``) as traced -> at ``batch`` clips."""
+        if self.traced_batch is not None:
+            if batch != self.traced_batch:
+                raise ValueError(f"traced at batch {self.traced_batch}, asked for batch {batch}")
+            return int
+
+        def at(value: int) -> int:
+            constant, per_clip = split_marker(value, base)
+            return constant + per_clip * batch
+        return at
+
+    def cost(self, batch: int) -> dict:
+        """The record of one run at ``batch`` clips: FLOPs as ``profile.flops_record`` gives them, the steady-state
+        peak by category and phase, the saved activations and the memory by module."""
+        size = self.sizer(batch)
+        memory = self._peak_breakdown(size)
+        saved = _saved_summary(self.saved, size)
+        unread = sum(size(v) for v in self.unread)
+        return {**self._flops(batch), **memory, "unread_bytes": unread,
+                "peak_bytes_predicted_cpu_profiler": memory["peak_bytes_predicted"] - unread, **saved,
+                "memory_by_module": self._memory_by_module(size, saved, memory["optimizer_state_total_bytes"]),
+                "trace_time_s": self.trace_time_s}
+
+    def _flops(self, batch: int) -> dict:
+        flops = self.sizer(batch, FLOP_BASE)
+        forward, backward = flops(self.flops["fwd_flops_batch"]), flops(self.flops["bwd_flops_batch"])
+        by_module = {name: flops(v) for name, v in self.flops["fwd_flops_by_module"].items()}
+        return {**self.flops, "fwd_flops_by_module": dict(sorted(by_module.items(), key=lambda kv: -kv[1])),
+                "fwd_flops_per_clip": forward / batch, "fwd_flops_batch": forward, "bwd_flops_batch": backward,
+                "train_step_flops": forward + backward, "flops_batch_size": batch}
+
+    def _steady_peak(self, size) -> tuple:
+        state_bytes = sum(size(v) for v in self.state.values())
+        peak = max(self.tracker.totals(size, set(self.state), state_bytes), key=lambda check: check[0],
+                   default=(0, 0, 0, "before the step", frozenset()))
+        return peak, state_bytes
+
+    def _peak_breakdown(self, size) -> dict:
+        """The steady-state peak, the phase it falls in, and what is alive then by category."""
+        (peak, position, missing, phase, _), state_bytes = self._steady_peak(size)
+        by_category = dict.fromkeys(CATEGORIES, 0)
+        raw: dict[str, int] = {_MemRefType.OPT.value: missing}
+        for winfo, reftype, nbytes in self.tracker.alive_at(position, size):
+            by_category[_category(winfo, reftype, saved=self.tracker.saved, state=set(self.state))] += nbytes
+            raw[reftype.value] = raw.get(reftype.value, 0) + nbytes
+        by_category["optimizer_state"] += missing  # the state a later step holds from its start
+        if sum(by_category.values()) != peak:  # the replay must reproduce the running total
+            raise RuntimeError(f"peak replay: {sum(by_category.values())} bytes alive, running total {peak}")
+        return {"peak_bytes_predicted": peak, "peak_phase": phase, "peak_by_category_bytes": by_category,
+                "peak_by_memtracker_category_bytes": raw, "optimizer_state_total_bytes": state_bytes,
+                "memory_convention": MEMORY_CONVENTION}
+
+    def _memory_by_module(self, size, saved: dict, state_bytes: int) -> dict:
+        """Per module of at most ``depth`` name parts: its weights, gradients and optimizer state (bytes of its own
+        parameters), the activations it saved for backward, and the highest total memory while it ran forward and
+        backward (the optimizer state a later step holds included)."""
+        rows = {name: dict(own) for name, own in self.by_module.items()}
+        blank = dict.fromkeys(("weights_bytes", "gradients_bytes", "optimizer_state_bytes"), 0)
+        for module, nbytes in saved["activation_saved_bytes_by_module"].items():
+            rows.setdefault(module, dict(blank))["activations_saved_bytes"] = nbytes
+        peaks: dict[tuple[str, str], int] = {}
+        for total, _, _, phase, running in self.tracker.totals(size, set(self.state), state_bytes):
+            for fqn in running:
+                name = _owner(fqn.partition(".")[2], self.depth)  # the root's class name dropped
+                if name and phase in ("forward", "backward"):
+                    peaks[name, phase] = max(peaks.get((name, phase), 0), total)
+        for (name, phase), total in peaks.items():
+            rows.setdefault(name, dict(blank))[f"peak_{phase}_bytes"] = total
+        for row in rows.values():
+            for key in ("activations_saved_bytes", "peak_forward_bytes", "peak_backward_bytes"):
+                row.setdefault(key, 0)
+        return dict(sorted(rows.items(), key=lambda kv: -(kv[1]["weights_bytes"] + kv[1]["activations_saved_bytes"])))
+
+
+def _saved_summary(charged: dict, size) -> dict:
+    """``SavedActivations.summary`` at a batch size."""
+    by_module: dict[str, int] = {}
+    for module_name, nbytes in charged.values():
+        by_module[module_name] = by_module.get(module_name, 0) + size(nbytes)
+    return {"activation_saved_bytes": sum(by_module.values()),
+            "activation_saved_bytes_by_module": dict(sorted(by_module.items(), key=lambda kv: -kv[1]))}
 
 
 def _state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -319,65 +452,34 @@ def _state_infos(tracker: _PeakTracker, optimizer: torch.optim.Optimizer) -> dic
     return {id(entry[0]): entry[0].mem_consumed for entry in entries if entry is not None}
 
 
-def _unread_bytes(tensors: list[torch.Tensor], touched: set[int]) -> int:
-    """Bytes of the storages among ``tensors`` (all alive through the step) that no op of the step read: weights of
+def _unread_sizes(tensors: list[torch.Tensor], touched: set[int]) -> list[int]:
+    """Bytes of each storage among ``tensors`` (all alive through the step) that no op of the step read: weights of
     modules the step never runs, say. They are memory the process holds, but the CPU profiler's timeline counts a
     tensor older than the step only once an op uses it, so the measured CPU peak leaves them out."""
     unread = {storage_key(t): t.untyped_storage().nbytes() for t in tensors if storage_key(t) not in touched}
-    return sum(unread.values())
-
-
-def _peak_breakdown(tracker: _PeakTracker, optimizer: torch.optim.Optimizer) -> dict:
-    """The steady-state peak, the phase it falls in, and what is alive then by category."""
-    state = _state_infos(tracker, optimizer)
-    peak, position, missing, phase = tracker.steady_peak(set(state), sum(state.values()))
-    by_category = dict.fromkeys(CATEGORIES, 0)
-    raw: dict[str, int] = {_MemRefType.OPT.value: missing}
-    for winfo, reftype, size in tracker.alive_at(position):
-        by_category[_category(winfo, reftype, saved=tracker.saved, state=set(state))] += size
-        raw[reftype.value] = raw.get(reftype.value, 0) + size
-    by_category["optimizer_state"] += missing  # the state a later step holds from its start
-    if sum(by_category.values()) != peak:  # the replay must reproduce the running total
-        raise RuntimeError(f"peak replay: {sum(by_category.values())} bytes alive, running total {peak}")
-    return {"peak_bytes_predicted": peak, "peak_phase": phase, "peak_by_category_bytes": by_category,
-            "peak_by_memtracker_category_bytes": raw, "optimizer_state_total_bytes": sum(state.values()),
-            "memory_convention": MEMORY_CONVENTION}
+    return list(unread.values())
 
 
 def _owner(name: str, depth: int) -> str:
     return ".".join(name.split(".")[:depth])
 
 
-def _by_module(model: nn.Module, tracker: _PeakTracker, saved: SavedActivations, optimizer, *, depth: int,
-               state_bytes: int) -> dict:
-    """Per module of at most ``depth`` name parts: its weights, gradients and optimizer state (bytes of its own
-    parameters), the activations it saved for backward, and the highest total memory while it ran forward and
-    backward (MemTracker's per-module peaks, plus the optimizer state a later step holds then)."""
+def _own_bytes_by_module(model: nn.Module, optimizer, *, depth: int) -> dict:
+    """Per module of at most ``depth`` name parts: the bytes of its own parameters and buffers, of their gradients
+    and of their optimizer state (none of them depends on the batch)."""
     rows: dict[str, dict] = {}
-
-    def row(name: str) -> dict:
-        return rows.setdefault(name, {"weights_bytes": 0, "gradients_bytes": 0, "optimizer_state_bytes": 0,
-                                      "activations_saved_bytes": 0, "peak_forward_bytes": 0,
-                                      "peak_backward_bytes": 0})
-
     seen = set()
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if id(tensor) in seen:
             continue
         seen.add(id(tensor))
-        entry, size = row(_owner(name, depth)), tensor.untyped_storage().nbytes()
-        entry["weights_bytes"] += size
+        entry = rows.setdefault(_owner(name, depth), {"weights_bytes": 0, "gradients_bytes": 0,
+                                                      "optimizer_state_bytes": 0})
+        nbytes = tensor.untyped_storage().nbytes()
+        entry["weights_bytes"] += nbytes
         if isinstance(tensor, nn.Parameter) and tensor.requires_grad:
-            entry["gradients_bytes"] += size
+            entry["gradients_bytes"] += nbytes
             entry["optimizer_state_bytes"] += sum(v.untyped_storage().nbytes()
                                                   for v in optimizer.state.get(tensor, {}).values()
                                                   if isinstance(v, torch.Tensor))
-    for module, size in saved.summary()["activation_saved_bytes_by_module"].items():
-        row(module)["activations_saved_bytes"] += size
-    for stats in tracker.memory_tracking.values():
-        name = stats.mod_fqn.partition(".")[2]  # the root's class name dropped
-        if name and name.count(".") < depth:
-            for state, key in ((_ModState.PEAK_FW, "peak_forward_bytes"), (_ModState.PEAK_BW, "peak_backward_bytes")):
-                totals = [snap[dev]["Total"] for snap in stats.snapshots.get(state, []) for dev in snap]
-                row(name)[key] = max(totals, default=-state_bytes) + state_bytes
-    return dict(sorted(rows.items(), key=lambda kv: -(kv[1]["weights_bytes"] + kv[1]["activations_saved_bytes"])))
+    return rows

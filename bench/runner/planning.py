@@ -40,7 +40,7 @@ PLAN_FOLDER = "plan"  # under --out: the run records' folder holds only run reco
 DEVICE = torch.device("cpu")
 
 
-class BaseModels:
+class Planner:
     """The models of a plan, each built once: real base models (before any strategy) per model setting, the strategy
     applied once per strategy setting, and each run's model set up as ``run_one`` sets it up (numerics switches,
     head prior) once per setting but the batch size, so that runs differing in batch only share it (a traced step
@@ -54,6 +54,41 @@ class BaseModels:
         self._built: dict[str, nn.Module] = {}
         self._adapted: dict[str, tuple[nn.Module, set[str], set[str]]] = {}
         self._prepared: dict[str, Prepared] = {}
+        self._traces: dict[str, plan.StepTrace] = {}
+
+    def trace(self, cfg: RunConfig) -> plan.StepTrace:
+        """The run's step traced once per setting but the batch size, at the marker batch (``plan.MARKER_BATCH``:
+        one trace gives every batch size); where that trace fails, at the run's own batch size."""
+        key = self._setting_key(cfg)
+        if key not in self._traces:
+            try:
+                self._traces[key] = self._trace(cfg, plan.MARKER_BATCH)
+            except Exception:  # noqa: BLE001 -- the trace at the run's batch below raises a genuine error again
+                key = repr((key, cfg.train.batch_size))
+                if key not in self._traces:
+                    self._traces[key] = self._trace(cfg, cfg.train.batch_size)
+        return self._traces[key]
+
+    def _trace(self, cfg: RunConfig, batch: int) -> plan.StepTrace:
+        ready = self.prepared(cfg)
+        model = ready.model
+        try:
+            with self.mode:
+                numerics = precision.numerics_for(cfg.train, DEVICE)
+                optimizer = make_optimizer(model, cfg.train, ready.backbone_ids)
+                size = image_size_of(model.backbone)
+                video = torch.zeros(batch, cfg.data.frames, 3, size, size)  # (B, T, 3, H, W), as loaders give it
+                target = torch.zeros(batch, model.num_attributes)  # (B, A)
+                return plan.trace_step(model, video, target, loss_fn=plan_loss(model), optimizer=optimizer,
+                                       numerics=numerics)
+        finally:
+            for param in model.parameters():  # the next trace of this model starts as a fresh one does
+                param.grad = None
+
+    def _setting_key(self, cfg: RunConfig) -> str:
+        train = cfg.train
+        return repr((self._strategy_key(cfg), train.precision, train.half_frozen_backbone, train.sdpa_backend,
+                     train.head_prior_init))
 
     def base(self, cfg: RunConfig) -> nn.Module:
         key = repr((cfg.data.dataset, cfg.data.frames, cfg.model))  # what build_base_model reads
@@ -65,9 +100,7 @@ class BaseModels:
     def prepared(self, cfg: RunConfig) -> Prepared:
         """The run's model, set up as ``run_one`` sets it up before its optimizer, shared by runs that differ in
         batch size only."""
-        train = cfg.train
-        key = repr((self._strategy_key(cfg), train.precision, train.half_frozen_backbone, train.sdpa_backend,
-                    train.head_prior_init))
+        train, key = cfg.train, self._setting_key(cfg)
         if key not in self._prepared:
             model, base_ids, backbone_ids = self.with_strategy(cfg)
             with self.mode:
@@ -152,27 +185,15 @@ def _copy(model: nn.Module, make) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def plan_run(spec: RunSpec, bases: BaseModels) -> dict:
-    """One run's predicted cost: the run's model, strategy, numerics and optimizer, one step traced."""
+def plan_run(spec: RunSpec, planner: Planner) -> dict:
+    """One run's predicted cost: its setting's traced step (``Planner.trace``) at the run's batch size."""
     cfg = spec.config
-    ready = bases.prepared(cfg)
-    model = ready.model
-    try:
-        with bases.mode:
-            numerics = precision.numerics_for(cfg.train, DEVICE)
-            loss_fn = plan_loss(model)
-            optimizer = make_optimizer(model, cfg.train, ready.backbone_ids)
-            size, batch = image_size_of(model.backbone), cfg.train.batch_size
-            video = torch.zeros(batch, cfg.data.frames, 3, size, size)  # (B, T, 3, H, W), as the loaders give it
-            target = torch.zeros(batch, model.num_attributes)  # (B, A)
-            cost = plan.trace_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer, numerics=numerics)
-            counts = count_parameters(model, ready.base_ids)
-    finally:
-        for param in model.parameters():  # the next run of this model starts as a fresh one does
-            param.grad = None
+    ready, trace = planner.prepared(cfg), planner.trace(cfg)
+    cost = trace.cost(cfg.train.batch_size)
     return {"id": spec.run_id, "strategy": cfg.strategy.name, "family": cfg.strategy.registered,
-            "config_digest": cfg.digest(), "setting": setting_of(cfg, image_size=size),
-            "strategy_params": dict(cfg.strategy.params), **counts, **cost,
+            "config_digest": cfg.digest(), "setting": setting_of(cfg, image_size=image_size_of(ready.model.backbone)),
+            "strategy_params": dict(cfg.strategy.params), **count_parameters(ready.model, ready.base_ids), **cost,
+            "traced_batch": trace.traced_batch or "marker",
             **precision.setting_record(cfg.train, DEVICE, half_cast_params=ready.half_cast,
                                        relaid_attentions=ready.relaid),
             "traced_device": str(DEVICE)}
@@ -186,8 +207,8 @@ def setting_of(cfg: RunConfig, *, image_size: int) -> dict:
 
 
 def plan_runs(specs: list[RunSpec]) -> list[dict]:
-    bases = BaseModels()
-    return [plan_run(spec, bases) for spec in specs]
+    planner = Planner()
+    return [plan_run(spec, planner) for spec in specs]
 
 
 MIB = 2 ** 20
@@ -270,11 +291,11 @@ def compare_row(planned: dict, measured: dict, *, source: str) -> dict:
 def compare_with_records(folders: list[Path], *, strategies: set[str] | None = None, on_row=None) -> list[dict]:
     """Plan each measured run from its own recorded config and compare (``compare_row``); ``on_row(row)`` is
     called as each row is ready (a ViT-B/16 plan takes seconds)."""
-    bases, rows = BaseModels(), []
+    planner, rows = Planner(), []
     for path, record in measured_records(folders, strategies):
         cfg = RunConfig.from_dict(record["run"]["config"])
         try:
-            planned = plan_run(RunSpec(record["run"]["id"], cfg), bases)
+            planned = plan_run(RunSpec(record["run"]["id"], cfg), planner)
         except Exception as error:  # noqa: BLE001 -- one run that cannot be planned is a row of the check, not its end
             rows.append({"source": str(path.parent), "id": record["run"]["id"], "strategy": cfg.strategy.name,
                          "error": f"{type(error).__name__}: {error}"[:300]})
