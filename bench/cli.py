@@ -30,6 +30,17 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _precisions(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names or any(n not in PRECISIONS for n in names):
+        raise argparse.ArgumentTypeError(f"expected {', '.join(PRECISIONS)} or a comma-separated list of them "
+                                         f"(with --plan), got {text!r}")
+    return names
+
+
 ABLATIONS = {  # --ablate name -> config override (bench/config.py documents each field)
     "visual-attention": {"model": {"visual_attention": False}},
     "one-frame": {"data": {"frame_ablation": "one"}},
@@ -69,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_ints, help="batch size; a list sweeps it, e.g. 4,8,16")
     p.add_argument("--seed", "--seeds", dest="seeds", type=_ints, help="training seed(s), e.g. 0,1,2")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+    p.add_argument("--precision", type=_precisions,
                    help="training / evaluation precision: fp32 (default), bf16 or fp16 autocast (fp16 with a "
-                        "gradient scaler); parameters and optimizer state stay fp32")
+                        "gradient scaler); parameters and optimizer state stay fp32. With --plan a list plans each, "
+                        "e.g. fp32,bf16")
     p.add_argument("--half-frozen-backbone", action="store_true",
                    help="hold the backbone's frozen weights in the autocast dtype (VTFPAR++); needs --precision")
     p.add_argument("--ablate", type=_ablations, default=(),
@@ -107,7 +119,8 @@ def overrides(args: argparse.Namespace) -> dict:
     data = {k: v for k, v in {"dataset": args.dataset, "data_root": args.data_root}.items() if v is not None}
     model = {k: v for k, v in {"backbone": args.backbone, "pretrained": args.pretrained,
                                "temporal": args.temporal}.items() if v is not None}
-    train = {k: v for k, v in {"epochs": args.epochs, "device": args.device, "precision": args.precision,
+    precision = args.precision[0] if args.precision else None
+    train = {k: v for k, v in {"epochs": args.epochs, "device": args.device, "precision": precision,
                                "half_frozen_backbone": args.half_frozen_backbone or None}.items() if v is not None}
     plain = {"data": data, "model": model, "train": train, "profile": {"only": True} if args.profile_only else {}}
     for name in args.ablate:
@@ -230,15 +243,13 @@ def run(args: argparse.Namespace) -> int:
     resolve_paths(args)
     args.preset = args.preset or "default"
     base = merge(experiments.load_preset(args.preset), overrides(args))
-    specs = experiments.expand(base, strategies=experiments.resolve_strategies(args.strategies),
-                               seeds=args.seeds or [base["train"]["seed"]],
-                               frames=args.frames or [base["data"]["frames"]],
-                               batch_sizes=args.batch_size or [base["train"]["batch_size"]])
-    experiments.preflight(specs)
+    specs = sweep_specs(args, base)
     if args.plan:
-        from bench.runner.planning import plan_command
-
-        return plan_command(specs, out=ensure_writable_folder(args.out), preset=args.preset)
+        return plan(args, base, specs)
+    if args.precision and len(args.precision) > 1:
+        raise ConfigError(f"--precision {','.join(args.precision)}: a list is for --plan; a sweep trains in one "
+                          "precision per --out folder (run one sweep per precision)")
+    experiments.preflight(specs)
     baseline = preflight_gate(args, specs)
     out = ensure_writable_folder(args.out)  # before any work
     with FolderLock(out, wait=args.wait_lock):
@@ -255,6 +266,24 @@ def run(args: argparse.Namespace) -> int:
         if args.update_baseline or args.check:
             return gate_step(records, args, baseline)
     return 0 if (frame["status"] == "ok").all() else 1
+
+
+def sweep_specs(args: argparse.Namespace, base: dict) -> list:
+    """The runs the sweep's axes select from the merged config ``base``."""
+    return experiments.expand(base, strategies=experiments.resolve_strategies(args.strategies),
+                              seeds=args.seeds or [base["train"]["seed"]],
+                              frames=args.frames or [base["data"]["frames"]],
+                              batch_sizes=args.batch_size or [base["train"]["batch_size"]])
+
+
+def plan(args: argparse.Namespace, base: dict, specs: list) -> int:
+    """--plan: the selected runs, in every --precision listed, planned without training (bench/runner/planning.py)."""
+    from bench.runner.planning import plan_command
+
+    for other in (args.precision or ())[1:]:
+        specs = specs + sweep_specs(args, merge(base, {"train": {"precision": other}}))
+    experiments.preflight(specs)
+    return plan_command(specs, out=ensure_writable_folder(args.out), preset=args.preset)
 
 
 def fresh_code(args: argparse.Namespace) -> str | None:

@@ -34,11 +34,11 @@ import math
 import time
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _UpdateType
-from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.measure import profile
@@ -118,18 +118,42 @@ class _PeakTracker(MemTracker):
         if func is _DEVICE_QUERY:
             return func(*args, **kwargs)
         counter = self.counter
-        if counter is not None and func not in counter.flop_registry:
+        if counter is not None and func not in counter.flop_registry and _decomposes(func):
             with self:
                 out = func.decompose(*args, **kwargs)
             if out is not NotImplemented:
                 return out
-        for arg in tree_flatten((args, kwargs))[0]:
-            if isinstance(arg, torch.Tensor):
-                self.touched.add(storage_key(arg))
-        out = super().__torch_dispatch__(_as_the_cpu_runs(func, args), types, args, kwargs)
+        self._touch(args)
+        self._touch(kwargs.values())
+        out = _as_the_cpu_runs(func, args)(*args, **kwargs)
+        # MemTracker.__torch_dispatch__'s tracking of the outputs, without its checks for DTensor and collectives
+        # (a single-process fake step has neither) and its pytree walk: a handful of checks per op that add up.
+        reftype = _MemRefType.OPT if self._in_opt else \
+            _MemRefType.TEMP if self._mod_tracker.is_bw and not self._in_ac else _MemRefType.ACT
+        self._track_outputs(reftype, out)
+        self._update_peak_stats(None)
         if counter is not None:
             counter._count_flops(func._overloadpacket, out, args, kwargs)
         return out
+
+    def _track_outputs(self, reftype, out) -> None:
+        if isinstance(out, torch.Tensor):
+            self._track(reftype, out)
+        elif isinstance(out, (list, tuple)):
+            for item in out:
+                self._track_outputs(reftype, item)
+
+    def _touch(self, values) -> None:
+        for value in values:  # an op's tensors come alone or in one list (cat, stack, the _foreach_ ops)
+            if isinstance(value, torch.Tensor):
+                self.touched.add(storage_key(value))
+            elif isinstance(value, (list, tuple)):
+                self._touch(value)
+
+    def get_tracker_snapshot(self, type: str = "current") -> dict:
+        """Empty inside the step: MemTracker snapshots its totals at every module call for per-module peaks that
+        ``StepTrace`` finds afterwards at any batch size (``_update_peak_stats``); the copies cost trace time only."""
+        return {} if self._depth else super().get_tracker_snapshot(type)
 
     def _track_module_params_and_buffers(self, module: nn.Module, install_grad_hooks: bool = True):
         """MemTracker hooks every parameter to see its gradient, but a frozen parameter refuses a hook and a
@@ -203,6 +227,14 @@ _NORMS = (_aten.native_layer_norm.default, _aten.native_batch_norm.default, _ate
           _aten._native_batch_norm_legit.default)
 _LOW = (torch.bfloat16, torch.float16)
 _SCALAR_DRAWS = (_aten.rand.default, _aten.rand.generator, _aten.randn.default, _aten.randn.generator)
+
+
+@functools.cache
+def _decomposes(func) -> bool:
+    """Whether ``func.decompose`` can do anything (what ``OpOverload.decompose`` asks first): a CompositeImplicit
+    kernel, in Python or registered. Asked once per op instead of entering the mode for every call."""
+    key = torch._C.DispatchKey.CompositeImplicitAutograd
+    return key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
 
 
 def _as_the_cpu_runs(func, args):
@@ -374,13 +406,12 @@ class StepTrace:
         """The record of one run at ``batch`` clips: FLOPs as ``profile.flops_record`` gives them, the steady-state
         peak by category and phase, the saved activations and the memory by module."""
         size = self.sizer(batch)
-        memory = self._peak_breakdown(size)
+        memory = self._peak_breakdown(size, batch)
         saved = _saved_summary(self.saved, size)
         unread = sum(size(v) for v in self.unread)
         return {**self._flops(batch), **memory, "unread_bytes": unread,
                 "peak_bytes_predicted_cpu_profiler": memory["peak_bytes_predicted"] - unread, **saved,
-                "memory_by_module": self._memory_by_module(size, saved, memory["optimizer_state_total_bytes"]),
-                "trace_time_s": self.trace_time_s}
+                "memory_by_module": self._memory_by_module(saved, batch), "trace_time_s": self.trace_time_s}
 
     def _flops(self, batch: int) -> dict:
         flops = self.sizer(batch, FLOP_BASE)
@@ -390,15 +421,42 @@ class StepTrace:
                 "fwd_flops_per_clip": forward / batch, "fwd_flops_batch": forward, "bwd_flops_batch": backward,
                 "train_step_flops": forward + backward, "flops_batch_size": batch}
 
-    def _steady_peak(self, size) -> tuple:
-        state_bytes = sum(size(v) for v in self.state.values())
-        peak = max(self.tracker.totals(size, set(self.state), state_bytes), key=lambda check: check[0],
-                   default=(0, 0, 0, "before the step", frozenset()))
-        return peak, state_bytes
+    @functools.cached_property
+    def _checks(self) -> tuple:
+        """Every check point's total as ``constant + per_clip * batch`` (numpy arrays of each part; the totals are
+        sums of sizes, so each part is the total of that part of the sizes), with the optimizer-state bytes not yet
+        created there split alike, the log positions and phases, and per (module, phase) the check points where the
+        module runs: peaks at any batch size are then array maxima."""
+        parts = [lambda v: v, lambda v: 0] if self.traced_batch is not None else \
+            [lambda v: split_marker(v)[0], lambda v: split_marker(v)[1]]
+        series = []
+        for part in parts:
+            state_bytes = sum(part(v) for v in self.state.values())
+            series.append(list(self.tracker.totals(part, set(self.state), state_bytes)))
+        constant, per_clip = (np.array([c[0] for c in checks], dtype=np.int64) for checks in series)
+        missing = [np.array([c[2] for c in checks], dtype=np.int64) for checks in series]
+        first = series[0]
+        where: dict[tuple[str, str], list[int]] = {}
+        for index, (_, _, _, phase, running) in enumerate(first):
+            for fqn in running:
+                name = _owner(fqn.partition(".")[2], self.depth)  # the root's class name dropped
+                if name and phase in ("forward", "backward"):
+                    where.setdefault((name, phase), []).append(index)
+        return (constant, per_clip, missing, [c[1] for c in first], [c[3] for c in first],
+                {key: np.unique(indices) for key, indices in where.items()})
 
-    def _peak_breakdown(self, size) -> dict:
+    def _steady_peak(self, batch: int) -> tuple:
+        """(bytes, log position, optimizer-state bytes not yet created there, phase) of the steady-state peak."""
+        constant, per_clip, missing, positions, phases, _ = self._checks
+        if not len(constant):
+            return 0, 0, 0, "before the step"
+        index = int(np.argmax(constant + per_clip * batch))  # the first of equal maxima, as the step reaches it
+        return (int(constant[index] + per_clip[index] * batch), positions[index],
+                int(missing[0][index] + missing[1][index] * batch), phases[index])
+
+    def _peak_breakdown(self, size, batch: int) -> dict:
         """The steady-state peak, the phase it falls in, and what is alive then by category."""
-        (peak, position, missing, phase, _), state_bytes = self._steady_peak(size)
+        peak, position, missing, phase = self._steady_peak(batch)
         by_category = dict.fromkeys(CATEGORIES, 0)
         raw: dict[str, int] = {_MemRefType.OPT.value: missing}
         for winfo, reftype, nbytes in self.tracker.alive_at(position, size):
@@ -408,10 +466,11 @@ class StepTrace:
         if sum(by_category.values()) != peak:  # the replay must reproduce the running total
             raise RuntimeError(f"peak replay: {sum(by_category.values())} bytes alive, running total {peak}")
         return {"peak_bytes_predicted": peak, "peak_phase": phase, "peak_by_category_bytes": by_category,
-                "peak_by_memtracker_category_bytes": raw, "optimizer_state_total_bytes": state_bytes,
+                "peak_by_memtracker_category_bytes": raw,
+                "optimizer_state_total_bytes": sum(size(v) for v in self.state.values()),
                 "memory_convention": MEMORY_CONVENTION}
 
-    def _memory_by_module(self, size, saved: dict, state_bytes: int) -> dict:
+    def _memory_by_module(self, saved: dict, batch: int) -> dict:
         """Per module of at most ``depth`` name parts: its weights, gradients and optimizer state (bytes of its own
         parameters), the activations it saved for backward, and the highest total memory while it ran forward and
         backward (the optimizer state a later step holds included)."""
@@ -419,14 +478,10 @@ class StepTrace:
         blank = dict.fromkeys(("weights_bytes", "gradients_bytes", "optimizer_state_bytes"), 0)
         for module, nbytes in saved["activation_saved_bytes_by_module"].items():
             rows.setdefault(module, dict(blank))["activations_saved_bytes"] = nbytes
-        peaks: dict[tuple[str, str], int] = {}
-        for total, _, _, phase, running in self.tracker.totals(size, set(self.state), state_bytes):
-            for fqn in running:
-                name = _owner(fqn.partition(".")[2], self.depth)  # the root's class name dropped
-                if name and phase in ("forward", "backward"):
-                    peaks[name, phase] = max(peaks.get((name, phase), 0), total)
-        for (name, phase), total in peaks.items():
-            rows.setdefault(name, dict(blank))[f"peak_{phase}_bytes"] = total
+        constant, per_clip, _, _, _, where = self._checks
+        totals = constant + per_clip * batch
+        for (name, phase), indices in where.items():
+            rows.setdefault(name, dict(blank))[f"peak_{phase}_bytes"] = int(totals[indices].max())
         for row in rows.values():
             for key in ("activations_saved_bytes", "peak_forward_bytes", "peak_backward_bytes"):
                 row.setdefault(key, 0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,7 +50,10 @@ class Planner:
     One ``FakeTensorMode`` serves every run of a plan: its cache of op results by input shapes then serves the many
     runs that repeat a setting's shapes."""
 
-    def __init__(self) -> None:
+    def __init__(self, configs: list[RunConfig] = ()) -> None:
+        """``configs``: the runs to come, if known; the last setting of a strategy then takes its model without a
+        copy."""
+        self._uses = Counter(self._strategy_key(cfg) for cfg in {self._setting_key(c): c for c in configs}.values())
         self.mode = FakeTensorMode(allow_non_fake_inputs=True)  # the real base is copied in
         self._built: dict[str, nn.Module] = {}
         self._adapted: dict[str, tuple[nn.Module, set[str], set[str]]] = {}
@@ -85,9 +89,10 @@ class Planner:
             for param in model.parameters():  # the next trace of this model starts as a fresh one does
                 param.grad = None
 
-    def _setting_key(self, cfg: RunConfig) -> str:
+    @classmethod
+    def _setting_key(cls, cfg: RunConfig) -> str:
         train = cfg.train
-        return repr((self._strategy_key(cfg), train.precision, train.half_frozen_backbone, train.sdpa_backend,
+        return repr((cls._strategy_key(cfg), train.precision, train.half_frozen_backbone, train.sdpa_backend,
                      train.head_prior_init))
 
     def base(self, cfg: RunConfig) -> nn.Module:
@@ -125,8 +130,12 @@ class Planner:
             names = {id(p): name for name, p in model.named_parameters()}
             self._adapted[key] = (model, *({names[i] for i in ids if i in names} for ids in (base_ids, backbone_ids)))
         model, base_names, backbone_names = self._adapted[key]
-        with self.mode:
-            fresh = _copy(model, torch.empty_like)
+        self._uses[key] -= 1
+        if self._uses[key] == 0:  # no other setting needs it
+            fresh = self._adapted.pop(key)[0]
+        else:
+            with self.mode:
+                fresh = _copy(model, torch.empty_like)
         params = dict(fresh.named_parameters())
         return fresh, {id(params[n]) for n in base_names}, {id(params[n]) for n in backbone_names}
 
@@ -207,7 +216,7 @@ def setting_of(cfg: RunConfig, *, image_size: int) -> dict:
 
 
 def plan_runs(specs: list[RunSpec]) -> list[dict]:
-    planner = Planner()
+    planner = Planner([spec.config for spec in specs])
     return [plan_run(spec, planner) for spec in specs]
 
 
@@ -291,8 +300,9 @@ def compare_row(planned: dict, measured: dict, *, source: str) -> dict:
 def compare_with_records(folders: list[Path], *, strategies: set[str] | None = None, on_row=None) -> list[dict]:
     """Plan each measured run from its own recorded config and compare (``compare_row``); ``on_row(row)`` is
     called as each row is ready (a ViT-B/16 plan takes seconds)."""
-    planner, rows = Planner(), []
-    for path, record in measured_records(folders, strategies):
+    records = measured_records(folders, strategies)
+    planner, rows = Planner([RunConfig.from_dict(record["run"]["config"]) for _, record in records]), []
+    for path, record in records:
         cfg = RunConfig.from_dict(record["run"]["config"])
         try:
             planned = plan_run(RunSpec(record["run"]["id"], cfg), planner)
