@@ -114,3 +114,32 @@ def test_compare_row_reports_equal_flops_and_the_signed_gap():
     assert row["flops_equal"] and row["activation_saved_equal"] and row["peak_gap_pct"] == pytest.approx(3.0)
     row = planning.compare_row(planned, {"peak_mem_bytes": 100, **dict.fromkeys(planning.FLOP_KEYS, 8)}, source="r")
     assert not row["flops_equal"]
+
+
+def test_plan_takes_a_list_of_precisions_and_a_sweep_refuses_one(tmp_path, capsys):
+    import run_bench
+
+    assert run_bench.main(["--plan", "--preset", "smoke", "--strategies", "frozen", "--precision", "fp32,bf16",
+                           "--out", str(tmp_path)]) == 0
+    runs = json.loads((tmp_path / "plan" / "plan.json").read_text())["runs"]
+    assert [r["setting"]["precision"] for r in runs] == ["fp32", "bf16"]
+    capsys.readouterr()
+    assert run_bench.main(["--preset", "smoke", "--strategies", "frozen", "--precision", "fp32,bf16",
+                           "--out", str(tmp_path / "sweep")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--precision" in error and "--plan" in error and len(error.splitlines()) == 1
+
+
+def test_one_trace_gives_every_batch_size():
+    """The marker-batch trace split into its batch-independent and per-clip parts (plan.MARKER_BATCH) equals a
+    trace made at each batch size itself: FLOPs, peak, categories and saved activations."""
+    planner = planning.Planner()
+    spec = smoke_spec("lora", train={"precision": "bf16"})
+    marker = planner.trace(spec.config)
+    for batch in (2, 5):  # the head's BatchNorm needs two clips
+        direct = planner._trace(spec.config, batch)
+        assert direct.traced_batch == batch and marker.traced_batch is None
+        at_batch, traced = marker.cost(batch), direct.cost(batch)
+        for key in (*planning.FLOP_KEYS, "fwd_flops_by_module", "peak_bytes_predicted", "peak_by_category_bytes",
+                    "activation_saved_bytes_by_module", "peak_phase", "unread_bytes"):
+            assert at_batch[key] == traced[key], key

@@ -324,4 +324,4 @@ def comparison_table(rows: list[dict]) -> str:
               r["precision"] + ("+half-frozen" if r["half_frozen_backbone"] else ""), r["flops_equal"],
               r["activation_saved_equal"], r["peak_bytes_predicted"] / MIB, r["peak_bytes_measured"] / MIB,
               f"{r['peak_gap_pct']:+.3f}", r["unread_bytes"] / MIB] for r in rows]
-    return tabulate(lines, headers=headers, tablefmt="github", floatfmt=".1f")
+    return tabulate(lines, headers=headers, tablefmt="github", floatfmt=".1f", disable_numparse=[8])

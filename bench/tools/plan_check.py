@@ -7,7 +7,8 @@ beside what the run measured:
 
 FLOPs must be equal (the plan counts with the measured runs' own counter); peak memory is compared as the CPU
 profiler sees it (live tensor bytes, weights the step never reads left out) and must lie within ``--tolerance``
-percent. Exit 1 if any run misses either; ``--json`` writes every row.
+percent. Exit 1 if any run misses either; ``--out FOLDER`` writes every row (``plan_check.json``) and the table
+with its summary (``plan_check.md``).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=MEMORY_TOLERANCE_PCT,
                    help=f"largest |predicted - measured| / measured peak memory, in percent "
                         f"(default {MEMORY_TOLERANCE_PCT})")
-    p.add_argument("--json", type=Path, help="also write the comparison rows to this JSON file")
+    p.add_argument("--out", type=Path, help="also write plan_check.json (every row) and plan_check.md (the table) "
+                                            "to this folder")
     return p
 
 
@@ -43,15 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("no finished CPU-profiled run found in " + ", ".join(map(str, args.folders)), file=sys.stderr)
         return 2
-    print(comparison_table(rows))
+    table = comparison_table(rows)
     planned = [r for r in rows if "error" not in r]
     missed = [r for r in rows if "error" in r or not r["flops_equal"] or abs(r["peak_gap_pct"]) > args.tolerance]
     worst = max((abs(r["peak_gap_pct"]) for r in planned), default=float("nan"))
-    print(f"{len(rows)} run(s), {len(rows) - len(planned)} not planned: FLOPs equal in "
-          f"{sum(r['flops_equal'] for r in planned)}, largest memory gap "
-          f"{worst:.3f}% (tolerance {args.tolerance}%); {len(missed)} miss")
-    if args.json:
-        write_json_atomic(args.json, {"kind": "cost-plan-check", "tolerance_pct": args.tolerance, "rows": rows})
+    summary = (f"{len(rows)} run(s), {len(rows) - len(planned)} not planned: FLOPs equal in "
+               f"{sum(r['flops_equal'] for r in planned)}, largest memory gap "
+               f"{worst:.3f}% (tolerance {args.tolerance}%); {len(missed)} miss")
+    print(f"{table}\n{summary}")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.out / "plan_check.json", {"kind": "cost-plan-check", "tolerance_pct": args.tolerance,
+                                                         "folders": [str(f) for f in args.folders], "rows": rows})
+        (args.out / "plan_check.md").write_text(f"# Cost plan against measurement\n\n`python -m bench.tools."
+                                                f"plan_check {' '.join(str(f) for f in args.folders)}`\n\n"
+                                                f"{table}\n\n{summary}\n", encoding="utf-8")
     return 1 if missed else 0
 
 
