@@ -33,6 +33,17 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _precisions(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names or any(n not in PRECISIONS for n in names):
+        raise argparse.ArgumentTypeError(f"expected {', '.join(PRECISIONS)} or a comma-separated list of them "
+                                         f"(with --plan), got {text!r}")
+    return names
+
+
 ABLATIONS = {  # --ablate name -> config override (bench/config.py documents each field)
     "visual-attention": {"model": {"visual_attention": False}},
     "one-frame": {"data": {"frame_ablation": "one"}},
@@ -72,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_ints, help="batch size; a list sweeps it, e.g. 4,8,16")
     p.add_argument("--seed", "--seeds", dest="seeds", type=_ints, help="training seed(s), e.g. 0,1,2")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+    p.add_argument("--precision", type=_precisions,
                    help="training / evaluation precision: fp32 (default), bf16 or fp16 autocast (fp16 with a "
-                        "gradient scaler); parameters and optimizer state stay fp32")
+                        "gradient scaler); parameters and optimizer state stay fp32. With --plan a list plans each, "
+                        "e.g. fp32,bf16")
     p.add_argument("--half-frozen-backbone", action="store_true",
                    help="hold the backbone's frozen weights in the autocast dtype (VTFPAR++); needs --precision")
     p.add_argument("--ablate", type=_ablations, default=(),
@@ -84,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "python -m bench.tools.sensitivity runs them all")
     p.add_argument("--profile-only", action="store_true",
                    help="measure a few training steps per run (memory, time, FLOPs) without training to convergence")
+    p.add_argument("--plan", action="store_true",
+                   help="predict each selected run's cost without training: FLOPs (the measured runs' counter) and "
+                        "peak memory by category and module of one training step traced on fake tensors; prints a "
+                        "table and writes --out/plan/plan.json (bench/runner/planning.py)")
     p.add_argument("--out", type=Path, help="output folder for result JSONs (default: runs/<preset>)")
     p.add_argument("--no-resume", action="store_true", help="re-run runs that already finished in --out")
     p.add_argument("--replace-other-settings", action="store_true",
@@ -115,7 +131,8 @@ def overrides(args: argparse.Namespace) -> dict:
     data = {k: v for k, v in {"dataset": args.dataset, "data_root": args.data_root}.items() if v is not None}
     model = {k: v for k, v in {"backbone": args.backbone, "pretrained": args.pretrained,
                                "temporal": args.temporal}.items() if v is not None}
-    train = {k: v for k, v in {"epochs": args.epochs, "device": args.device, "precision": args.precision,
+    precision = args.precision[0] if args.precision else None
+    train = {k: v for k, v in {"epochs": args.epochs, "device": args.device, "precision": precision,
                                "half_frozen_backbone": args.half_frozen_backbone or None}.items() if v is not None}
     plain = {"data": data, "model": model, "train": train, "profile": {"only": True} if args.profile_only else {}}
     for name in args.ablate:
@@ -239,10 +256,12 @@ def run(args: argparse.Namespace) -> int:
     trackers.require_installed(args.track)
     args.preset = args.preset or "default"
     base = merge(experiments.load_preset(args.preset), overrides(args))
-    specs = experiments.expand(base, strategies=experiments.resolve_strategies(args.strategies),
-                               seeds=args.seeds or [base["train"]["seed"]],
-                               frames=args.frames or [base["data"]["frames"]],
-                               batch_sizes=args.batch_size or [base["train"]["batch_size"]])
+    specs = sweep_specs(args, base)
+    if args.plan:
+        return plan(args, base, specs)
+    if args.precision and len(args.precision) > 1:
+        raise ConfigError(f"--precision {','.join(args.precision)}: a list is for --plan; a sweep trains in one "
+                          "precision per --out folder (run one sweep per precision)")
     experiments.preflight(specs)
     baseline = preflight_gate(args, specs)
     out = ensure_writable_folder(args.out)  # before any work
@@ -282,6 +301,24 @@ def tracking(names: tuple[str, ...], out: Path):
             os.environ.pop(name, None)
             if value is not None:
                 os.environ[name] = value
+
+
+def sweep_specs(args: argparse.Namespace, base: dict) -> list:
+    """The runs the sweep's axes select from the merged config ``base``."""
+    return experiments.expand(base, strategies=experiments.resolve_strategies(args.strategies),
+                              seeds=args.seeds or [base["train"]["seed"]],
+                              frames=args.frames or [base["data"]["frames"]],
+                              batch_sizes=args.batch_size or [base["train"]["batch_size"]])
+
+
+def plan(args: argparse.Namespace, base: dict, specs: list) -> int:
+    """--plan: the selected runs, in every --precision listed, planned without training (bench/runner/planning.py)."""
+    from bench.runner.planning import plan_command
+
+    for other in (args.precision or ())[1:]:
+        specs = specs + sweep_specs(args, merge(base, {"train": {"precision": other}}))
+    experiments.preflight(specs)
+    return plan_command(specs, out=ensure_writable_folder(args.out), preset=args.preset)
 
 
 def fresh_code(args: argparse.Namespace) -> str | None:

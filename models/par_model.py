@@ -137,12 +137,15 @@ class PARModel(nn.Module):
 
 
 def build_par_model(*, backbone: str, pretrained: str | None, sentences: list[str], fusion: FusionSpec,
-                    num_frames: int, temporal: str = "mean", activation: str = "auto") -> PARModel:
+                    num_frames: int, temporal: str = "mean", activation: str = "auto",
+                    encode=encode_sentences) -> PARModel:
     """Create CLIP, cache the attribute-text features, keep only the visual tower inside the PAR model.
 
+    ``encode(clip_model, tokenizer, sentences) -> (A, D_text)`` computes the cached text features; a caller that
+    needs shapes only (the cost plan) passes one that skips the text tower's compute.
     ``model.weights_info`` says what the backbone was built from (models/backbone.py)."""
     clip_model = create_clip(backbone, pretrained, activation=activation)
-    text_features = encode_sentences(clip_model, tokenizer_for(backbone), sentences)
+    text_features = encode(clip_model, tokenizer_for(backbone), sentences)
     visual = clip_model.visual
     model = PARModel(vision=VideoEncoder(ClipFrameEncoder(visual), temporal=temporal), backbone=visual,
                      text_features=text_features, fusion=fusion, num_frames=num_frames)

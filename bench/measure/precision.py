@@ -58,12 +58,21 @@ class Numerics:
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """``loss.backward(); optimizer.step()``, through the gradient scaler under fp16."""
+        self.backward(loss)
+        self.optimizer_step(optimizer)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """The backward pass under the kernel policy, of the scaled loss under fp16."""
         with self.kernel_context():
             (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """``optimizer.step()``; under fp16 through the scaler, which skips a step whose unscaled gradients hold
+        inf / NaN and updates its scale."""
         if self.scaler is None:
             optimizer.step()
             return
-        self.scaler.step(optimizer)  # skipped when the unscaled gradients hold inf / NaN
+        self.scaler.step(optimizer)
         self.scaler.update()
 
     def train_step(self, model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,

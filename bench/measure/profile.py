@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import _CATEGORY_TO_INDEX, Category
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from bench.measure.native_logs import KINETO_NOISE, native_stderr_without
 from bench.measure.precision import FP32, Numerics
@@ -165,23 +165,56 @@ def measure_flops(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *
     """
     with preserved_training_state(model, numerics=numerics):
         model.train()
-        with FlopCounterMode(display=False) as forward:
-            with numerics.forward_context(), exact_attention_counting():  # math kernel wins over the run's policy
-                logits = model(video)
-            loss = loss_fn(logits.float(), target)
-        backward_flops = 0
-        if loss.requires_grad:
-            with FlopCounterMode(display=False) as backward, exact_attention_counting():  # recomputation alike
-                loss.backward()
-            backward_flops = backward.get_total_flops()
-    forward_flops, batch = forward.get_total_flops(), video.shape[0]
+        return count_step_flops(model, video, target, loss_fn=loss_fn, numerics=numerics)
+
+
+def count_step_flops(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
+                     numerics: Numerics = FP32) -> dict:
+    """The counting of ``measure_flops`` without saving and restoring the model: one forward (in the model's
+    current mode) and, if the loss needs one, one backward, which leaves gradients behind."""
+    with FlopCounterMode(display=False) as forward:
+        with numerics.forward_context(), exact_attention_counting():  # math kernel wins over the run's policy
+            logits = model(video)
+        loss = loss_fn(logits.float(), target)
+    backward_flops = 0
+    if loss.requires_grad:
+        with FlopCounterMode(display=False) as backward, exact_attention_counting():  # recomputation alike
+            loss.backward()
+        backward_flops = backward.get_total_flops()
+    return flops_record(forward, backward_flops, batch=video.shape[0], model=model)
+
+
+def flops_record(forward: FlopCounterMode, backward_flops: int, *, batch: int, model: nn.Module) -> dict:
+    """The FLOP figures of a record from a counter of the forward (and loss) and the backward's total."""
+    forward_flops = forward.get_total_flops()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    by_module = flops_by_module(forward)
-    return {"fwd_flops_by_module": by_module,
+    return {"fwd_flops_by_module": flops_by_module(forward),
             "fwd_flops_per_clip": forward_flops / batch, "fwd_flops_batch": forward_flops,
             "bwd_flops_batch": backward_flops, "train_step_flops": forward_flops + backward_flops,
             "optimizer_update_flops_approx": ADAM_FLOPS_PER_PARAM * trainable, "flops_batch_size": batch,
             "flops_convention": FLOPS_CONVENTION, "flops_counter": f"torch {torch.__version__} FlopCounterMode"}
+
+
+def _math_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """A fused attention counted as the math kernel's two matmuls, Q.K^T and P.V (torch's own sdpa formula)."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _math_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                                   **kwargs) -> int:
+    """A fused attention's backward counted as the math kernel's: each forward matmul has two gradient matmuls of
+    its size, so twice the forward (torch's own fused-backward formula adds a recomputation of Q.K^T, which the math
+    kernel does not do)."""
+    return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# Counter formulas that make a FlopCounterMode running the run's own CPU attention kernel (flash) count what the
+# math kernel of ``exact_attention_counting`` counts, op for op: a step counted with them needs no second pass under
+# the math kernel (the cost plan, bench/measure/plan.py; tests/test_plan.py checks the two agree).
+FUSED_ATTENTION_AS_MATH = {op: formula for name, formula in (
+    ("_scaled_dot_product_flash_attention_for_cpu", _math_attention_flops),
+    ("_scaled_dot_product_flash_attention_for_cpu_backward", _math_attention_backward_flops))
+    if (op := getattr(torch.ops.aten, name, None)) is not None}
 
 
 def flops_by_module(counter: FlopCounterMode, depth: int = 2) -> dict[str, int]:
@@ -315,48 +348,80 @@ ACTIVATION_MODULE_DEPTH = 2
 
 def activation_bytes_by_module(model: nn.Module, video: torch.Tensor, *, numerics: Numerics = FP32,
                                depth: int = ACTIVATION_MODULE_DEPTH) -> dict:
-    """Bytes autograd keeps for backward during one training forward, by the module whose forward saved them.
+    """Bytes autograd keeps for backward during one training forward, by the module whose forward saved them
+    (``SavedActivations``). The model's state is left unchanged."""
+    with preserved_training_state(model, numerics=numerics), SavedActivations(model, depth=depth) as saved:
+        model.train()
+        with numerics.forward_context():
+            model(video)
+    return saved.summary()
 
-    Every tensor saved for backward passes ``torch.autograd.graph.saved_tensors_hooks``; it is charged once (by
-    storage) to the innermost module of at most ``depth`` dotted name parts that was running. Parameters are not
-    activations and are left out; autocast's low-precision copies of weights are counted (they are held for
-    backward). A module running under ``no_grad`` saves nothing: this is why a frozen backbone or side tuning's
-    no-grad CLIP costs no activation memory. The model's state is left unchanged.
+
+def storage_key(tensor: torch.Tensor) -> int:
+    """Identity of the memory a tensor lives in: its storage object (shared by views), which fake tensors have too
+    (their data pointers are all 0)."""
+    return tensor.untyped_storage()._cdata
+
+
+class SavedActivations:
+    """While active, every tensor autograd saves for backward during ``model``'s forward passes
+    ``torch.autograd.graph.saved_tensors_hooks``; it is charged once (by storage) to the innermost module of at most
+    ``depth`` dotted name parts that was running. Parameters are not activations and are left out; autocast's
+    low-precision copies of weights are counted (they are held for backward). A module running under ``no_grad``
+    saves nothing: this is why a frozen backbone or side tuning's no-grad CLIP costs no activation memory.
+
+    Recording spans the model's own forward only (opened and closed by hooks on ``model``), so a whole training
+    step may run inside: the loss and a recomputation during backward are not charged. ``on_save(tensor, module)``
+    is called once per charged storage (the cost plan classifies the memory alive at its peak with it).
     """
-    stack, charged = ["(model)"], {}
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
-    def enter(name: str):
-        return lambda _module, _args: stack.append(name)  # returns None: the module's input is left alone
+    def __init__(self, model: nn.Module, *, depth: int = ACTIVATION_MODULE_DEPTH, on_save=None):
+        self.model, self.depth, self.on_save = model, depth, on_save
+        self.charged: dict[int, tuple[str, int]] = {}  # storage key -> (module, bytes)
+        self._stack, self._handles, self._hooks = ["(model)"], [], contextlib.ExitStack()
 
-    def leave(_module, _args, _output) -> None:
-        stack.pop()
+    def __enter__(self) -> SavedActivations:
+        self._params = {storage_key(p) for p in self.model.parameters()}
+        for name, module in self.model.named_modules():
+            if name and name.count(".") < self.depth:
+                self._handles += [module.register_forward_pre_hook(self._enter(name)),
+                                  module.register_forward_hook(self._leave)]
+        self._handles += [self.model.register_forward_pre_hook(self._open),
+                          self.model.register_forward_hook(self._close)]
+        return self
 
-    handles = []
-    for name, module in model.named_modules():
-        if name and name.count(".") < depth:
-            handles += [module.register_forward_pre_hook(enter(name)), module.register_forward_hook(leave)]
+    def __exit__(self, *exc) -> bool:
+        self._hooks.close()  # a forward that raised leaves the hooks open
+        for handle in self._handles:
+            handle.remove()
+        return False
 
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params and storage.data_ptr() not in charged:
-            charged[storage.data_ptr()] = (stack[-1], storage.nbytes())
+    def _enter(self, name: str):
+        return lambda _module, _args: self._stack.append(name)  # returns None: the module's input is left alone
+
+    def _leave(self, _module, _args, _output) -> None:
+        self._stack.pop()
+
+    def _open(self, _module, _args) -> None:
+        self._hooks.enter_context(torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor))
+
+    def _close(self, _module, _args, _output) -> None:
+        self._hooks.close()
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        key = storage_key(tensor)
+        if key not in self._params and key not in self.charged:
+            self.charged[key] = (self._stack[-1], tensor.untyped_storage().nbytes())
+            if self.on_save is not None:
+                self.on_save(tensor, self._stack[-1])
         return tensor
 
-    try:
-        with preserved_training_state(model, numerics=numerics), \
-                torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            model.train()
-            with numerics.forward_context():
-                model(video)
-    finally:
-        for handle in handles:
-            handle.remove()
-    by_module: dict[str, int] = {}
-    for module_name, size in charged.values():
-        by_module[module_name] = by_module.get(module_name, 0) + size
-    return {"activation_saved_bytes": sum(by_module.values()),
-            "activation_saved_bytes_by_module": dict(sorted(by_module.items(), key=lambda kv: -kv[1]))}
+    def summary(self) -> dict:
+        by_module: dict[str, int] = {}
+        for module_name, size in self.charged.values():
+            by_module[module_name] = by_module.get(module_name, 0) + size
+        return {"activation_saved_bytes": sum(by_module.values()),
+                "activation_saved_bytes_by_module": dict(sorted(by_module.items(), key=lambda kv: -kv[1]))}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

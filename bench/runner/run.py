@@ -54,14 +54,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_base_model(cfg: RunConfig):
-    """The PAR model before any strategy: CLIP visual tower, cached text features, fusion and head."""
+def build_base_model(cfg: RunConfig, **options):
+    """The PAR model before any strategy: CLIP visual tower, cached text features, fusion and head. ``options``
+    go to ``build_par_model`` (the cost plan's shape-only text encoder)."""
     schema = get_schema(cfg.data.dataset)
     fusion = FusionSpec(width=cfg.model.fusion_width, heads=cfg.model.fusion_heads,
                         mlp_ratio=cfg.model.fusion_mlp_ratio, drop_path=cfg.model.fusion_drop_path)
     model = build_par_model(backbone=cfg.model.backbone, pretrained=cfg.model.pretrained,
                             sentences=schema.sentences(), fusion=fusion, temporal=cfg.model.temporal,
-                            num_frames=cfg.data.frames, activation=cfg.model.activation)
+                            num_frames=cfg.data.frames, activation=cfg.model.activation, **options)
     if not cfg.model.visual_attention:
         discard_attention(model.backbone)
     return model
