@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from bench.boundary import ensure_writable_folder, entry_point
 from bench.config import ConfigError, merge
-from bench.measure import trackers
+from bench.measure import cuda_memory, trackers
 from bench.measure.environment import source_digest
 from bench.reporting import gate, report
 from bench.runner import experiments, launch
@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predict each selected run's cost without training: FLOPs (the measured runs' counter) and "
                         "peak memory by category and module of one training step traced on fake tensors; prints a "
                         "table and writes --out/plan/plan.json (bench/runner/planning.py)")
+    p.add_argument("--gpu-memory", type=_gpus, metavar="GIB_OR_GPU",
+                   help="with --plan: per GPU (capacities in GiB such as 24,40,80,141, or names: "
+                        f"{', '.join(cuda_memory.GPUS)}) the predicted CUDA memory_reserved peak, the largest batch "
+                        "that fits and, for a named GPU, a compute-bound step time (predictions; README: Cost plan)")
     p.add_argument("--out", type=Path, help="output folder for result JSONs (default: runs/<preset>)")
     p.add_argument("--no-resume", action="store_true", help="re-run runs that already finished in --out")
     p.add_argument("--replace-other-settings", action="store_true",
@@ -241,6 +245,13 @@ def check_names(args: argparse.Namespace) -> None:
                               "hold; rename it or choose another path")
 
 
+def _gpus(text: str) -> list:
+    try:
+        return cuda_memory.parse_gpus(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--gpu-memory: ")) from None
+
+
 def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -257,6 +268,8 @@ def run(args: argparse.Namespace) -> int:
     args.preset = args.preset or "default"
     base = merge(experiments.load_preset(args.preset), overrides(args))
     specs = sweep_specs(args, base)
+    if args.gpu_memory and not args.plan:
+        raise ConfigError("--gpu-memory: only with --plan (a sweep measures the memory of the machine it runs on)")
     if args.plan:
         return plan(args, base, specs)
     if args.precision and len(args.precision) > 1:
@@ -318,7 +331,7 @@ def plan(args: argparse.Namespace, base: dict, specs: list) -> int:
     for other in (args.precision or ())[1:]:
         specs = specs + sweep_specs(args, merge(base, {"train": {"precision": other}}))
     experiments.preflight(specs)
-    return plan_command(specs, out=ensure_writable_folder(args.out), preset=args.preset)
+    return plan_command(specs, out=ensure_writable_folder(args.out), preset=args.preset, gpus=args.gpu_memory or [])
 
 
 def fresh_code(args: argparse.Namespace) -> str | None:

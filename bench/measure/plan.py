@@ -402,6 +402,36 @@ class StepTrace:
             return constant + per_clip * batch
         return at
 
+    def allocator_events(self, batch: int) -> list[tuple]:
+        """The traced allocations and frees at ``batch`` clips as a steady-state step sees them, for the CUDA
+        allocator model (bench/measure/cuda_memory.py): what existed before the first op (weights, buffers, the
+        batch), then the optimizer state (created in the first step, held ever after), then the step twice, with
+        whatever the first left alive (gradients: the loop's ``zero_grad(set_to_none=True)``) freed in between,
+        so the second step meets the cache the first left."""
+        size = self.sizer(batch)
+        first_op = self.tracker.checks[0][0] if self.tracker.checks else len(self.log_entries)
+        events = [("alloc", id(w), size(b)) for u, w, _, b in self.log_entries[:first_op] if u == _UpdateType.ADD]
+        events += [("alloc", key, size(b)) for key, b in self.state.items()]
+        before = {event[1] for event in events}
+        for step in (1, 2):
+            alive = set()
+            for u_type, winfo, _, traced in self.log_entries[first_op:]:
+                key = (step, id(winfo)) if id(winfo) not in before else id(winfo)
+                if u_type == _UpdateType.ADD and id(winfo) not in self.state:
+                    events.append(("alloc", key, size(traced)))
+                    alive.add(key)
+                elif u_type == _UpdateType.DEL:
+                    events.append(("free", key))
+                    alive.discard(key)
+                elif u_type == _UpdateType.SIZE and key in alive:
+                    events += [("free", key), ("alloc", key, size(traced))]
+            events += [("free", key) for key in alive]
+        return events
+
+    @property
+    def log_entries(self) -> list[tuple]:
+        return self.tracker.log
+
     def cost(self, batch: int) -> dict:
         """The record of one run at ``batch`` clips: FLOPs as ``profile.flops_record`` gives them, the steady-state
         peak by category and phase, the saved activations and the memory by module."""
@@ -420,6 +450,13 @@ class StepTrace:
         return {**self.flops, "fwd_flops_by_module": dict(sorted(by_module.items(), key=lambda kv: -kv[1])),
                 "fwd_flops_per_clip": forward / batch, "fwd_flops_batch": forward, "bwd_flops_batch": backward,
                 "train_step_flops": forward + backward, "flops_batch_size": batch}
+
+    def peak_bytes(self, batch: int) -> int:
+        """The steady-state peak of live tensor bytes at ``batch`` clips (array maxima, no breakdown)."""
+        constant, per_clip = self._checks[:2]
+        if self.traced_batch is not None:
+            self.sizer(batch)  # refuses another batch size
+        return int((constant + per_clip * batch).max())
 
     @functools.cached_property
     def _checks(self) -> tuple:

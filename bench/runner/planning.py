@@ -27,7 +27,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
 
 from bench.config import RunConfig
-from bench.measure import plan, precision
+from bench.measure import cuda_memory, plan, precision
 from bench.measure.profile import FLOPS_CONVENTION, count_parameters
 from bench.records import FAILED_SUFFIX, OK, read_result, write_json_atomic
 from bench.runner.run import build_base_model, seed_everything, with_strategy
@@ -215,9 +215,67 @@ def setting_of(cfg: RunConfig, *, image_size: int) -> dict:
             "world_size": cfg.train.world_size, "compile": cfg.train.compile}
 
 
-def plan_runs(specs: list[RunSpec]) -> list[dict]:
+def plan_runs(specs: list[RunSpec], gpus: list[cuda_memory.Gpu] = ()) -> list[dict]:
     planner = Planner([spec.config for spec in specs])
-    return [plan_run(spec, planner) for spec in specs]
+    rows = []
+    for spec in specs:
+        row = plan_run(spec, planner)
+        if gpus:
+            row["gpus"] = gpu_predictions(planner.trace(spec.config), spec.config, gpus)
+        rows.append(row)
+    return rows
+
+
+MAX_PLANNED_BATCH = 2 ** 20
+
+
+def gpu_predictions(trace: plan.StepTrace, cfg: RunConfig, gpus: list[cuda_memory.Gpu]) -> dict:
+    """Per GPU: the predicted ``memory_reserved`` peak and device total (plus the CUDA context) at the run's batch,
+    the largest batch whose device total fits the GPU's memory, and (for a GPU of known peak) a compute-bound step
+    time. All predictions (bench/measure/cuda_memory.py says how)."""
+    batch, out = cfg.train.batch_size, {}
+    for gpu in gpus:
+        at_batch = cuda_memory.replay(trace.allocator_events(batch), workspaces=gpu.workspace_bytes)
+        row = {**at_batch, "cuda_context_bytes_assumed": gpu.context_mib * MIB,
+               "device_bytes_predicted": at_batch["cuda_peak_reserved_bytes"] + gpu.context_mib * MIB,
+               "gpu_memory_bytes": int(gpu.memory_gib * cuda_memory.GIB),
+               "max_batch_fits": largest_batch(trace, gpu) if trace.traced_batch is None else None}
+        if gpu.bf16_tflops:
+            row["step_time_ms_predicted"] = 1e3 * cuda_memory.step_seconds(
+                trace.cost(batch)["train_step_flops"], gpu, precision=cfg.train.precision,
+                efficiency=GPU_EFFICIENCY)
+            row["step_time_efficiency_assumed"] = GPU_EFFICIENCY
+        out[gpu.name] = row
+    return out
+
+
+GPU_EFFICIENCY = 0.4  # share of the dense peak a training step reaches: an assumption, stated with every estimate
+
+
+def largest_batch(trace: plan.StepTrace, gpu: cuda_memory.Gpu) -> int:
+    """The largest batch whose predicted device total (allocator replay + context) fits ``gpu``: the live-bytes peak,
+    which is exact at every batch in one array maximum, brackets it, and the replay decides near the edge."""
+    budget = int(gpu.memory_gib * cuda_memory.GIB) - gpu.context_mib * MIB
+
+    def fits(batch: int) -> bool:
+        events = trace.allocator_events(batch)
+        return cuda_memory.replay(events, workspaces=gpu.workspace_bytes)["cuda_peak_reserved_bytes"] <= budget
+
+    high = 1
+    while high < MAX_PLANNED_BATCH and trace.peak_bytes(high * 2) <= budget:  # live bytes never exceed reserved
+        high *= 2
+    low = high
+    while low > 0 and not fits(low):  # the segments' overhead: step down by an eighth until the replay fits
+        low = low - max(1, low // 8)
+    if low <= 0:
+        return 0
+    step = max(1, low // 8)
+    while step >= 1:  # then up again in smaller steps while it still fits
+        if low + step <= 2 * high and trace.peak_bytes(low + step) <= budget and fits(low + step):
+            low += step
+        else:
+            step //= 2
+    return low
 
 
 MIB = 2 ** 20
@@ -244,12 +302,31 @@ def plan_document(rows: list[dict], *, preset: str, wall_time_s: float) -> dict:
             "memory_convention": plan.MEMORY_CONVENTION, "wall_time_s": wall_time_s, "runs": rows}
 
 
-def plan_command(specs: list[RunSpec], *, out: Path, preset: str) -> int:
-    """Plan every run, print the table, write ``<out>/plan/plan.json``."""
+def gpu_table(rows: list[dict]) -> str:
+    """One line per run and GPU: predicted reserved peak, device total, whether it fits, the largest batch, time."""
+    headers = ["strategy", "batch", "precision", "GPU", "reserved MiB", "+ context MiB", "fits", "max batch",
+               "step ms (est.)"]
+    lines = []
+    for r in rows:
+        for name, g in r.get("gpus", {}).items():
+            lines.append([r["strategy"], r["setting"]["batch_size"], r["setting"]["precision"], name,
+                          g["cuda_peak_reserved_bytes"] / MIB, g["device_bytes_predicted"] / MIB,
+                          "yes" if g["device_bytes_predicted"] <= g["gpu_memory_bytes"] else "no",
+                          g["max_batch_fits"],
+                          f"{g['step_time_ms_predicted']:.3g}" if "step_time_ms_predicted" in g else ""])
+    return tabulate(lines, headers=headers, tablefmt="github", floatfmt=".1f", intfmt=",")
+
+
+def plan_command(specs: list[RunSpec], *, out: Path, preset: str, gpus: list = ()) -> int:
+    """Plan every run, print the table(s), write ``<out>/plan/plan.json``."""
     start = time.perf_counter()
-    rows = plan_runs(specs)
+    rows = plan_runs(specs, list(gpus))
     wall = time.perf_counter() - start
     print(plan_table(rows))
+    if gpus:
+        print(f"\nCUDA predictions (caching allocator replayed over the traced step; CUDA context assumed; step time "
+              f"at {GPU_EFFICIENCY:.0%} of the dense peak; README: Cost plan):")
+        print(gpu_table(rows))
     path = Path(out) / PLAN_FOLDER / "plan.json"
     write_json_atomic(path, plan_document(rows, preset=preset, wall_time_s=wall))
     print(f"cost plan of {len(rows)} run(s) in {wall:.1f} s (no training; FLOPs = 2 x MACs, memory = live tensor "

@@ -1,0 +1,100 @@
+"""The CUDA memory model of the cost plan (bench/measure/cuda_memory.py): the caching allocator on hand-computed
+cases, its replay over a traced step, the largest batch that fits, and the --gpu-memory flag's input errors."""
+from __future__ import annotations
+
+import pytest
+
+import run_bench
+from bench.measure import cuda_memory
+from bench.measure.cuda_memory import GIB, MIB, CachingAllocator, replay
+from bench.runner import planning
+from tests.test_plan import smoke_spec
+
+
+def test_small_requests_are_rounded_to_512_bytes_in_2_mib_segments():
+    allocator = CachingAllocator()
+    allocator.malloc("a", 100)
+    allocator.malloc("b", 513)
+    assert (allocator.allocated, allocator.reserved) == (512 + 1024, 2 * MIB)
+
+
+def test_large_requests_split_a_20_mib_segment_and_big_ones_get_their_own():
+    allocator = CachingAllocator()
+    allocator.malloc("a", int(1.5 * MIB))  # > 1 MiB, < 10 MiB: a 20 MiB segment, split
+    allocator.malloc("b", 5 * MIB)  # served from the 18.5 MiB rest
+    assert allocator.reserved == 20 * MIB
+    allocator.malloc("c", 30 * MIB + 1)  # >= 10 MiB: rounded up to 2 MiB
+    assert allocator.reserved == 20 * MIB + 32 * MIB
+    assert allocator.allocated == int(1.5 * MIB) + 5 * MIB + 30 * MIB + 512
+
+
+def test_freed_neighbours_merge_and_are_reused_before_a_new_segment():
+    allocator = CachingAllocator()
+    for key in "abc":
+        allocator.malloc(key, 4 * MIB)  # 12 MiB of one 20 MiB segment
+    allocator.release("a")
+    allocator.release("b")
+    allocator.malloc("d", 8 * MIB)  # fits only in a + b merged
+    assert allocator.reserved == 20 * MIB and allocator.peak_reserved == 20 * MIB
+    allocator.malloc("e", 9 * MIB)  # 8 MiB free at the end of the segment: too small, a new one
+    assert allocator.reserved == 40 * MIB
+
+
+def test_a_request_takes_the_smallest_block_that_fits():
+    allocator = CachingAllocator()
+    allocator.malloc("big", 30 * MIB)
+    allocator.malloc("small", 12 * MIB)
+    allocator.release("big")
+    allocator.release("small")
+    allocator.malloc("x", 11 * MIB)
+    segment, _, size = allocator.live["x"]
+    assert segment == 1 and size == 12 * MIB  # the 12 MiB block, not a split of the 30 MiB one (rest < 1 MiB)
+
+
+def test_replay_of_a_traced_step_holds_at_least_its_live_bytes():
+    planner = planning.Planner()
+    trace = planner.trace(smoke_spec("full").config)
+    for batch in (2, 8):
+        cuda = replay(trace.allocator_events(batch), workspaces=cuda_memory.GPUS["h100-80g"].workspace_bytes)
+        assert cuda["cuda_peak_reserved_bytes"] >= cuda["cuda_peak_allocated_bytes"] >= trace.peak_bytes(batch)
+        assert cuda["cuda_peak_reserved_bytes"] % (2 * MIB) == 0  # whole segments
+
+
+def test_the_largest_batch_fits_and_grows_with_the_gpu():
+    trace = planning.Planner().trace(smoke_spec("full").config)
+    small = cuda_memory.Gpu("tiny", 0.6, 32, 500, 0, 0, 0)  # 100 MiB left after the context
+    large = cuda_memory.Gpu("less-tiny", 1.0, 32, 500, 0, 0, 0)
+    fits_small, fits_large = planning.largest_batch(trace, small), planning.largest_batch(trace, large)
+    assert 0 < fits_small < fits_large
+    budget = int(0.6 * GIB) - 500 * MIB
+    events = trace.allocator_events(fits_small)
+    assert replay(events, workspaces=small.workspace_bytes)["cuda_peak_reserved_bytes"] <= budget
+
+
+def test_plan_with_gpu_memory_writes_the_predictions(tmp_path, capsys):
+    code = run_bench.main(["--plan", "--preset", "smoke", "--strategies", "frozen", "--gpu-memory", "24,h100-80g",
+                           "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "CUDA predictions" in out and "h100-80g" in out and "24GiB" in out
+    import json
+
+    row = json.loads((tmp_path / "plan" / "plan.json").read_text())["runs"][0]
+    h100 = row["gpus"]["h100-80g"]
+    assert h100["device_bytes_predicted"] == h100["cuda_peak_reserved_bytes"] + 500 * MIB
+    assert h100["max_batch_fits"] > row["gpus"]["24GiB"]["max_batch_fits"] > 0
+    assert h100["step_time_ms_predicted"] > 0 and "step_time_ms_predicted" not in row["gpus"]["24GiB"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--plan", "--gpu-memory", "lots"], "'lots' is neither a capacity in GiB"),
+    (["--plan", "--gpu-memory", "-3"], "'-3' is neither a capacity in GiB"),
+    (["--gpu-memory", "24"], "--gpu-memory: only with --plan"),
+])
+def test_bad_gpu_memory_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        code = run_bench.main(["--preset", "smoke", "--strategies", "frozen", "--out", str(tmp_path), *argv])
+        raise SystemExit(code)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
