@@ -98,3 +98,31 @@ def test_bad_gpu_memory_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_gpu_measurement_is_compared_with_the_cuda_model():
+    """plan_check --gpu: a run measured on a GPU meets the CUDA model's reserved and allocated peaks (the record
+    here is the plan's own figures with a measured reserved peak 5 % above the prediction)."""
+    spec = smoke_spec("full")
+    planner = planning.Planner()
+    planned, trace = planning.plan_run(spec, planner), planner.trace(spec.config)
+    gpu = cuda_memory.GPUS["h100-80g"]
+    cuda = replay(trace.allocator_events(planned["setting"]["batch_size"]), workspaces=gpu.workspace_bytes)
+    measured = {**{k: planned[k] for k in planning.FLOP_KEYS}, "activation_saved_bytes": planned[
+        "activation_saved_bytes"], "cuda_max_reserved_bytes": int(cuda["cuda_peak_reserved_bytes"] * 1.05),
+        "cuda_max_allocated_bytes": cuda["cuda_peak_allocated_bytes"]}
+    row = planning.compare_cuda_row(planned, trace, measured, gpu=gpu, source="gpu-run")
+    assert row["flops_equal"] and row["activation_saved_equal"] and row["gpu_model"] == "h100-80g"
+    assert row["peak_gap_pct"] == pytest.approx(100 * (1 / 1.05 - 1), abs=0.01) and row["allocated_gap_pct"] == 0
+
+
+def test_gpu_validation_measures_both_precisions_then_checks_them_as_the_named_gpu(tmp_path):
+    from bench.tools import gpu_validation
+
+    args = gpu_validation.build_parser().parse_args(["--gpu", "h200-141g", "--out", str(tmp_path)])
+    fp32, bf16, check = gpu_validation.commands(args)
+    for command, precision in ((fp32, "fp32"), (bf16, "bf16")):
+        assert command[command.index("--precision") + 1] == precision and "--profile-only" in command
+        assert command[command.index("--device") + 1] == "cuda"
+        assert command[command.index("--out") + 1] == str(tmp_path / f"paper-profile-{precision}")
+    assert check[2] == "bench.tools.plan_check" and check[check.index("--gpu") + 1] == "h200-141g"

@@ -342,8 +342,14 @@ FLOP_KEYS = ("fwd_flops_per_clip", "fwd_flops_batch", "bwd_flops_batch", "train_
 MEMORY_TOLERANCE_PCT = 3.0
 
 
-def measured_records(folders: list[Path], strategies: set[str] | None = None) -> list[tuple[Path, dict]]:
-    """Every finished run with a CPU-profiler peak in ``folders`` (each folder's ``*.json``, failed retries aside)."""
+CPU_PEAK, CUDA_PEAK = "cpu_profiler_live_tensors", "cuda_max_allocated"
+GPU_TOLERANCE_PCT = 10.0  # the goal for the CUDA model against a GPU's memory_reserved
+
+
+def measured_records(folders: list[Path], strategies: set[str] | None = None, *, kinds: tuple[str, ...] = (CPU_PEAK,)
+                     ) -> list[tuple[Path, dict]]:
+    """Every finished run whose peak is of one of ``kinds`` in ``folders`` (each folder's ``*.json``, failed retries
+    aside): CPU-profiler peaks, and with ``CUDA_PEAK`` the runs measured on a GPU."""
     found = []
     for folder in folders:
         for path in sorted(Path(folder).glob("*.json")):
@@ -351,7 +357,7 @@ def measured_records(folders: list[Path], strategies: set[str] | None = None) ->
                 continue
             record = read_result(path)
             prof = record.get("profile") or {}
-            if record["run"]["status"] == OK and prof.get("peak_mem_kind") == "cpu_profiler_live_tensors" \
+            if record["run"]["status"] == OK and prof.get("peak_mem_kind") in kinds \
                     and (strategies is None or record["run"]["strategy"] in strategies):
                 found.append((path, record))
     return found
@@ -374,10 +380,33 @@ def compare_row(planned: dict, measured: dict, *, source: str) -> dict:
             "trace_time_s": planned["trace_time_s"]}
 
 
-def compare_with_records(folders: list[Path], *, strategies: set[str] | None = None, on_row=None) -> list[dict]:
-    """Plan each measured run from its own recorded config and compare (``compare_row``); ``on_row(row)`` is
-    called as each row is ready (a ViT-B/16 plan takes seconds)."""
-    records = measured_records(folders, strategies)
+def compare_cuda_row(planned: dict, trace: plan.StepTrace, measured: dict, *, gpu: cuda_memory.Gpu,
+                     source: str) -> dict:
+    """Plan vs a GPU measurement: FLOPs equal, and the CUDA model's ``memory_reserved`` and ``memory_allocated``
+    peaks against the run's ``torch.cuda.max_memory_reserved`` / ``max_memory_allocated``."""
+    batch = planned["setting"]["batch_size"]
+    cuda = cuda_memory.replay(trace.allocator_events(batch), workspaces=gpu.workspace_bytes)
+    reserved, allocated = measured["cuda_max_reserved_bytes"], measured["cuda_max_allocated_bytes"]
+    return {"source": source, "id": planned["id"], "strategy": planned["strategy"], "gpu_model": gpu.name,
+            "batch_size": batch, "precision": planned["setting"]["precision"],
+            "half_frozen_backbone": planned["setting"]["half_frozen_backbone"],
+            "flops_equal": all(planned[k] == measured.get(k) for k in FLOP_KEYS),
+            "train_step_flops_predicted": planned["train_step_flops"],
+            "train_step_flops_measured": measured.get("train_step_flops"),
+            "activation_saved_equal": planned["activation_saved_bytes"] == measured.get("activation_saved_bytes"),
+            "peak_bytes_predicted": cuda["cuda_peak_reserved_bytes"], "peak_bytes_measured": reserved,
+            "peak_gap_pct": 100.0 * (cuda["cuda_peak_reserved_bytes"] - reserved) / reserved,
+            "allocated_bytes_predicted": cuda["cuda_peak_allocated_bytes"], "allocated_bytes_measured": allocated,
+            "allocated_gap_pct": 100.0 * (cuda["cuda_peak_allocated_bytes"] - allocated) / allocated,
+            "unread_bytes": planned["unread_bytes"], "trace_time_s": planned["trace_time_s"]}
+
+
+def compare_with_records(folders: list[Path], *, strategies: set[str] | None = None, on_row=None,
+                         gpu: cuda_memory.Gpu | None = None) -> list[dict]:
+    """Plan each measured run from its own recorded config and compare (``compare_row``; with ``gpu``, the runs
+    measured on a GPU too, by ``compare_cuda_row``); ``on_row(row)`` is called as each row is ready (a ViT-B/16
+    plan takes seconds)."""
+    records = measured_records(folders, strategies, kinds=(CPU_PEAK, CUDA_PEAK) if gpu else (CPU_PEAK,))
     planner, rows = Planner([RunConfig.from_dict(record["run"]["config"]) for _, record in records]), []
     for path, record in records:
         cfg = RunConfig.from_dict(record["run"]["config"])
@@ -387,7 +416,11 @@ def compare_with_records(folders: list[Path], *, strategies: set[str] | None = N
             rows.append({"source": str(path.parent), "id": record["run"]["id"], "strategy": cfg.strategy.name,
                          "error": f"{type(error).__name__}: {error}"[:300]})
         else:
-            rows.append(compare_row(planned, record["profile"], source=str(path.parent)))
+            if record["profile"]["peak_mem_kind"] == CUDA_PEAK:
+                rows.append(compare_cuda_row(planned, planner.trace(cfg), record["profile"], gpu=gpu,
+                                             source=str(path.parent)))
+            else:
+                rows.append(compare_row(planned, record["profile"], source=str(path.parent)))
         if on_row is not None:
             on_row(rows[-1])
     return rows

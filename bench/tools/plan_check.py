@@ -20,7 +20,8 @@ from bench.boundary import entry_point
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.runner.planning import MEMORY_TOLERANCE_PCT
+    from bench.measure.cuda_memory import GPUS
+    from bench.runner.planning import GPU_TOLERANCE_PCT, MEMORY_TOLERANCE_PCT
 
     p = argparse.ArgumentParser(prog="python -m bench.tools.plan_check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=MEMORY_TOLERANCE_PCT,
                    help=f"largest |predicted - measured| / measured peak memory, in percent "
                         f"(default {MEMORY_TOLERANCE_PCT})")
+    p.add_argument("--gpu", choices=sorted(GPUS), help="also check the runs measured on a GPU, as this GPU: the CUDA "
+                   "model's memory_reserved peak against the run's (bench/measure/cuda_memory.py)")
+    p.add_argument("--gpu-tolerance", type=float, default=GPU_TOLERANCE_PCT,
+                   help=f"largest |predicted - measured| / measured reserved peak of a GPU run, in percent "
+                        f"(default {GPU_TOLERANCE_PCT})")
     p.add_argument("--out", type=Path, help="also write plan_check.json (every row) and plan_check.md (the table) "
                                             "to this folder")
     return p
@@ -40,18 +46,22 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     strategies = {s.strip() for s in args.strategies.split(",") if s.strip()} if args.strategies else None
-    rows = compare_with_records(args.folders, strategies=strategies, on_row=lambda row: print(_progress(row),
-                                                                                               flush=True))
+    from bench.measure.cuda_memory import GPUS
+
+    rows = compare_with_records(args.folders, strategies=strategies, gpu=GPUS[args.gpu] if args.gpu else None,
+                                on_row=lambda row: print(_progress(row), flush=True))
     if not rows:
-        print("no finished CPU-profiled run found in " + ", ".join(map(str, args.folders)), file=sys.stderr)
+        print(f"no finished {'CPU- or GPU-' if args.gpu else 'CPU-'}profiled run found in "
+              + ", ".join(map(str, args.folders)), file=sys.stderr)
         return 2
     table = comparison_table(rows)
     planned = [r for r in rows if "error" not in r]
-    missed = [r for r in rows if "error" in r or not r["flops_equal"] or abs(r["peak_gap_pct"]) > args.tolerance]
+    missed = [r for r in rows if "error" in r or not r["flops_equal"]
+              or abs(r["peak_gap_pct"]) > (args.gpu_tolerance if "gpu_model" in r else args.tolerance)]
     worst = max((abs(r["peak_gap_pct"]) for r in planned), default=float("nan"))
     summary = (f"{len(rows)} run(s), {len(rows) - len(planned)} not planned: FLOPs equal in "
                f"{sum(r['flops_equal'] for r in planned)}, largest memory gap "
-               f"{worst:.3f}% (tolerance {args.tolerance}%); {len(missed)} miss")
+               f"{worst:.3f}% (tolerance {args.tolerance}% CPU, {args.gpu_tolerance}% GPU reserved); {len(missed)} miss")
     print(f"{table}\n{summary}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
