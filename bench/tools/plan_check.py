@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     worst = max((abs(r["peak_gap_pct"]) for r in planned), default=float("nan"))
     summary = (f"{len(rows)} run(s), {len(rows) - len(planned)} not planned: FLOPs equal in "
                f"{sum(r['flops_equal'] for r in planned)}, largest memory gap "
-               f"{worst:.3f}% (tolerance {args.tolerance}% CPU, {args.gpu_tolerance}% GPU reserved); {len(missed)} miss")
+               f"{worst:.3f}% (tolerance {args.tolerance}% CPU, {args.gpu_tolerance}% GPU reserved); "
+               f"{len(missed)} miss")
     print(f"{table}\n{summary}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
