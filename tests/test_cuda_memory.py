@@ -126,3 +126,20 @@ def test_gpu_validation_measures_both_precisions_then_checks_them_as_the_named_g
         assert command[command.index("--device") + 1] == "cuda"
         assert command[command.index("--out") + 1] == str(tmp_path / f"paper-profile-{precision}")
     assert check[2] == "bench.tools.plan_check" and check[check.index("--gpu") + 1] == "h200-141g"
+
+
+def test_the_report_lists_each_runs_plan_beside_its_measurement():
+    from bench.reporting.tables import plan_rows
+
+    def record(run_id, planned):
+        return {"run": {"id": run_id, "strategy": run_id}, "profile": {"plan": planned}}
+
+    rows = plan_rows([
+        record("a", {"flops_equal": True, "peak_kind": "cpu_profiler_live_tensors", "peak_bytes_predicted": 3 * MIB,
+                     "peak_bytes_measured": 2 * MIB, "peak_gap_pct": 50.0, "plan_time_s": 1.25}),
+        record("b", {"error": "RuntimeError: no", "plan_time_s": 0.1}),
+        {"run": {"id": "c", "strategy": "c"}, "profile": {}},  # made before plans were recorded
+    ])
+    assert [r["run"] for r in rows] == ["a", "b"]
+    assert rows[0]["predicted peak (MiB)"] == "3.00" and rows[0]["gap (%)"] == "+50.000"
+    assert rows[1]["FLOPs equal"] == "not planned" and "RuntimeError" in rows[1]["gap (%)"]

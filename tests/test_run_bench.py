@@ -24,6 +24,10 @@ def test_main_end_to_end_writes_one_json_per_run_and_prints_a_table(tmp_path, ca
         test = record["metrics"]["test"]
         assert 0.0 <= test["macro_f1"] <= 1.0 and 0.0 <= test["paper_f1"] <= 1.0 and 0.0 <= test["mA"] <= 1.0
         assert "per_group" in test and "majority_test" in record["metrics"]
+        planned = record["profile"]["plan"]  # the cost plan made beside the measurement
+        assert planned["flops_equal"] and planned["peak_kind"] == "cpu_profiler_live_tensors"
+        assert abs(planned["peak_gap_pct"]) <= 3.0
+    assert "| yes " in (out / "report" / "plan_vs_measured.md").read_text()
     assert "majority macro-F1" in printed and "full" in printed and "frozen" in printed
     # a second invocation skips the finished runs
     assert run_bench.main(["--preset", "smoke", "--strategies", "full,frozen", "--out", str(out)]) == 0

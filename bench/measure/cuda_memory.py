@@ -94,6 +94,17 @@ def parse_gpus(text: str) -> list[Gpu]:
     return gpus
 
 
+def gpu_of_current_device() -> Gpu:
+    """The current CUDA device as a ``Gpu``: its capacity, and the cuBLASLt workspace PyTorch picks by compute
+    capability (Hopper and later 32 MiB, Ampere of 24 GiB or more 4 MiB, else 1 MiB); peaks unknown."""
+    import torch
+
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    gib = props.total_memory / GIB
+    lt = 32 if props.major >= 9 else 4 if props.major == 8 and gib >= 24 else 1
+    return Gpu(props.name, gib, lt, GENERIC_CONTEXT_MIB, 0.0, 0.0, 0.0)
+
+
 def round_size(size: int) -> int:
     return max(MIN_BLOCK, -(-size // MIN_BLOCK) * MIN_BLOCK)
 

@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tabulate import tabulate
@@ -31,11 +32,13 @@ from bench.measure import cuda_memory, plan, precision
 from bench.measure.profile import FLOPS_CONVENTION, count_parameters
 from bench.records import FAILED_SUFFIX, OK, read_result, write_json_atomic
 from bench.runner.run import build_base_model, seed_everything, with_strategy
-from bench.runner.sweep import RunSpec
 from bench.runner.train import make_optimizer
 from models.backbone import image_size_of
 from models.loss import WeightedBCE
 from models.text import encode_sentences
+
+if TYPE_CHECKING:
+    from bench.runner.sweep import RunSpec
 
 PLAN_FOLDER = "plan"  # under --out: the run records' folder holds only run records (reports read every *.json)
 DEVICE = torch.device("cpu")
@@ -196,10 +199,13 @@ def _copy(model: nn.Module, make) -> nn.Module:
 
 def plan_run(spec: RunSpec, planner: Planner) -> dict:
     """One run's predicted cost: its setting's traced step (``Planner.trace``) at the run's batch size."""
-    cfg = spec.config
+    return plan_config(spec.run_id, spec.config, planner)
+
+
+def plan_config(run_id: str, cfg: RunConfig, planner: Planner) -> dict:
     ready, trace = planner.prepared(cfg), planner.trace(cfg)
     cost = trace.cost(cfg.train.batch_size)
-    return {"id": spec.run_id, "strategy": cfg.strategy.name, "family": cfg.strategy.registered,
+    return {"id": run_id, "strategy": cfg.strategy.name, "family": cfg.strategy.registered,
             "config_digest": cfg.digest(), "setting": setting_of(cfg, image_size=image_size_of(ready.model.backbone)),
             "strategy_params": dict(cfg.strategy.params), **count_parameters(ready.model, ready.base_ids), **cost,
             "traced_batch": trace.traced_batch or "marker",
@@ -411,7 +417,7 @@ def compare_with_records(folders: list[Path], *, strategies: set[str] | None = N
     for path, record in records:
         cfg = RunConfig.from_dict(record["run"]["config"])
         try:
-            planned = plan_run(RunSpec(record["run"]["id"], cfg), planner)
+            planned = plan_config(record["run"]["id"], cfg, planner)
         except Exception as error:  # noqa: BLE001 -- one run that cannot be planned is a row of the check, not its end
             rows.append({"source": str(path.parent), "id": record["run"]["id"], "strategy": cfg.strategy.name,
                          "error": f"{type(error).__name__}: {error}"[:300]})
@@ -435,3 +441,36 @@ def comparison_table(rows: list[dict]) -> str:
               r["activation_saved_equal"], r["peak_bytes_predicted"] / MIB, r["peak_bytes_measured"] / MIB,
               f"{r['peak_gap_pct']:+.3f}", r["unread_bytes"] / MIB] for r in rows]
     return tabulate(lines, headers=headers, tablefmt="github", floatfmt=".1f", disable_numparse=[8])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The plan inside every measured record
+# ---------------------------------------------------------------------------------------------------------------------
+
+def prediction_beside(run_id: str, cfg: RunConfig, measured: dict) -> dict:
+    """The plan of a run that has just measured itself, for its record (``profile.plan``): predicted FLOPs (equal or
+    not to the measured) and peak memory in the measurement's own convention (CPU profiler live bytes, or on a GPU
+    the CUDA model's ``memory_reserved`` against ``max_memory_reserved``), with the gap, so every sweep checks the
+    planner. A plan that fails says why and leaves the run as it is."""
+    start = time.perf_counter()
+    try:
+        planner = Planner([cfg])
+        planned, trace = plan_config(run_id, cfg, planner), planner.trace(cfg)
+        row = {"flops_equal": all(planned[k] == measured.get(k) for k in FLOP_KEYS),
+               "train_step_flops_predicted": planned["train_step_flops"]}
+        kind = measured.get("peak_mem_kind")
+        if kind == CPU_PEAK:
+            predicted, actual = planned["peak_bytes_predicted_cpu_profiler"], measured["peak_mem_bytes"]
+        elif kind == CUDA_PEAK:
+            gpu = cuda_memory.gpu_of_current_device()
+            events = trace.allocator_events(cfg.train.batch_size)
+            predicted = cuda_memory.replay(events, workspaces=gpu.workspace_bytes)["cuda_peak_reserved_bytes"]
+            actual = measured["cuda_max_reserved_bytes"]
+        else:
+            predicted = actual = None
+        if predicted is not None and actual:
+            row.update({"peak_kind": kind, "peak_bytes_predicted": predicted, "peak_bytes_measured": actual,
+                        "peak_gap_pct": 100.0 * (predicted - actual) / actual})
+    except Exception as error:  # noqa: BLE001 -- the planner failing is a finding about the planner, not the run
+        row = {"error": f"{type(error).__name__}: {error}"[:300]}
+    return {**row, "plan_time_s": time.perf_counter() - start}

@@ -126,8 +126,12 @@ def execute(config_path: Path, result_path: Path, run_id: str) -> int:
         print(f"run {run_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
         saved.unlink(missing_ok=True)
         return _write(result_path, record, 1)
-    record = run_record(cfg, run_id=run_id, status=records.OK, started_at=started,
-                        duration_s=time.perf_counter() - start)
+    duration = time.perf_counter() - start
+    if cfg.profile.enabled and cfg.train.world_size == 1:  # every sweep checks the planner (its time apart)
+        from bench.runner.planning import prediction_beside
+
+        outcome["profile"]["plan"] = prediction_beside(run_id, cfg, outcome["profile"])
+    record = run_record(cfg, run_id=run_id, status=records.OK, started_at=started, duration_s=duration)
     record.update(outcome)  # the OUTCOME sections
     code = _write(result_path, record, 0)
     saved.unlink(missing_ok=True)  # the run has its final record: nothing to continue from
