@@ -19,9 +19,9 @@ from bench.reporting import plots, report
 MIB = 2**20
 GPU = "NVIDIA H100 80GB HBM3"
 OUTPUTS = ("summary.csv", "summary.md", "summary.tex", "per_attribute_f1.md", "per_attribute_f1.csv",
-           "per_group_f1.csv", "plan_vs_measured.md", "per_kind_f1.md", "frames_ablation.md", "frames_ablation.csv", "memory_breakdown.md",
-           "memory_breakdown.csv", "fig1_efficiency.png", "pareto.png", "cost_curves.png", "training_curves.png",
-           "explore.html", "README.md", "index.html")
+           "per_group_f1.csv", "plan_vs_measured.md", "per_kind_f1.md", "frames_ablation.md", "frames_ablation.csv",
+           "memory_breakdown.md", "memory_breakdown.csv", "fig1_efficiency.png", "pareto.png", "cost_curves.png",
+           "training_curves.png", "explore.html", "README.md", "index.html")
 
 
 def fake_record(strategy: str, *, seed: int = 0, frames: int = 2, batch: int = 8, f1: float | None = 0.5,
