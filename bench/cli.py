@@ -326,12 +326,18 @@ def sweep_specs(args: argparse.Namespace, base: dict) -> list:
 
 def plan(args: argparse.Namespace, base: dict, specs: list) -> int:
     """--plan: the selected runs, in every --precision listed, planned without training (bench/runner/planning.py)."""
-    from bench.runner.planning import plan_command
+    from bench.reporting import plan_figure
+    from bench.runner.planning import PLAN_FOLDER, plan_command
 
     for other in (args.precision or ())[1:]:
         specs = specs + sweep_specs(args, merge(base, {"train": {"precision": other}}))
     experiments.preflight(specs)
-    return plan_command(specs, out=ensure_writable_folder(args.out), preset=args.preset, gpus=args.gpu_memory or [])
+    out = ensure_writable_folder(args.out)
+    code = plan_command(specs, out=out, preset=args.preset, gpus=args.gpu_memory or [])
+    figure = plan_figure.write_plan_figure(out / PLAN_FOLDER / "plan.json")
+    if figure is not None:
+        print(f"figure: {figure}")
+    return code
 
 
 def fresh_code(args: argparse.Namespace) -> str | None:

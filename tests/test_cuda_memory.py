@@ -84,6 +84,10 @@ def test_plan_with_gpu_memory_writes_the_predictions(tmp_path, capsys):
     assert h100["device_bytes_predicted"] == h100["cuda_peak_reserved_bytes"] + 500 * MIB
     assert h100["max_batch_fits"] > row["gpus"]["24GiB"]["max_batch_fits"] > 0
     assert h100["step_time_ms_predicted"] > 0 and "step_time_ms_predicted" not in row["gpus"]["24GiB"]
+    curve = [row["peak_bytes_by_batch"][str(b)] for b in planning.CURVE_BATCHES]
+    assert curve == sorted(curve) and curve[0] < curve[-1]  # the figure's curve grows with the batch
+    assert row["peak_bytes_by_batch"]["16"] == row["peak_bytes_predicted"]  # the run's own batch: its peak
+    assert (tmp_path / "plan" / "peak_vs_batch.png").stat().st_size > 10_000 and "figure:" in out
 
 
 @pytest.mark.parametrize(("argv", "message"), [

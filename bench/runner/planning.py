@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from bench.runner.sweep import RunSpec
 
 PLAN_FOLDER = "plan"  # under --out: the run records' folder holds only run records (reports read every *.json)
+CURVE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # the plan's peak-vs-batch curve (one trace gives them all)
 DEVICE = torch.device("cpu")
 
 
@@ -209,6 +210,8 @@ def plan_config(run_id: str, cfg: RunConfig, planner: Planner) -> dict:
             "config_digest": cfg.digest(), "setting": setting_of(cfg, image_size=image_size_of(ready.model.backbone)),
             "strategy_params": dict(cfg.strategy.params), **count_parameters(ready.model, ready.base_ids), **cost,
             "traced_batch": trace.traced_batch or "marker",
+            "peak_bytes_by_batch": {str(b): trace.peak_bytes(b) for b in CURVE_BATCHES} if trace.traced_batch is None
+            else {},
             **precision.setting_record(cfg.train, DEVICE, half_cast_params=ready.half_cast,
                                        relaid_attentions=ready.relaid),
             "traced_device": str(DEVICE)}
