@@ -122,10 +122,12 @@ class CachingAllocator:
     """The caching allocator's bookkeeping without memory: segments, blocks, best fit, splitting and merging.
 
     A block is ``[segment, offset, size]``; free blocks sit per pool in a list sorted by (size, segment, offset),
-    which is the allocator's own order (smallest fit first, then lowest address)."""
+    which is the allocator's own order (smallest fit first, then lowest address), and by where they end, so a freed
+    block finds its free neighbours on either side in one lookup."""
 
     def __init__(self) -> None:
         self.free = {True: [], False: []}  # small pool?, sorted (size, segment, offset)
+        self.free_ends: dict[tuple[int, int], int] = {}  # (segment, end offset) of a free block -> its offset
         self.blocks: dict[tuple[int, int], int] = {}  # (segment, offset) -> size, free or not
         self.pool_of: list[bool] = []  # per segment: small pool?
         self.live: dict[object, tuple[int, int, int]] = {}  # key -> (segment, offset, size)
@@ -138,7 +140,8 @@ class CachingAllocator:
         pool = self.free[small]
         index = bisect.bisect_left(pool, (size, -1, -1))
         if index < len(pool):
-            block_size, segment, offset = pool.pop(index)
+            block_size, segment, offset = pool[index]
+            self._take_free(segment, offset)
         else:
             block_size, segment, offset = segment_size(size), len(self.pool_of), 0
             self.pool_of.append(small)
@@ -148,8 +151,7 @@ class CachingAllocator:
         rest = block_size - size
         if rest >= MIN_BLOCK if small else rest > SMALL_SIZE:
             self.blocks[(segment, offset)] = size
-            self.blocks[(segment, offset + size)] = rest
-            bisect.insort(pool, (rest, segment, offset + size))
+            self._add_free(segment, offset + size, rest)
             block_size = size
         self.live[key] = (segment, offset, block_size)
         self.allocated += block_size
@@ -160,32 +162,33 @@ class CachingAllocator:
             return
         segment, offset, size = self.live.pop(key)
         self.allocated -= size
-        pool = self.free[self.pool_of[segment]]
-        after = (segment, offset + size)
-        if after in self.blocks and self._take_free(pool, after):
-            size += self.blocks.pop(after)
-        before = self._free_neighbour_before(pool, segment, offset)
-        if before is not None:
-            self.blocks.pop((segment, offset))
-            offset, size = before, size + self.blocks[(segment, before)]
+        end = offset + size
+        if self._is_free(segment, end):  # the next block is free: absorb it
+            size += self._take_free(segment, end)
+            del self.blocks[(segment, end)]
+        before = self.free_ends.get((segment, offset))
+        if before is not None:  # the previous block is free: it absorbs this one
+            del self.blocks[(segment, offset)]
+            size += self._take_free(segment, before)
+            offset = before
+        self._add_free(segment, offset, size)
+
+    def _is_free(self, segment: int, offset: int) -> bool:
+        size = self.blocks.get((segment, offset))
+        return size is not None and self.free_ends.get((segment, offset + size)) == offset
+
+    def _add_free(self, segment: int, offset: int, size: int) -> None:
         self.blocks[(segment, offset)] = size
-        bisect.insort(pool, (size, segment, offset))
+        self.free_ends[(segment, offset + size)] = offset
+        bisect.insort(self.free[self.pool_of[segment]], (size, segment, offset))
 
-    def _take_free(self, pool: list, where: tuple[int, int]) -> bool:
-        entry = (self.blocks[where], *where)
-        index = bisect.bisect_left(pool, entry)
-        if index < len(pool) and pool[index] == entry:
-            pool.pop(index)
-            return True
-        return False
-
-    def _free_neighbour_before(self, pool: list, segment: int, offset: int) -> int | None:
-        """Offset of the free block that ends where ``offset`` starts, taken out of the free list (or None)."""
-        for size, seg, start in pool:  # the free lists stay short: a step reuses its blocks
-            if seg == segment and start + size == offset:
-                pool.remove((size, seg, start))
-                return start
-        return None
+    def _take_free(self, segment: int, offset: int) -> int:
+        """Take a free block out of the free lists (it stays a block of its segment); returns its size."""
+        size = self.blocks[(segment, offset)]
+        del self.free_ends[(segment, offset + size)]
+        pool = self.free[self.pool_of[segment]]
+        pool.pop(bisect.bisect_left(pool, (size, segment, offset)))
+        return size
 
 
 def replay(events, *, workspaces: list[int] = ()) -> dict:

@@ -409,13 +409,13 @@ class StepTrace:
         whatever the first left alive (gradients: the loop's ``zero_grad(set_to_none=True)``) freed in between,
         so the second step meets the cache the first left."""
         size = self.sizer(batch)
-        first_op = self.tracker.checks[0][0] if self.tracker.checks else len(self.log_entries)
-        events = [("alloc", id(w), size(b)) for u, w, _, b in self.log_entries[:first_op] if u == _UpdateType.ADD]
+        first_op = self.tracker.checks[0][0] if self.tracker.checks else len(self.tracker.log)
+        events = [("alloc", id(w), size(b)) for u, w, _, b in self.tracker.log[:first_op] if u == _UpdateType.ADD]
         events += [("alloc", key, size(b)) for key, b in self.state.items()]
         before = {event[1] for event in events}
         for step in (1, 2):
             alive = set()
-            for u_type, winfo, _, traced in self.log_entries[first_op:]:
+            for u_type, winfo, _, traced in self.tracker.log[first_op:]:
                 key = (step, id(winfo)) if id(winfo) not in before else id(winfo)
                 if u_type == _UpdateType.ADD and id(winfo) not in self.state:
                     events.append(("alloc", key, size(traced)))
@@ -427,11 +427,6 @@ class StepTrace:
                     events += [("free", key), ("alloc", key, size(traced))]
             events += [("free", key) for key in alive]
         return events
-
-    @property
-    def log_entries(self) -> list[tuple]:
-        return self.tracker.log
-
     def cost(self, batch: int) -> dict:
         """The record of one run at ``batch`` clips: FLOPs as ``profile.flops_record`` gives them, the steady-state
         peak by category and phase, the saved activations and the memory by module."""

@@ -230,7 +230,8 @@ def plan_runs(specs: list[RunSpec], gpus: list[cuda_memory.Gpu] = ()) -> list[di
     for spec in specs:
         row = plan_run(spec, planner)
         if gpus:
-            row["gpus"] = gpu_predictions(planner.trace(spec.config), spec.config, gpus)
+            row["gpus"] = gpu_predictions(planner.trace(spec.config), spec.config, gpus,
+                                          train_step_flops=row["train_step_flops"])
         rows.append(row)
     return rows
 
@@ -238,21 +239,21 @@ def plan_runs(specs: list[RunSpec], gpus: list[cuda_memory.Gpu] = ()) -> list[di
 MAX_PLANNED_BATCH = 2 ** 20
 
 
-def gpu_predictions(trace: plan.StepTrace, cfg: RunConfig, gpus: list[cuda_memory.Gpu]) -> dict:
+def gpu_predictions(trace: plan.StepTrace, cfg: RunConfig, gpus: list[cuda_memory.Gpu], *,
+                    train_step_flops: int) -> dict:
     """Per GPU: the predicted ``memory_reserved`` peak and device total (plus the CUDA context) at the run's batch,
     the largest batch whose device total fits the GPU's memory, and (for a GPU of known peak) a compute-bound step
-    time. All predictions (bench/measure/cuda_memory.py says how)."""
-    batch, out = cfg.train.batch_size, {}
+    time from the run's planned ``train_step_flops``. All predictions (bench/measure/cuda_memory.py says how)."""
+    events, out = trace.allocator_events(cfg.train.batch_size), {}
     for gpu in gpus:
-        at_batch = cuda_memory.replay(trace.allocator_events(batch), workspaces=gpu.workspace_bytes)
+        at_batch = cuda_memory.replay(events, workspaces=gpu.workspace_bytes)
         row = {**at_batch, "cuda_context_bytes_assumed": gpu.context_mib * MIB,
                "device_bytes_predicted": at_batch["cuda_peak_reserved_bytes"] + gpu.context_mib * MIB,
                "gpu_memory_bytes": int(gpu.memory_gib * cuda_memory.GIB),
                "max_batch_fits": largest_batch(trace, gpu) if trace.traced_batch is None else None}
         if gpu.bf16_tflops:
             row["step_time_ms_predicted"] = 1e3 * cuda_memory.step_seconds(
-                trace.cost(batch)["train_step_flops"], gpu, precision=cfg.train.precision,
-                efficiency=GPU_EFFICIENCY)
+                train_step_flops, gpu, precision=cfg.train.precision, efficiency=GPU_EFFICIENCY)
             row["step_time_efficiency_assumed"] = GPU_EFFICIENCY
         out[gpu.name] = row
     return out
@@ -267,8 +268,7 @@ def largest_batch(trace: plan.StepTrace, gpu: cuda_memory.Gpu) -> int:
     budget = int(gpu.memory_gib * cuda_memory.GIB) - gpu.context_mib * MIB
 
     def fits(batch: int) -> bool:
-        events = trace.allocator_events(batch)
-        return cuda_memory.replay(events, workspaces=gpu.workspace_bytes)["cuda_peak_reserved_bytes"] <= budget
+        return cuda_peaks(trace, batch, gpu)["cuda_peak_reserved_bytes"] <= budget
 
     high = 1
     while high < MAX_PLANNED_BATCH and trace.peak_bytes(high * 2) <= budget:  # live bytes never exceed reserved
@@ -372,42 +372,51 @@ def measured_records(folders: list[Path], strategies: set[str] | None = None, *,
     return found
 
 
-def compare_row(planned: dict, measured: dict, *, source: str) -> dict:
-    """Plan vs measurement of one run: FLOPs must be equal; memory is compared as the CPU profiler sees it."""
-    predicted, actual = planned["peak_bytes_predicted_cpu_profiler"], measured["peak_mem_bytes"]
+def flops_equal(planned: dict, measured: dict) -> bool:
+    """Every FLOP figure of the plan equals the measured one (the plan counts with the measured runs' counter)."""
+    return all(planned[k] == measured.get(k) for k in FLOP_KEYS)
+
+
+def cuda_peaks(trace: plan.StepTrace, batch: int, gpu: cuda_memory.Gpu) -> dict:
+    """The CUDA model's ``memory_allocated`` / ``memory_reserved`` peaks of a traced step at ``batch`` on ``gpu``."""
+    return cuda_memory.replay(trace.allocator_events(batch), workspaces=gpu.workspace_bytes)
+
+
+def _plan_vs_measured(planned: dict, measured: dict, *, source: str, predicted: int, actual: int) -> dict:
+    """What every comparison row holds: the run, its setting, FLOPs and saved activations equal or not, the peak
+    predicted and measured (in the measurement's convention) and the signed gap."""
     return {"source": source, "id": planned["id"], "strategy": planned["strategy"],
             "batch_size": planned["setting"]["batch_size"], "precision": planned["setting"]["precision"],
             "half_frozen_backbone": planned["setting"]["half_frozen_backbone"],
-            "flops_equal": all(planned[k] == measured.get(k) for k in FLOP_KEYS),
+            "flops_equal": flops_equal(planned, measured),
             "train_step_flops_predicted": planned["train_step_flops"],
             "train_step_flops_measured": measured.get("train_step_flops"),
             "activation_saved_equal": planned["activation_saved_bytes"] == measured.get("activation_saved_bytes"),
             "peak_bytes_predicted": predicted, "peak_bytes_measured": actual,
             "peak_gap_pct": 100.0 * (predicted - actual) / actual, "unread_bytes": planned["unread_bytes"],
-            "peak_by_category_bytes_predicted": planned["peak_by_category_bytes"],
-            "peak_by_category_bytes_measured": measured.get("peak_mem_by_category_bytes"),
             "trace_time_s": planned["trace_time_s"]}
+
+
+def compare_row(planned: dict, measured: dict, *, source: str) -> dict:
+    """Plan vs measurement of one run: FLOPs must be equal; memory is compared as the CPU profiler sees it."""
+    return {**_plan_vs_measured(planned, measured, source=source,
+                                predicted=planned["peak_bytes_predicted_cpu_profiler"],
+                                actual=measured["peak_mem_bytes"]),
+            "peak_by_category_bytes_predicted": planned["peak_by_category_bytes"],
+            "peak_by_category_bytes_measured": measured.get("peak_mem_by_category_bytes")}
 
 
 def compare_cuda_row(planned: dict, trace: plan.StepTrace, measured: dict, *, gpu: cuda_memory.Gpu,
                      source: str) -> dict:
     """Plan vs a GPU measurement: FLOPs equal, and the CUDA model's ``memory_reserved`` and ``memory_allocated``
     peaks against the run's ``torch.cuda.max_memory_reserved`` / ``max_memory_allocated``."""
-    batch = planned["setting"]["batch_size"]
-    cuda = cuda_memory.replay(trace.allocator_events(batch), workspaces=gpu.workspace_bytes)
-    reserved, allocated = measured["cuda_max_reserved_bytes"], measured["cuda_max_allocated_bytes"]
-    return {"source": source, "id": planned["id"], "strategy": planned["strategy"], "gpu_model": gpu.name,
-            "batch_size": batch, "precision": planned["setting"]["precision"],
-            "half_frozen_backbone": planned["setting"]["half_frozen_backbone"],
-            "flops_equal": all(planned[k] == measured.get(k) for k in FLOP_KEYS),
-            "train_step_flops_predicted": planned["train_step_flops"],
-            "train_step_flops_measured": measured.get("train_step_flops"),
-            "activation_saved_equal": planned["activation_saved_bytes"] == measured.get("activation_saved_bytes"),
-            "peak_bytes_predicted": cuda["cuda_peak_reserved_bytes"], "peak_bytes_measured": reserved,
-            "peak_gap_pct": 100.0 * (cuda["cuda_peak_reserved_bytes"] - reserved) / reserved,
-            "allocated_bytes_predicted": cuda["cuda_peak_allocated_bytes"], "allocated_bytes_measured": allocated,
-            "allocated_gap_pct": 100.0 * (cuda["cuda_peak_allocated_bytes"] - allocated) / allocated,
-            "unread_bytes": planned["unread_bytes"], "trace_time_s": planned["trace_time_s"]}
+    cuda = cuda_peaks(trace, planned["setting"]["batch_size"], gpu)
+    allocated = measured["cuda_max_allocated_bytes"]
+    return {**_plan_vs_measured(planned, measured, source=source, predicted=cuda["cuda_peak_reserved_bytes"],
+                                actual=measured["cuda_max_reserved_bytes"]),
+            "gpu_model": gpu.name, "allocated_bytes_predicted": cuda["cuda_peak_allocated_bytes"],
+            "allocated_bytes_measured": allocated,
+            "allocated_gap_pct": 100.0 * (cuda["cuda_peak_allocated_bytes"] - allocated) / allocated}
 
 
 def compare_with_records(folders: list[Path], *, strategies: set[str] | None = None, on_row=None,
@@ -459,15 +468,14 @@ def prediction_beside(run_id: str, cfg: RunConfig, measured: dict) -> dict:
     try:
         planner = Planner([cfg])
         planned, trace = plan_config(run_id, cfg, planner), planner.trace(cfg)
-        row = {"flops_equal": all(planned[k] == measured.get(k) for k in FLOP_KEYS),
+        row = {"flops_equal": flops_equal(planned, measured),
                "train_step_flops_predicted": planned["train_step_flops"]}
         kind = measured.get("peak_mem_kind")
         if kind == CPU_PEAK:
             predicted, actual = planned["peak_bytes_predicted_cpu_profiler"], measured["peak_mem_bytes"]
         elif kind == CUDA_PEAK:
             gpu = cuda_memory.gpu_of_current_device()
-            events = trace.allocator_events(cfg.train.batch_size)
-            predicted = cuda_memory.replay(events, workspaces=gpu.workspace_bytes)["cuda_peak_reserved_bytes"]
+            predicted = cuda_peaks(trace, cfg.train.batch_size, gpu)["cuda_peak_reserved_bytes"]
             actual = measured["cuda_max_reserved_bytes"]
         else:
             predicted = actual = None
