@@ -10,11 +10,11 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.boundary import ensure_writable_folder, entry_point
-from bench.config import ConfigError, merge
+from bench.config import PROTOCOLS, ConfigError, merge
 from bench.measure import cuda_memory, trackers
 from bench.measure.environment import source_digest
 from bench.reporting import gate, report
-from bench.runner import experiments, launch
+from bench.runner import experiments, launch, tuning
 from bench.runner.lifeline import FolderLock
 from bench.runner.placement import device_label
 from bench.runner.sweep import run_sweep
@@ -42,6 +42,13 @@ def _precisions(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"expected {', '.join(PRECISIONS)} or a comma-separated list of them "
                                          f"(with --plan), got {text!r}")
     return names
+
+
+def _tune_axis(text: str) -> tuning.Axis:
+    try:
+        return tuning.parse_axis(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 ABLATIONS = {  # --ablate name -> config override (bench/config.py documents each field)
@@ -94,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "branch computed and discarded), one-frame (the first sampled frame shown T times), "
                         "shuffle-frames (frames in a random order); runs are labelled by them in reports. "
                         "python -m bench.tools.sensitivity runs them all")
+    p.add_argument("--protocol", choices=[p for p in PROTOCOLS if p != "val-only"],
+                   help="evaluation protocol (default val): val = the checkpoint is chosen on the validation split, "
+                        "the test split scored once; full-train = the papers': train on train + validation, test "
+                        "the last epoch; test-select = the released code's: the test split chooses the checkpoint "
+                        "(optimistic; warned)")
+    p.add_argument("--tune", type=_tune_axis, action="append", metavar="KEY=V1,V2,...",
+                   help=f"tune a training hyperparameter per strategy ({', '.join(registry.HYPERPARAMETERS)}) over "
+                        "a grid, e.g. --tune lr=3e-4,1e-3,3e-3 (repeat for a product grid): every grid point runs "
+                        "on the validation split only (the test split is never built), the best mean validation "
+                        "score over the seeds is chosen, and the sweep's runs train with it. Grid runs and "
+                        "tuning.json (choice, scores, the grid's cost) go to --out/tuning/")
     p.add_argument("--profile-only", action="store_true",
                    help="measure a few training steps per run (memory, time, FLOPs) without training to convergence")
     p.add_argument("--plan", action="store_true",
@@ -137,7 +155,8 @@ def overrides(args: argparse.Namespace) -> dict:
                                "temporal": args.temporal}.items() if v is not None}
     precision = args.precision[0] if args.precision else None
     train = {k: v for k, v in {"epochs": args.epochs, "device": args.device, "precision": precision,
-                               "half_frozen_backbone": args.half_frozen_backbone or None}.items() if v is not None}
+                               "half_frozen_backbone": args.half_frozen_backbone or None,
+                               "protocol": args.protocol}.items() if v is not None}
     plain = {"data": data, "model": model, "train": train, "profile": {"only": True} if args.profile_only else {}}
     for name in args.ablate:
         plain = merge(plain, ABLATIONS[name])
@@ -165,6 +184,7 @@ def strategy_parameters(name: str, entry: dict) -> list[str]:
     declared bounds or choices); a variant shows its family and its own values as the defaults."""
     fields = registry.describe(entry["family"], entry["params"])
     lines = [f"    (variant of {entry['family']})"] if entry["family"] != name else []
+    lines.append(f"    training defaults: {hyperparameter_line(entry['family'])}")
     if not fields:
         return [*lines, "    (no parameters)"]
     name_width = max(len(f.name) for f in fields)
@@ -173,6 +193,13 @@ def strategy_parameters(name: str, entry: dict) -> list[str]:
         text = f.help + (f" ({f.rules})" if f.rules else "")
         lines.append(f"    {f.name:<{name_width}}  {f'{f.type} = {f.default}':<{spec_width}}  {text}")
     return lines
+
+
+def hyperparameter_line(family: str) -> str:
+    """A strategy's own ``train`` defaults and their source, e.g. ``lr 0.001, backbone_lr_scale 0.01 (...)``."""
+    hyper = registry.get(family).hyper
+    values = ", ".join(f"{key} {value:g}" for key, value in hyper.values.items()) or "the loop's"
+    return f"{values} ({hyper.source})"
 
 
 def list_parameters() -> str:
@@ -275,13 +302,24 @@ def run(args: argparse.Namespace) -> int:
     if args.precision and len(args.precision) > 1:
         raise ConfigError(f"--precision {','.join(args.precision)}: a list is for --plan; a sweep trains in one "
                           "precision per --out folder (run one sweep per precision)")
+    if args.tune and (args.check or args.update_baseline):
+        raise ConfigError("--tune: not with --check / --update-baseline (the gate holds runs at the preset's "
+                          "settings; tune in a sweep of its own)")
     experiments.preflight(specs)
     baseline = preflight_gate(args, specs)
+    warn_protocol(specs)
+    grid = tuning.grid_runs(specs, tuning.grid_points(args.tune)) if args.tune else []
     out = ensure_writable_folder(args.out)  # before any work
     launch.resolve_jobs(args, cpu_runs=all(device_label(spec.config.train.device) == "cpu" for spec in specs))
     with FolderLock(out, wait=args.wait_lock), tracking(args.track, out):
+        launcher = launch.make_launcher(args)
+        if grid:
+            specs = tune(args, specs, grid, out, launcher)
+            if specs is None:
+                print("when the grid's jobs have finished, run the same command again to choose and train")
+                return 0
         records = run_sweep(specs, out, resume=not args.no_resume, retry_failed=args.retry_failed,
-                            launcher=launch.make_launcher(args), source_sha256=fresh_code(args),
+                            launcher=launcher, source_sha256=fresh_code(args),
                             replace_other_settings=args.replace_other_settings)
         if records is None:
             print(f"when the jobs have finished: python -m bench.reporting.report {out}")
@@ -294,6 +332,32 @@ def run(args: argparse.Namespace) -> int:
         if args.update_baseline or args.check:
             return gate_step(records, args, baseline)
     return 0 if (frame["status"] == "ok").all() else 1
+
+
+def warn_protocol(specs) -> None:
+    """test-select is the released code's practice, never a sound default: say so before any run."""
+    chosen = sorted({spec.run_id for spec in specs if spec.config.train.protocol == "test-select"})
+    if chosen:
+        print(f"WARNING: protocol test-select ({len(chosen)} run(s)): the test split chooses each checkpoint, as "
+              "the released VTF / VTFPAR++ code does; those test scores are optimistic and not comparable with "
+              "protocol val", file=sys.stderr)
+
+
+def tune(args: argparse.Namespace, specs: list, grid: list, out: Path, launcher) -> list | None:
+    """--tune: the grid's validation-only runs into OUT/tuning/, each strategy's choice, then the sweep's runs
+    with it (None: the grid's jobs were only submitted)."""
+    records = run_sweep([run.spec for run in grid], out / tuning.TUNING_FOLDER, resume=not args.no_resume,
+                        retry_failed=args.retry_failed, launcher=launcher,
+                        replace_other_settings=args.replace_other_settings)
+    if records is None:
+        return None
+    chosen = tuning.choose(grid, records)
+    path = tuning.write_summary(out, tuning.summary(specs, grid, records, chosen, args.tune))
+    for strategy, entry in chosen.items():
+        values = ", ".join(f"{key} {value:g}" for key, value in entry["chosen"].items())
+        print(f"tuning: {strategy}: {values} (best mean validation {specs[0].config.train.select_metric})")
+    print(f"tuning: {path}")
+    return tuning.tuned_specs(specs, chosen)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,8 @@ DATASETS = ("synthetic", "mars", "duke")
 ACTIVATIONS = ("auto", "quick_gelu", "gelu")  # models/backbone.py chooses; kept here so config needs no torch
 FRAME_FITS = ("pad", "stretch")  # data/transforms.py
 FRAME_ABLATIONS = ("none", "shuffle", "one")  # data/ablation.py
+PROTOCOLS = ("val", "full-train", "test-select", "val-only")  # bench/runner/datasets.py: protocol_splits, arrange
+
 AUGMENTS = ("none", "frame", "clip")
 PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/measure/precision.py
 SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
@@ -167,6 +169,12 @@ class TrainConfig(Validated):
     train_head: bool = option(True, "the shared fusion + head train under every strategy (one flag, not per "
                                     "strategy)")
     select_metric: str = option("macro_f1", "val metric that chooses the checkpoint", choices=selectable_metrics)
+    protocol: str = option("val", "val = the checkpoint is chosen on the validation split (identities disjoint from "
+                                  "train and test), the test split is scored once; full-train = the papers' "
+                                  "protocol: train on train + validation, test the last epoch; test-select = the "
+                                  "released code's practice, the test split chooses the checkpoint (optimistic: "
+                                  "warned, never the default); val-only = validation only, the test split is never "
+                                  "built (the runs of a --tune grid)", choices=PROTOCOLS)
     head_prior_init: bool = option(True, "start the head's output offset at the loss-optimal constant "
                                          "(models/loss.py)")
     max_steps_per_epoch: int | None = option(None, "cap on training steps per epoch; null = the whole split",

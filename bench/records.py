@@ -280,15 +280,26 @@ def switches_of(config: dict) -> str:
 
 
 def sweep_setting(config: dict) -> dict:
-    """A run's configuration minus what a sweep varies per run (strategy, seed): what a gate baseline is valid for.
+    """A run's configuration minus what a sweep varies per run (strategy, seed, and the training hyperparameters
+    each strategy declares for itself: ``strategy_hyperparameters``): what a gate baseline is valid for.
     ``train.device: auto`` is resolved on this machine, so a CPU baseline does not pass a run on a GPU."""
+    from strategies.registry import HYPERPARAMETERS
+
     setting = {key: value for key, value in config.items() if key != "strategy"}
-    setting["train"] = {key: value for key, value in config["train"].items() if key != "seed"}
+    setting["train"] = {key: value for key, value in config["train"].items()
+                        if key != "seed" and key not in HYPERPARAMETERS}
     if setting["train"].get("device") == "auto":
         import torch
 
         setting["train"]["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     return setting
+
+
+def strategy_hyperparameters(config: dict) -> dict:
+    """The run's values of the ``train`` keys a strategy declares for itself (strategies/registry.py)."""
+    from strategies.registry import HYPERPARAMETERS
+
+    return {key: config["train"].get(key) for key in HYPERPARAMETERS}
 
 
 class OtherSettingError(ValueError):

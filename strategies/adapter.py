@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from strategies.options import block_indices_problem, option
-from strategies.registry import StrategyError, StrategyOptions, register
+from strategies.registry import NEW_PARAMETERS, StrategyError, StrategyOptions, register
 
 PREFIXES = ("adapter_",)
 TAPS = ("norm", "input")
@@ -121,5 +121,5 @@ def apply(model, cfg: AdapterConfig):
     return model
 
 
-register("adapter", config=AdapterConfig, apply=apply, prefixes=PREFIXES, zero_init=True,
+register("adapter", config=AdapterConfig, apply=apply, hyper=NEW_PARAMETERS, prefixes=PREFIXES, zero_init=True,
          description="AdaptFormer parallel bottleneck adapter (64, s=0.1) beside every visual block's MLP")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from strategies.options import option
-from strategies.registry import StrategyOptions, register
+from strategies.registry import Hyperparameters, StrategyOptions, register
 
 
 @dataclass(frozen=True)
@@ -36,4 +36,7 @@ def apply(model, cfg: BitFitConfig):
 
 
 register("bitfit", config=BitFitConfig, apply=apply, zero_init=True, trains_existing=biases,
+         hyper=Hyperparameters({"lr": 1e-3, "backbone_lr_scale": 1.0},
+                               "the bias terms at the rate of new parameters, Adam 1e-3: BitFit tunes biases at "
+                               "rates of 1e-4 to 1e-3 (Ben Zaken et al., ACL 2022)"),
          description="BitFit: only the visual tower's bias terms train (attention, MLP, LayerNorm)")

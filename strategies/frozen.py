@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.registry import StrategyOptions, register
+from strategies.registry import NEW_PARAMETERS, StrategyOptions, register
 
 
 @dataclass(frozen=True)
@@ -19,5 +19,5 @@ def apply(model, cfg: FrozenConfig):
     return model
 
 
-register("frozen", config=FrozenConfig, apply=apply, zero_init=True,
+register("frozen", config=FrozenConfig, apply=apply, hyper=NEW_PARAMETERS, zero_init=True,
          description="VTF's setting: CLIP visual tower frozen; only the fusion transformer and head are trained")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.registry import StrategyOptions, register
+from strategies.registry import Hyperparameters, StrategyOptions, register
 
 
 @dataclass(frozen=True)
@@ -27,4 +27,8 @@ def apply(model, cfg: FullConfig):
 
 
 register("full", config=FullConfig, apply=apply, zero_init=True, trains_existing=trained,
+         hyper=Hyperparameters({"lr": 1e-3, "backbone_lr_scale": 0.01},
+                               "new parameters at VTF's Adam 1e-3; the pretrained CLIP weights at 1e-5 (scale "
+                               "0.01), the rate CLIP's visual tower is fine-tuned at (Goyal et al., FLYP, CVPR "
+                               "2023: 1e-5; Li et al., CLIP-ReID, AAAI 2023: 5e-6)"),
          description="full fine-tuning of the CLIP visual tower (the reference for cost ratios)")

@@ -29,7 +29,7 @@ from torch import nn
 
 from strategies.common import call_with, enable_added, scaled_in_projection
 from strategies.options import block_indices_problem, option
-from strategies.registry import StrategyError, StrategyOptions, register
+from strategies.registry import NEW_PARAMETERS, StrategyError, StrategyOptions, register
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,6 @@ def apply(model, cfg: IA3Config):
     return model
 
 
-register("ia3", config=IA3Config, apply=apply, prefixes=("ia3_",), zero_init=True,
+register("ia3", config=IA3Config, apply=apply, hyper=NEW_PARAMETERS, prefixes=("ia3_",), zero_init=True,
          description="(IA)3: learned rescaling of every visual block's keys, values (l_k, l_v) and FFN activation "
                      "(l_ff)")

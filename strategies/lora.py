@@ -24,7 +24,7 @@ import peft
 
 from strategies.common import check_only_added_train, inject_peft, resolve_targets
 from strategies.options import option
-from strategies.registry import StrategyOptions, register
+from strategies.registry import NEW_PARAMETERS, StrategyOptions, register
 
 TARGET_MODULES = {"attn": ("attn",), "mlp": ("mlp.c_fc", "mlp.c_proj")}
 PREFIXES = ("lora_",)
@@ -57,5 +57,5 @@ def apply(model, cfg: LoraConfig):
     return model
 
 
-register("lora", config=LoraConfig, apply=apply, prefixes=PREFIXES, zero_init=True,
+register("lora", config=LoraConfig, apply=apply, hyper=NEW_PARAMETERS, prefixes=PREFIXES, zero_init=True,
          description="peft LoRA (r=8, alpha=16) on the visual tower's attention and MLP linears")

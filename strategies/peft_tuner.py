@@ -40,7 +40,7 @@ from peft.utils import PeftType
 
 from strategies.common import check_only_added_train, first_line, inject_peft, resolve_targets
 from strategies.options import option
-from strategies.registry import StrategyError, StrategyOptions, register
+from strategies.registry import NEW_PARAMETERS, StrategyError, StrategyOptions, register
 
 RESERVED_KWARGS = {"target_modules": "set the strategy's 'targets' instead", "peft_type": "set 'tuner' instead",
                    "task_type": "the visual tower has no task type"}
@@ -151,5 +151,5 @@ def _check_oft_blocks(backbone, names: list[str], kwargs: dict) -> None:
             raise StrategyError(f"peft.kwargs: OFT {given} does not divide the input width {width} of {name!r}")
 
 
-register("peft", config=PeftConfig, apply=apply, prefixes=PREFIXES, zero_init=True,
+register("peft", config=PeftConfig, apply=apply, hyper=NEW_PARAMETERS, prefixes=PREFIXES, zero_init=True,
          description="any peft tuner by name + kwargs (default LoHa) on the visual tower's MLP linears")

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from strategies.options import option
-from strategies.registry import StrategyError, StrategyOptions, register
+from strategies.registry import NEW_PARAMETERS, StrategyError, StrategyOptions, register
 
 INITS = ("uniform", "normal")
 STRIPE_MASKS = ("rows", "isolated")
@@ -208,5 +208,5 @@ def apply(model: nn.Module, cfg: PromptConfig) -> nn.Module:
     return model
 
 
-register("prompt", config=PromptConfig, apply=apply, prefixes=("prompt_",), zero_init=False,
+register("prompt", config=PromptConfig, apply=apply, hyper=NEW_PARAMETERS, prefixes=("prompt_",), zero_init=False,
          description="deep visual prompt tuning (VPT-deep); regions > 0: PromptPAR region-aware stripe prompts")

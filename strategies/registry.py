@@ -28,8 +28,8 @@ import importlib.util
 import json
 import os
 import pkgutil
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 from torch import nn
 
@@ -54,6 +54,37 @@ def _nothing(model: nn.Module, cfg: Any) -> tuple:
     return ()
 
 
+#: The ``train`` keys (bench/config.py ``TrainConfig``) a strategy may give its own default for.
+HYPERPARAMETERS = ("lr", "backbone_lr_scale", "weight_decay", "warmup_epochs")
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """A strategy's own training defaults and where they come from.
+
+    One learning rate for every way of tuning is unfair by construction: pretrained CLIP weights are fine-tuned at
+    rates about 100x below those of newly initialised parameters. ``values`` fill the ``train`` keys that the
+    defaults file, a preset and the command line leave unset (an explicit setting always wins, and ``--tune``
+    wins over both); ``source`` cites the paper or practice each value follows."""
+
+    values: Mapping[str, float] = field(default_factory=dict)
+    source: str = ("the loop's defaults (bench/config.py): Adam at VTF's lr 1e-3 for every trained parameter "
+                   "(VTF section 3.1)")
+
+    def __post_init__(self):
+        unknown = sorted(set(self.values) - set(HYPERPARAMETERS))
+        bad = {k: v for k, v in self.values.items() if not isinstance(v, (int, float)) or isinstance(v, bool)
+               or v < 0}
+        if unknown or bad:
+            raise StrategyError(f"strategy hyperparameters: expected non-negative numbers for some of "
+                                f"{', '.join(HYPERPARAMETERS)}, got {dict(self.values)}")
+
+
+#: New parameters (prompts, adapters, low-rank factors, side networks, the shared head) at the papers' rate.
+NEW_PARAMETERS = Hyperparameters({"lr": 1e-3}, "VTF and VTFPAR++ train every new parameter with Adam at lr 1e-3 "
+                                               "(VTF section 3.1; VTFPAR++ likewise)")
+
+
 @dataclass(frozen=True)
 class StrategyEntry:
     name: str
@@ -64,19 +95,26 @@ class StrategyEntry:
     zero_init: bool = False  # step-0 output equals the frozen base model's
     trains_existing: Callable[[nn.Module, Any], Iterable[nn.Parameter]] = _nothing  # (model, cfg): pre-existing params
     source: str = "code that called register"  # where it came from, to name both sides of a name collision
+    hyper: Hyperparameters = Hyperparameters()  # its own training defaults, with their source
+
+    @property
+    def trains_pretrained(self) -> bool:
+        """Whether it trains parameters the model came with (so ``train.backbone_lr_scale`` can matter to it)."""
+        return self.trains_existing is not _nothing
 
 
 def register(name: str, *, config: type, apply: Callable, description: str, prefixes: tuple[str, ...] = (),
-             zero_init: bool = False, trains_existing: Callable[[nn.Module, Any], Iterable[nn.Parameter]] = _nothing
-             ) -> None:
+             zero_init: bool = False, trains_existing: Callable[[nn.Module, Any], Iterable[nn.Parameter]] = _nothing,
+             hyper: Hyperparameters = Hyperparameters()) -> None:
     """Add a strategy. A name already taken by another strategy (a plugin named like a built-in, two plugins alike)
-    is an error naming both: the registry never lets one silently replace or hide the other."""
+    is an error naming both: the registry never lets one silently replace or hide the other. ``hyper``: the
+    strategy's own training defaults with their source (``Hyperparameters``)."""
     source = _loading[-1] if _loading else StrategyEntry.source
     if name in _REGISTRY and _REGISTRY[name].apply is not apply:
         raise StrategyError(f"strategy {name!r} of {source} has the name of the strategy of {_REGISTRY[name].source};"
                             f" rename the one of {source}")
     _REGISTRY[name] = StrategyEntry(name, config, apply, description, tuple(prefixes), zero_init, trains_existing,
-                                    source)
+                                    source, hyper)
 
 
 _loading: list[str] = []  # the module being imported by _load_builtin, innermost last

@@ -62,7 +62,7 @@ from torch.utils.checkpoint import checkpoint
 
 from models.vision import ClipFrameEncoder
 from strategies.options import option
-from strategies.registry import StrategyError, StrategyOptions, register
+from strategies.registry import NEW_PARAMETERS, StrategyError, StrategyOptions, register
 
 PAPER_DEPTH = 12
 PAPER_WIDTH = 768  # ViT-B/16, the backbone VTFPAR++ sizes its side networks for
@@ -343,5 +343,5 @@ def apply(model, cfg: SideConfig):
     return model
 
 
-register("side", config=SideConfig, apply=apply, prefixes=("side_",), zero_init=False,
+register("side", config=SideConfig, apply=apply, hyper=NEW_PARAMETERS, prefixes=("side_",), zero_init=False,
          description="VTFPAR++ spatiotemporal side tuning: frozen CLIP taps feed spatial + temporal side networks")

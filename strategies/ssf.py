@@ -38,7 +38,7 @@ from torch import nn
 
 from strategies.common import call_with, enable_added, scaled_in_projection
 from strategies.options import block_indices_problem, option
-from strategies.registry import StrategyError, StrategyOptions, register
+from strategies.registry import NEW_PARAMETERS, StrategyError, StrategyOptions, register
 
 PLACEMENTS = ("official", "blocks")
 BLOCK_PATHS = ("ln_1", "attn", "ln_2", "mlp.c_fc", "mlp.c_proj")  # per block, both placements
@@ -149,6 +149,6 @@ def apply(model, cfg: SSFConfig):
     return model
 
 
-register("ssf", config=SSFConfig, apply=apply, prefixes=("ssf_",), zero_init=True,
+register("ssf", config=SSFConfig, apply=apply, hyper=NEW_PARAMETERS, prefixes=("ssf_",), zero_init=True,
          description="SSF: per-channel scale and shift after the patch embedding, every norm, qkv, attention and MLP "
                      "linear (released placement)")

@@ -54,7 +54,7 @@ from tabulate import tabulate
 from bench.measure.environment import CODE_COVERS, environment, git_state
 from bench.measure.generalisation import record_gap
 from bench.measure.statistics import record_chance
-from bench.records import first_difference, record_source, write_json_atomic
+from bench.records import first_difference, record_source, strategy_hyperparameters, write_json_atomic
 from bench.records import sweep_setting as setting_of  # noqa: F401  (tests and callers read gate.setting_of)
 
 BASELINE_VERSION = 2
@@ -125,6 +125,7 @@ def summarise(record: dict, frozen_macro_f1: float | None = None) -> dict:
     entry["peak_mem_kind"] = prof.get("peak_mem_kind")
     entry["signature"] = strategy_signature(record)
     entry["environment"] = numeric_environment(record)
+    entry["hyperparameters"] = strategy_hyperparameters(record["run"]["config"])
     return entry
 
 
@@ -186,7 +187,8 @@ def _tolerances(rows, n_seeds: int) -> tuple[dict, dict]:
 def _strategy_entry(rows, name: str, tolerances: dict, n_seeds: int) -> dict:
     mine = [(seed, s) for n, seed, s in rows if n == name]
     first = mine[0][1]
-    entry = {"signature": first["signature"], "peak_mem_kind": first["peak_mem_kind"], "runs": len(mine)}
+    entry = {"signature": first["signature"], "peak_mem_kind": first["peak_mem_kind"], "runs": len(mine),
+             "hyperparameters": first["hyperparameters"]}
     for metric in (*ACCURACY, LEARNED, CHANCE, OWN_EFFECT, GAIN, TRAIN_TEST, *MEMORY):
         values = _values(rows, name, metric)
         entry[metric] = float(np.mean(values)) if values else None
@@ -348,6 +350,12 @@ def check_sweep(baseline: dict, *, preset: str, configs: list[dict], path: Path)
         difference = first_difference(baseline["setting"], setting_of(config))
         if difference:
             raise BaselineError(f"{path}: setting differs from this sweep's at {difference}")
+        strategy = config["strategy"]["name"]
+        recorded = baseline["strategies"].get(strategy, {}).get("hyperparameters")
+        difference = recorded and first_difference(recorded, strategy_hyperparameters(config))
+        if difference:
+            raise BaselineError(f"{path}: {strategy}'s training hyperparameters differ from this sweep's at "
+                                f"{difference}; a deliberate change is re-baselined in the same commit")
 
 
 def write_baseline(path: Path, baseline: dict) -> None:

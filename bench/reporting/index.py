@@ -54,6 +54,7 @@ FILE_NOTES = {
     "training_curves.png": "figure: training loss and validation metric per epoch, per setting",
     "explore.html": "interactive plot of every run: any two columns, filters, Pareto front of what is shown",
     "statistics.md": "bootstrap confidence intervals and paired comparisons between strategies",
+    "tuning.md": "what --tune chose per strategy on the validation split, its cost, the ranking before and after",
     "statistics.csv": "the intervals per strategy, setting and metric (fractions)",
     "paired_comparisons.csv": "every paired difference between strategies with its interval",
 }

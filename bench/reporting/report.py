@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.boundary import ensure_writable_folder, entry_point
-from bench.reporting import breakdown, index, intervals, publish
+from bench.reporting import breakdown, index, intervals, publish, tuning_table
 from bench.reporting.tables import *  # noqa: F401,F403  (the tables' public names, as bench.reporting.report.*)
 from bench.reporting.tables import (  # noqa: F401  (used here, and by callers as bench.reporting.report.*)
     ReportError,
@@ -93,6 +93,7 @@ def write_reports(folder: Path, out: Path | None = None, *, explore: bool = True
     agg = aggregate(frame)
     with publish.staging(out) as stage:
         written = write_contents(frame, agg, scan, stage, source=folder.name, explore=explore)
+        written += write_tuning(folder, frame, stage)
         owned = publish.owned_files(out, [*(p.name for p in written), *index.INDEX_FILES])
         written += write_index(stage, frame=frame, agg=agg, records=scan.records, source=folder.name,
                                also=publish.others_files(out, owned))
@@ -112,6 +113,12 @@ def write_contents(frame: pd.DataFrame, agg: pd.DataFrame, scan, out: Path, *, s
     from bench.reporting import explore as explorer  # plotly is imported only when the page is written
 
     return written + [explorer.write_explore(out, scan.records, source=source)]
+
+
+def write_tuning(folder: Path, frame: pd.DataFrame, out: Path) -> list[Path]:
+    """tuning.md when the sweep was run with --tune (bench/reporting/tuning_table.py)."""
+    document = tuning_table.read_tuning(folder)
+    return [] if document is None else [_write_text(out / "tuning.md", tuning_table.tuning_markdown(document, frame))]
 
 
 def check_report_folder(out: Path) -> Path:

@@ -122,11 +122,14 @@ def resolve_strategies(text: str) -> list[str]:
 
 
 def run_config(base: dict, strategy: str, *, seed: int, frames: int, batch_size: int) -> RunConfig:
-    """One run's config: preset, then the preset's ``strategy_defaults`` for the family, then the variant."""
+    """One run's config: the strategy's own training defaults (``registry.Hyperparameters``) under the preset, so
+    an explicit preset or command-line value wins; then the preset's ``strategy_defaults`` for the family, then
+    the variant."""
     entry = strategy_catalog()[strategy]
     base = dict(base)
     family_defaults = base.pop("strategy_defaults", {}).get(entry["family"], {})
     params = {**family_defaults, **entry["params"]}
+    base = merge({"train": dict(registry.get(entry["family"]).hyper.values)}, base)
     config = merge(base, {"model": entry["model"], "data": {"frames": frames},
                           "train": {"seed": seed, "batch_size": batch_size},
                           "strategy": {"name": strategy, "family": entry["family"], "params": params}})

@@ -87,9 +87,9 @@ def build_model(cfg: RunConfig):
 def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow, numerics=FP32,
         checkpoint_file: Path | None = None) -> tuple[TrainOutcome, dict]:
     """Train for ``cfg.train.epochs``; keep the weights with the best validation ``select_metric`` and return
-    their validation metrics (those of the chosen checkpoint, not of the last epoch). With ``checkpoint_file`` the
+    their validation metrics (those of the chosen checkpoint, not of the last epoch); without a validation split
+    (protocol full-train) the last epoch's weights and no validation metrics. With ``checkpoint_file`` the
     state is saved after every epoch and a run that finds one continues after its epoch (bench/runner/checkpoint.py)."""
-    schema = get_schema(cfg.data.dataset)
     steps_per_epoch = min(len(loaders["train"]), cfg.train.max_steps_per_epoch or len(loaders["train"]))
     scheduler = cosine_with_warmup(optimizer, total_steps=steps_per_epoch * cfg.train.epochs,
                                    warmup_steps=int(cfg.train.warmup_epochs * steps_per_epoch))
@@ -106,13 +106,13 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
                                device=device, outcome=outcome, epoch=epoch, max_steps=cfg.train.max_steps_per_epoch,
                                numerics=numerics)
         check_epoch(loss, epoch=epoch, steps_before=steps_before, outcome=outcome, loader=loaders["train"])
-        probs, labels = distributed.predict_split(model, loaders["val"], device, desc="val", numerics=numerics)
-        val = metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold)
-        outcome.history.append({"epoch": epoch + 1, "train_loss": loss, f"val_{cfg.train.select_metric}":
-                                val[cfg.train.select_metric], "elapsed_s": time.perf_counter() - start})
-        if val[cfg.train.select_metric] > outcome.best_val:
-            outcome.best_val, outcome.best_epoch, best_state = val[cfg.train.select_metric], epoch + 1, snapshot(model)
-            best_val_metrics = val
+        if "val" not in loaders:  # protocol full-train: no validation split, the last epoch is the model
+            outcome.history.append({"epoch": epoch + 1, "train_loss": loss, "elapsed_s": time.perf_counter() - start})
+            outcome.best_epoch, best_state = epoch + 1, snapshot(model)
+        else:
+            best_state, best_val_metrics = _validate(
+                model, loaders["val"], cfg=cfg, device=device, numerics=numerics, outcome=outcome, epoch=epoch,
+                loss=loss, elapsed_s=time.perf_counter() - start, best=(best_state, best_val_metrics))
         if checkpoint_file is not None:
             outcome.train_time_s = time.perf_counter() - start
             checkpoint.save(checkpoint_file, epoch=epoch + 1, model=model, optimizer=optimizer, scheduler=scheduler,
@@ -121,6 +121,21 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
     outcome.train_time_s = time.perf_counter() - start
     model.load_state_dict(best_state, strict=False)
     return outcome, best_val_metrics
+
+
+def _validate(model, loader, *, cfg: RunConfig, device, numerics, outcome: TrainOutcome, epoch: int, loss: float,
+              elapsed_s: float, best: tuple[dict, dict]) -> tuple[dict, dict]:
+    """Score the validation split after an epoch, log it, and keep the weights if they beat the best so far:
+    returns the (state, validation metrics) kept."""
+    probs, labels = distributed.predict_split(model, loader, device, desc="val", numerics=numerics)
+    val = metrics.evaluate(probs, labels, get_schema(cfg.data.dataset), threshold=cfg.train.threshold)
+    chosen = val[cfg.train.select_metric]
+    outcome.history.append({"epoch": epoch + 1, "train_loss": loss, f"val_{cfg.train.select_metric}": chosen,
+                            "elapsed_s": elapsed_s})
+    if chosen > outcome.best_val:
+        outcome.best_val, outcome.best_epoch = chosen, epoch + 1
+        return snapshot(model), val
+    return best
 
 
 def evaluate_test(model, loaders, *, cfg: RunConfig, device, numerics: precision.Numerics = precision.FP32
@@ -164,6 +179,9 @@ def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, 
     initial_own = predictions.snapshot_own(model)
     outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory,
                        numerics=numerics, checkpoint_file=checkpoint_file)
+    if "test" not in loaders:  # protocol val-only (a --tune grid's run): the test split was never built
+        return outcome, {"val": val, "best_epoch": outcome.best_epoch, "history": outcome.history}, \
+            {"eval_time_s": None, "train_subset_eval_time_s": None}
     test, eval_time_s, probs, labels = evaluate_test(model, loaders, cfg=cfg, device=device, numerics=numerics)
     subset, subset_time_s = evaluate_train_subset(model, loaders, cfg=cfg, device=device, numerics=numerics)
     own_effect = predictions.own_parameter_effect(
@@ -219,7 +237,7 @@ def run_one(cfg: RunConfig, checkpoint_file: Path | None = None) -> dict:
         if cfg.train.half_frozen_backbone else 0
     relaid = precision.relayout_attention_inputs(model, numerics)
     loaders = build_loaders(cfg.data, image_size=image_size_of(model.backbone), batch_size=cfg.train.batch_size,
-                            seed=cfg.train.seed, pin_memory=device.type == "cuda")
+                            seed=cfg.train.seed, pin_memory=device.type == "cuda", protocol=cfg.train.protocol)
     if ranks:
         loaders = distributed.shard_loaders(loaders, ranks, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
     loss_fn = weighted_loss(loaders, device)
