@@ -35,6 +35,7 @@ KNOWN_ERRORS = (  # module, class: errors whose message is the whole story
     ("bench.reporting.tables", "ReportError"), ("bench.reporting.gate", "BaselineError"),
     ("bench.tools.pretrain", "PretrainError"),
     ("strategies.registry", "StrategyError"), ("models.backbone", "BackboneError"),
+    ("models.par_model", "FusionInitError"),
     ("data.synthetic", "SyntheticDataError"), ("data.manifest", "DatasetError"),
 )
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

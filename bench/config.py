@@ -68,6 +68,12 @@ def _known_backbone(name: str) -> str | None:
     return f"unknown open_clip architecture {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else "")
 
 
+def _fusion_init_problem(value: str | None) -> str | None:
+    if value is None or Path(value).expanduser().is_file():
+        return None
+    return f"expected an existing ViT state-dict file, got {value!r}"
+
+
 def _device_problem(value: str) -> str | None:
     kind, _, index = value.partition(":")
     if value != "auto" and (kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit()))):
@@ -144,6 +150,11 @@ class ModelConfig(Validated):
     fusion_mlp_ratio: float = option(4.0, "MLP width / fusion width", above=0)
     fusion_drop_path: float = option(0.0, "drop-path (stochastic depth) rate on the fusion block's two residual "
                                           "branches, training only (VTFPAR++: 0.1)", min=0, below=1)
+    fusion_init: str | None = option(None, "a timm ViT state-dict file (.pth / .safetensors) whose last block and "
+                                           "final norm start the fusion block: VTF's fusion (its released code uses "
+                                           "ImageNet ViT-B/16, jx_vit_base_p16_224; with fusion_width 768, "
+                                           "fusion_heads 12; preset vtf); none = random (VTFPAR++)",
+                                     check=_fusion_init_problem)
     visual_attention: bool = option(True, "false = sensitivity ablation: the attention branch of every visual block "
                                           "is computed and discarded (models/vision.py: discard_attention)")
 

@@ -49,6 +49,68 @@ def fusion_block(spec: FusionSpec) -> ResidualAttentionBlock:
     return block
 
 
+#: timm ViT block parameter -> open_clip ResidualAttentionBlock parameter (the fusion block's layout). timm's fused
+#: ``qkv`` packs q, k, v along its output rows exactly as ``nn.MultiheadAttention.in_proj_weight`` does.
+_TIMM_TO_FUSION = {"norm1": "ln_1", "attn.qkv": "attn.in_proj", "attn.proj": "attn.out_proj", "norm2": "ln_2",
+                   "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+TIMM_LAYER_NORM_EPS = 1e-6  # timm's ViT LayerNorms (open_clip's default is 1e-5)
+
+
+class FusionInitError(ValueError):
+    """A ViT checkpoint that cannot initialise the fusion block (unreadable, not a timm ViT, or of another width)."""
+
+
+def read_vit_state(path: str) -> dict[str, torch.Tensor]:
+    """A timm ViT state dict from ``path`` (.safetensors, or a torch file holding the dict or {"model": dict} /
+    {"state_dict": dict}, as timm's and DeiT's releases do)."""
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any reader's failure is the same fact: this file is not readable weights
+        raise FusionInitError(f"model.fusion_init: cannot read {path!r} ({type(error).__name__}: "
+                              f"{' '.join(str(error).split())[:160]})") from None
+    for key in ("model", "state_dict"):
+        state = state.get(key, state) if isinstance(state, dict) and isinstance(state.get(key), dict) else state
+    if not isinstance(state, dict) or not any(k.startswith("blocks.") for k in state):
+        raise FusionInitError(f"model.fusion_init: {path!r} holds no timm ViT state dict (expected keys "
+                              "'blocks.N.attn.qkv.weight', ...)")
+    return state
+
+
+def init_fusion_from_vit(model: PARModel, path: str) -> int:
+    """VTF's fusion start: the last block and the final norm of a pretrained ViT-B (the released VTF code builds its
+    fusion from ``vit.blocks[-1:]`` and ``vit.norm`` of timm's ImageNet ViT-B/16, ``jx_vit_base_p16_224``). The
+    fusion block must have the checkpoint's width (VTF: 768) and, for the same function, its heads (ViT-B: 12);
+    LayerNorm eps becomes timm's 1e-6. Returns the block index used."""
+    state = read_vit_state(path)
+    last = max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    block = {k[len(f"blocks.{last}."):]: v for k, v in state.items() if k.startswith(f"blocks.{last}.")}
+    if any(k.startswith(("ls1", "ls2")) for k in block):
+        raise FusionInitError(f"model.fusion_init: {path!r}: block {last} has LayerScale, which the fusion block "
+                              "has not; expected a plain ViT (timm vit_base_patch16_224)")
+    mapped = {f"{_TIMM_TO_FUSION[k.rsplit('.', 1)[0]]}_{k.rsplit('.', 1)[1]}" if k.startswith("attn.qkv") else
+              f"{_TIMM_TO_FUSION[k.rsplit('.', 1)[0]]}.{k.rsplit('.', 1)[1]}": v
+              for k, v in block.items() if k.rsplit(".", 1)[0] in _TIMM_TO_FUSION}
+    norm = {"weight": state.get("norm.weight"), "bias": state.get("norm.bias")}
+    width = model.fusion_width
+    if mapped.get("ln_1.weight") is None or mapped["ln_1.weight"].shape[0] != width or norm["weight"] is None:
+        found = None if mapped.get("ln_1.weight") is None else mapped["ln_1.weight"].shape[0]
+        raise FusionInitError(f"model.fusion_init: {path!r}: block {last} of width {found} (and a final 'norm': "
+                              f"{norm['weight'] is not None}), expected width model.fusion_width = {width}")
+    try:
+        model.fusion.load_state_dict(mapped, strict=True)
+        model.fusion_norm.load_state_dict(norm, strict=True)
+    except RuntimeError as error:
+        raise FusionInitError(f"model.fusion_init: {path!r}: {' '.join(str(error).split())[:200]}") from None
+    for norm_layer in (model.fusion.ln_1, model.fusion.ln_2, model.fusion_norm):
+        norm_layer.eps = TIMM_LAYER_NORM_EPS
+    return last
+
+
 class AttributeHead(nn.Module):
     """Attribute j's logit = w_j . h_j + b_j on its own text token h_j, then BatchNorm1d over the A logits."""
 

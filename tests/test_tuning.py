@@ -206,3 +206,72 @@ def test_loss_weights_follow_the_joined_training_split():
     loaders = _loaders("full-train")
     rates = loaders["train"].dataset.labels.mean(0)
     assert torch.as_tensor(rates).shape[0] == loaders["train"].dataset.labels.shape[1]
+
+
+# --- VTF's fusion: the last block and final norm of a pretrained ViT ----------------------------------------------
+
+def _timm_vit(tmp_path, suffix: str = ".pth"):
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()  # width 192, 3 heads
+    path = tmp_path / f"vit{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    else:
+        torch.save({"model": vit.state_dict()}, path)
+    return vit, path
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_the_fusion_started_from_a_vit_computes_its_last_block_and_norm(tmp_path, suffix):
+    from models.par_model import FusionSpec, PARModel, fusion_block, init_fusion_from_vit
+
+    vit, path = _timm_vit(tmp_path, suffix)
+    model = PARModel.__new__(PARModel)
+    torch.nn.Module.__init__(model)
+    model.fusion, model.fusion_norm = fusion_block(FusionSpec(width=192, heads=3)), torch.nn.LayerNorm(192)
+    assert init_fusion_from_vit(model, str(path)) == 11
+    tokens = torch.randn(2, 7, 192)
+    with torch.no_grad():
+        expected = vit.norm(vit.blocks[-1](tokens))
+        got = model.fusion_norm(model.fusion.eval()(tokens))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_run_starts_its_fusion_from_the_vit_file(tmp_path):
+    from bench.runner.run import build_base_model
+
+    vit, path = _timm_vit(tmp_path)
+    cfg = _config("frozen")
+    cfg = type(cfg).from_dict(merge(cfg.to_dict(), {"model": {"fusion_width": 192, "fusion_heads": 3,
+                                                              "fusion_init": str(path)}}))
+    model = build_base_model(cfg)
+    torch.testing.assert_close(model.fusion.attn.in_proj_weight, vit.blocks[-1].attn.qkv.weight)
+    torch.testing.assert_close(model.fusion_norm.weight, vit.norm.weight)
+
+
+def test_a_vit_file_of_another_width_or_no_vit_is_one_line(tmp_path):
+    from models.par_model import FusionInitError, FusionSpec, PARModel, fusion_block, init_fusion_from_vit
+
+    _, path = _timm_vit(tmp_path)
+    model = PARModel.__new__(PARModel)
+    torch.nn.Module.__init__(model)
+    model.fusion, model.fusion_norm = fusion_block(FusionSpec(width=128, heads=4)), torch.nn.LayerNorm(128)
+    with pytest.raises(FusionInitError, match="width 192.*expected width model.fusion_width = 128"):
+        init_fusion_from_vit(model, str(path))
+    other = tmp_path / "other.pth"
+    torch.save({"weight": torch.zeros(2)}, other)
+    with pytest.raises(FusionInitError, match="no timm ViT state dict"):
+        init_fusion_from_vit(model, str(other))
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(FusionInitError, match="cannot read"):
+        init_fusion_from_vit(model, str(tmp_path / "broken.pth"))
+
+
+def test_a_missing_vit_file_is_refused_by_the_config(tmp_path):
+    with pytest.raises(ConfigError, match="fusion_init.*existing ViT state-dict file"):
+        type(_config("frozen")).from_dict(merge(_config("frozen").to_dict(),
+                                                {"model": {"fusion_init": str(tmp_path / "none.pth")}}))

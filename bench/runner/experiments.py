@@ -74,16 +74,17 @@ def _load_preset_file(path: Path, *, seen: tuple[Path, ...]) -> dict:
 
 def _own_paths(preset: dict, path: Path) -> dict:
     """A preset kept outside the project names its files relative to itself: ``data.data_root`` always, and
-    ``model.pretrained`` where such a file exists there (else it is a tag or a file the project ships). The shipped
-    presets are left as written: their paths are the project's, and baselines record them so."""
+    ``model.pretrained`` / ``model.fusion_init`` where such a file exists there (else a tag or a file the project
+    ships). The shipped presets are left as written: their paths are the project's, and baselines record them so."""
     if EXPERIMENTS_DIR in path.resolve().parents:
         return preset
     data, model = preset.get("data"), preset.get("model")
     if isinstance(data, dict) and isinstance(data.get("data_root"), str):
         preset["data"] = {**data, "data_root": os.path.abspath(path.parent / Path(data["data_root"]).expanduser())}
-    weights = model.get("pretrained") if isinstance(model, dict) else None
-    if isinstance(weights, str) and weights and (path.parent / Path(weights).expanduser()).exists():
-        preset["model"] = {**model, "pretrained": os.path.abspath(path.parent / Path(weights).expanduser())}
+    for key in ("pretrained", "fusion_init"):
+        weights = model.get(key) if isinstance(model, dict) else None
+        if isinstance(weights, str) and weights and (path.parent / Path(weights).expanduser()).exists():
+            model = preset["model"] = {**model, key: os.path.abspath(path.parent / Path(weights).expanduser())}
     return preset
 
 

@@ -19,7 +19,7 @@ from bench.runner.train import TrainOutcome, cosine_with_warmup, make_optimizer,
 from data.schema import get_schema
 from models.backbone import image_size_of
 from models.loss import WeightedBCE
-from models.par_model import FusionSpec, build_par_model
+from models.par_model import FusionSpec, build_par_model, init_fusion_from_vit
 from models.vision import discard_attention
 from strategies import registry
 
@@ -65,6 +65,8 @@ def build_base_model(cfg: RunConfig, **options):
                             num_frames=cfg.data.frames, activation=cfg.model.activation, **options)
     if not cfg.model.visual_attention:
         discard_attention(model.backbone)
+    if cfg.model.fusion_init:
+        init_fusion_from_vit(model, cfg.model.fusion_init)
     return model
 
 
