@@ -174,6 +174,12 @@ class TrainConfig(Validated):
                                       min=0)
     weight_decay: float = option(0.0, "Adam weight decay", min=0)
     warmup_epochs: float = option(1.0, "linear warm-up length in epochs (fractions allowed)", min=0)
+    lr_schedule: str | None = option(None, "null = this project's: linear warm-up per step, then cosine to 0 over "
+                                           "the remaining steps; released = the released VTF / VTFPAR++ code's: "
+                                           "per epoch, warm-up from 0.01 lr, cosine from lr towards 0.002 lr over "
+                                           "all epochs (timm CosineLRScheduler)",
+                                     check=lambda v: None if v in (None, "released") else
+                                     f"expected null or 'released', got {v!r}")
     threshold: float = option(0.45, "probability threshold of the paper protocol", above=0, below=1)
     seed: int = option(0, "training seed (initialisation, batch order, frame draws)", min=0, max=2**32 - 1)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", check=_device_problem)

@@ -25,6 +25,7 @@ def test_paper_presets_select_the_faithful_choices(preset):
     cfg = _run(preset, "adapter")
     assert cfg.model.fusion_drop_path == 0.1  # VTFPAR++'s fusion block
     assert cfg.train.head_prior_init is False  # neither paper starts the head at the prior
+    assert cfg.train.lr_schedule == "released"  # timm's per-epoch cosine of the released code
     assert (cfg.strategy.params["tap"], cfg.strategy.params["dropout"]) == ("input", 0.1)  # AdaptFormer's code
     assert _run(preset, "ssf").strategy.params["placement"] == "official"
     assert _run(preset, "ia3").strategy.params["attention"] is True
@@ -42,7 +43,7 @@ def test_profile_presets_keep_their_own_settings_over_the_paper_they_extend(pres
 @pytest.mark.parametrize("preset", ["default", "smoke", "ci"])
 def test_other_presets_keep_the_documented_defaults(preset):
     cfg = _run(preset, "adapter")
-    assert cfg.model.fusion_drop_path == 0.0 and cfg.train.head_prior_init is True
+    assert cfg.model.fusion_drop_path == 0.0 and cfg.train.head_prior_init is True and cfg.train.lr_schedule is None
     assert (cfg.strategy.params["tap"], cfg.strategy.params["dropout"]) == ("norm", 0.0)
 
 

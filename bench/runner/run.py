@@ -15,7 +15,7 @@ from bench.measure import generalisation, metrics, precision, predictions, profi
 from bench.measure.precision import FP32
 from bench.runner import checkpoint, distributed
 from bench.runner.datasets import build_loaders
-from bench.runner.train import TrainOutcome, cosine_with_warmup, make_optimizer, snapshot, train_epoch
+from bench.runner.train import TrainOutcome, make_optimizer, make_schedule, snapshot, train_epoch
 from data.schema import get_schema
 from models.backbone import image_size_of
 from models.loss import WeightedBCE
@@ -93,8 +93,7 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
     (protocol full-train) the last epoch's weights and no validation metrics. With ``checkpoint_file`` the
     state is saved after every epoch and a run that finds one continues after its epoch (bench/runner/checkpoint.py)."""
     steps_per_epoch = min(len(loaders["train"]), cfg.train.max_steps_per_epoch or len(loaders["train"]))
-    scheduler = cosine_with_warmup(optimizer, total_steps=steps_per_epoch * cfg.train.epochs,
-                                   warmup_steps=int(cfg.train.warmup_epochs * steps_per_epoch))
+    scheduler = make_schedule(optimizer, cfg.train, steps_per_epoch=steps_per_epoch)
     outcome, best_state, start = TrainOutcome(), snapshot(model), time.perf_counter()
     best_val_metrics: dict = {}
     resumed = checkpoint.restore(checkpoint_file, model=model, optimizer=optimizer, scheduler=scheduler,

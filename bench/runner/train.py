@@ -50,6 +50,33 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, backbone_ids: set[int]) -
     return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
 
 
+def make_schedule(optimizer, cfg: TrainConfig, *, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The run's learning-rate schedule, stepped after every optimizer step (``train.lr_schedule``)."""
+    if cfg.lr_schedule == "released":
+        return released_schedule(optimizer, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                 steps_per_epoch=steps_per_epoch)
+    return cosine_with_warmup(optimizer, total_steps=steps_per_epoch * cfg.epochs,
+                              warmup_steps=int(cfg.warmup_epochs * steps_per_epoch))
+
+
+def released_schedule(optimizer, *, epochs: int, warmup_epochs: float, steps_per_epoch: int
+                      ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The released VTF / VTFPAR++ schedule (their ``solver/scheduler_factory.py``): timm's ``CosineLRScheduler``
+    stepped once per epoch, warm-up from 0.01 lr over ``warmup_epochs``, then cosine from lr towards 0.002 lr over all
+    epochs counted from 0. timm sets the per-epoch factors (on a probe optimizer at lr 1); every step of an epoch uses
+    its epoch's factor."""
+    from timm.scheduler import CosineLRScheduler
+
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    timm_schedule = CosineLRScheduler(probe, t_initial=epochs, lr_min=0.002, warmup_lr_init=0.01,
+                                      warmup_t=warmup_epochs, cycle_limit=1, t_in_epochs=True)
+    factors = []
+    for epoch in range(epochs):
+        timm_schedule.step(epoch)
+        factors.append(probe.param_groups[0]["lr"])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factors[min(step // steps_per_epoch, epochs - 1)])
+
+
 def cosine_with_warmup(optimizer, *, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     def factor(step: int) -> float:
         if step < warmup_steps:
