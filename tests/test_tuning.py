@@ -307,3 +307,21 @@ def test_the_released_schedule_is_timms_per_epoch_cosine_and_gives_less_total_ra
 def test_a_bad_schedule_name_is_refused():
     with pytest.raises(ConfigError, match="lr_schedule.*'released'"):
         type(_config("frozen")).from_dict(merge(_config("frozen").to_dict(), {"train": {"lr_schedule": "step"}}))
+
+
+# --- the gate holds each strategy to its own training hyperparameters ---------------------------------------------
+
+def test_the_gate_refuses_a_sweep_whose_strategy_hyperparameters_differ_from_the_baseline():
+    from pathlib import Path
+
+    from bench.reporting import gate
+
+    path = Path(__file__).resolve().parent.parent / "results" / "baselines" / "gate.json"
+    baseline = gate.read_baseline(path)
+    base = load_preset("gate")
+    specs = expand(base, strategies=["frozen", "full"], seeds=[0], frames=[2], batch_sizes=[16])
+    gate.check_sweep(baseline, preset="gate", configs=[s.config.to_dict() for s in specs], path=path)
+    changed = expand(merge(base, {"train": {"backbone_lr_scale": 0.1}}), strategies=["full"], seeds=[0], frames=[2],
+                     batch_sizes=[16])
+    with pytest.raises(gate.BaselineError, match="full's training hyperparameters differ.*backbone_lr_scale"):
+        gate.check_sweep(baseline, preset="gate", configs=[s.config.to_dict() for s in changed], path=path)
