@@ -351,8 +351,11 @@ def check_sweep(baseline: dict, *, preset: str, configs: list[dict], path: Path)
         if difference:
             raise BaselineError(f"{path}: setting differs from this sweep's at {difference}")
         strategy = config["strategy"]["name"]
-        recorded = baseline["strategies"].get(strategy, {}).get("hyperparameters")
-        difference = recorded and first_difference(recorded, strategy_hyperparameters(config))
+        recorded = {key: value for key, value in
+                    (baseline["strategies"].get(strategy, {}).get("hyperparameters") or {}).items()
+                    if value is not None}  # a baseline of records older than a key holds None for it
+        now = strategy_hyperparameters(config)
+        difference = recorded and first_difference(recorded, {key: now[key] for key in recorded})
         if difference:
             raise BaselineError(f"{path}: {strategy}'s training hyperparameters differ from this sweep's at "
                                 f"{difference}; a deliberate change is re-baselined in the same commit")
