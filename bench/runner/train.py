@@ -8,6 +8,7 @@ every optimizer step for every strategy.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -68,8 +69,14 @@ def released_schedule(optimizer, *, epochs: int, warmup_epochs: float, steps_per
     from timm.scheduler import CosineLRScheduler
 
     probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    timm_schedule = CosineLRScheduler(probe, t_initial=epochs, lr_min=0.002, warmup_lr_init=0.01,
-                                      warmup_t=warmup_epochs, cycle_limit=1, t_in_epochs=True)
+    quiet = logging.getLogger("timm.scheduler.cosine_lr")  # it warns that one epoch has no cosine: true, and harmless
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        timm_schedule = CosineLRScheduler(probe, t_initial=epochs, lr_min=0.002, warmup_lr_init=0.01,
+                                          warmup_t=warmup_epochs, cycle_limit=1, t_in_epochs=True)
+    finally:
+        quiet.setLevel(level)
     factors = []
     for epoch in range(epochs):
         timm_schedule.step(epoch)
