@@ -81,6 +81,16 @@ def read_vit_state(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def _fusion_key(timm_key: str) -> str | None:
+    """A timm block parameter's name in the fusion block (``attn.qkv.weight`` -> ``attn.in_proj_weight``), or None
+    for what the fusion block has no place for."""
+    module, _, leaf = timm_key.rpartition(".")
+    target = _TIMM_TO_FUSION.get(module)
+    if target is None:
+        return None
+    return f"{target}_{leaf}" if module == "attn.qkv" else f"{target}.{leaf}"
+
+
 def init_fusion_from_vit(model: PARModel, path: str) -> int:
     """VTF's fusion start: the last block and the final norm of a pretrained ViT-B (the released VTF code builds its
     fusion from ``vit.blocks[-1:]`` and ``vit.norm`` of timm's ImageNet ViT-B/16, ``jx_vit_base_p16_224``). The
@@ -92,9 +102,7 @@ def init_fusion_from_vit(model: PARModel, path: str) -> int:
     if any(k.startswith(("ls1", "ls2")) for k in block):
         raise FusionInitError(f"model.fusion_init: {path!r}: block {last} has LayerScale, which the fusion block "
                               "has not; expected a plain ViT (timm vit_base_patch16_224)")
-    mapped = {f"{_TIMM_TO_FUSION[k.rsplit('.', 1)[0]]}_{k.rsplit('.', 1)[1]}" if k.startswith("attn.qkv") else
-              f"{_TIMM_TO_FUSION[k.rsplit('.', 1)[0]]}.{k.rsplit('.', 1)[1]}": v
-              for k, v in block.items() if k.rsplit(".", 1)[0] in _TIMM_TO_FUSION}
+    mapped = {_fusion_key(k): v for k, v in block.items() if _fusion_key(k) is not None}
     norm = {"weight": state.get("norm.weight"), "bias": state.get("norm.bias")}
     width = model.fusion_width
     if mapped.get("ln_1.weight") is None or mapped["ln_1.weight"].shape[0] != width or norm["weight"] is None:

@@ -203,9 +203,13 @@ def test_protocol_flag_reaches_the_run_config():
 
 
 def test_loss_weights_follow_the_joined_training_split():
-    loaders = _loaders("full-train")
-    rates = loaders["train"].dataset.labels.mean(0)
-    assert torch.as_tensor(rates).shape[0] == loaders["train"].dataset.labels.shape[1]
+    from bench.runner.run import weighted_loss
+
+    split = _loaders("val")
+    joined = torch.cat([torch.as_tensor(split[name].dataset.labels, dtype=torch.float32) for name in ("train", "val")])
+    rates = weighted_loss(_loaders("full-train"), torch.device("cpu")).positive_rates
+    torch.testing.assert_close(rates, joined.mean(0))
+    assert not torch.allclose(rates, weighted_loss(split, torch.device("cpu")).positive_rates)
 
 
 # --- VTF's fusion: the last block and final norm of a pretrained ViT ----------------------------------------------

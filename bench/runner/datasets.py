@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from bench.config import DataConfig
@@ -105,8 +106,6 @@ class JoinedSplits(Dataset):
     identities), with the ``labels``, ``track_ids`` and ``pids`` every split has, in order."""
 
     def __init__(self, *parts: Dataset):
-        import numpy as np
-
         self.parts = parts
         self.labels = np.concatenate([part.labels for part in parts])
         self.offsets = np.cumsum([0, *(len(part) for part in parts)])

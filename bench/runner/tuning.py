@@ -21,7 +21,6 @@ from bench.config import ConfigError, RunConfig, merge
 from bench.records import now_iso, write_json_atomic
 from bench.runner.sweep import RunSpec
 from strategies import registry
-from strategies.registry import HYPERPARAMETERS
 
 TUNING_FOLDER = "tuning"
 TUNING_KIND = "tuning"
@@ -41,8 +40,9 @@ def parse_axis(text: str) -> Axis:
     """``lr=1e-4,3e-4,1e-3`` -> Axis; one line naming what was expected otherwise (argparse's type function)."""
     key, sep, values = text.partition("=")
     key = key.strip().removeprefix("train.")
-    if not sep or key not in HYPERPARAMETERS:
-        raise ValueError(f"--tune {text!r}: expected KEY=V1,V2,... with KEY one of {', '.join(HYPERPARAMETERS)}")
+    if not sep or key not in registry.HYPERPARAMETERS:
+        raise ValueError(f"--tune {text!r}: expected KEY=V1,V2,... with KEY one of "
+                         f"{', '.join(registry.HYPERPARAMETERS)}")
     try:
         numbers = tuple(dict.fromkeys(float(v) for v in values.split(",") if v.strip()))
     except ValueError:
