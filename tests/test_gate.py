@@ -343,9 +343,12 @@ def test_another_thread_count_is_a_harmless_change(small_baseline):
 
 # ---- the same-seed tier, both directions ------------------------------------------------------------------------
 
-def _with_environment(record: dict, cpu: str = "AMD EPYC") -> dict:
-    return {**record, "environment": {"torch": "2.14.1", "cpu": cpu, "python": "3.11.7", "numpy": "2.4.6",
-                                      "gpu": None}}
+ZEN4 = "AuthenticAMD family 25 model 17 stepping 1; torch AVX512"
+
+
+def _with_environment(record: dict, cpu: str = "AMD EPYC", cpu_id: str = ZEN4) -> dict:
+    return {**record, "environment": {"torch": "2.14.1", "cpu": cpu, "cpu_id": cpu_id, "python": "3.11.7",
+                                      "numpy": "2.4.6", "gpu": None}}
 
 
 def _seeded_baseline() -> dict:
@@ -363,6 +366,10 @@ def test_a_repeated_seed_is_held_to_its_own_value_far_inside_the_seed_noise():
     assert [line.split(" (seed")[0] for line in failures] == expected
     elsewhere = [_with_environment(r, cpu="Intel Xeon") for r in run]  # another CPU: the statistical tier only
     assert not _failures(elsewhere, baseline)
+    # A virtual machine names two generations alike ("AMD EPYC"); the generation and the kernels' instruction set
+    # decide the float sums, so another of them is another environment too.
+    zen3 = [_with_environment(r, cpu_id="AuthenticAMD family 25 model 1 stepping 1; torch AVX2") for r in run]
+    assert not _failures(zen3, baseline)
 
 
 def test_much_better_than_the_same_seed_is_suspicious_and_says_why():
@@ -396,3 +403,19 @@ def test_splits_sharing_a_person_fail_the_run():
     check_disjoint({"train": Split(["a", "b"]), "val": Split(["c"]), "test": Split(["d"])})
     with pytest.raises(SplitOverlapError, match="train and test splits share 1 clips"):
         check_disjoint({"train": Split(["a", "b"]), "val": Split(["c"]), "test": Split(["b"])})
+
+
+def test_a_record_names_the_cpu_generation_and_the_kernels_instruction_set(monkeypatch, tmp_path):
+    """``cpu_id`` reads vendor, family, model and stepping (not the model name a virtual machine shares between
+    generations) and torch's dispatch level, so two hosts named alike are told apart."""
+    from bench.measure import environment as env
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                       "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nmodel\t\t: 99\n")
+    real_path = env.Path
+    monkeypatch.setattr(env, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert env.cpu_identity() == "AuthenticAMD family 25 model 1 stepping 1; torch AVX2"
+    assert env.cpu_model() == "AMD EPYC"
+    assert "cpu_id" in gate.ENVIRONMENT_KEYS

@@ -70,11 +70,15 @@ def test_plan_predicts_the_profiled_step(case):
     assert {k: planned[k] for k in planning.FLOP_KEYS} == {k: real[k] for k in planning.FLOP_KEYS}
     assert planned["fwd_flops_by_module"] == real["fwd_flops_by_module"]
     assert planned["activation_saved_bytes_by_module"] == real["activation_saved_bytes_by_module"]
-    # Memory a CPU kernel allocates without a tensor (the profiler's "unknown": workspaces, per thread) is outside an
-    # op-level trace; at this tiny scale it is a few percent of the peak and grows with the core count.
-    measured_peak = real["peak_mem_bytes"] - real["peak_mem_unknown_bytes"]
-    gap = abs(planned["peak_bytes_predicted_cpu_profiler"] - measured_peak) / measured_peak
-    assert gap <= planning.MEMORY_TOLERANCE_PCT / 100, (planned["peak_by_category_bytes"], real)
+    # Memory a CPU kernel allocates without a tensor (the profiler's "unknown": workspaces per thread, and on CPUs
+    # with native bf16 kernels, AVX512-BF16 / AMX, oneDNN's packed weights in place of autocast's weight copies, which
+    # the op-level trace does see) may or may not be in the prediction: it must lie between the measured peak without
+    # those bytes and with them, within the tolerance.
+    tolerance = planning.MEMORY_TOLERANCE_PCT / 100
+    known, total = real["peak_mem_bytes"] - real["peak_mem_unknown_bytes"], real["peak_mem_bytes"]
+    predicted = planned["peak_bytes_predicted_cpu_profiler"]
+    assert known * (1 - tolerance) <= predicted <= total * (1 + tolerance), \
+        (predicted, known, total, planned["peak_by_category_bytes"])
 
 
 def test_the_peak_splits_into_its_categories_and_modules():

@@ -74,7 +74,7 @@ FLOORS = {"accuracy_abs": 0.005, "memory_rel": 0.05}
 # changes of the numerics (another thread count, pool vs serial, a refactor that reorders float sums) must stay
 # inside it: README "Regression gate" gives the measurement.
 SAME_SEED_TOLERANCE = 0.001
-ENVIRONMENT_KEYS = ("torch", "cpu", "python", "numpy")  # what makes the same seed give the same numbers
+ENVIRONMENT_KEYS = ("torch", "cpu", "cpu_id", "python", "numpy")  # what makes the same seed give the same numbers
 REQUIRED_KEYS = ("preset", "setting", "seeds", "noise", "tolerances", "strategies")
 STRATEGY_KEYS = ("signature", *ACCURACY, LEARNED, "required_learned_margin", *MEMORY, *EXACT)
 
@@ -130,8 +130,8 @@ def summarise(record: dict, frozen_macro_f1: float | None = None) -> dict:
 
 
 def numeric_environment(record: dict) -> dict:
-    """What decides a seed's numbers besides the code: library versions, CPU model, precision (not the thread count:
-    ``SAME_SEED_TOLERANCE`` covers it, measured)."""
+    """What decides a seed's numbers besides the code: library versions, CPU model and generation, precision (not
+    the thread count: ``SAME_SEED_TOLERANCE`` covers it, measured)."""
     env = record.get("environment") or {}
     cfg = record["run"]["config"]["train"]
     return {**{key: env.get(key) for key in ENVIRONMENT_KEYS}, "gpu": env.get("gpu"),
