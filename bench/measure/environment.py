@@ -64,14 +64,20 @@ def code_state() -> dict:
     return {"commit": commit, "dirty": dirty, "source_sha256": source_digest(), "covers": list(CODE_COVERS)}
 
 
-def cpu_model() -> str:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_identity() -> str:
@@ -82,15 +88,7 @@ def cpu_identity() -> str:
     between two hosts both named "AMD EPYC"."""
     import torch
 
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("vendor_id", "cpu family", "model", "stepping") and key not in fields:
-                fields[key] = value.strip()
-    except OSError:
-        pass
+    fields = _cpuinfo()
     where = " ".join([fields.get("vendor_id", platform.machine())] + [
         f"{key.replace('cpu ', '')} {fields[key]}" for key in ("cpu family", "model", "stepping") if key in fields])
     return f"{where}; torch {torch.backends.cpu.get_cpu_capability()}"
