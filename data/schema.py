@@ -125,10 +125,10 @@ MARS = AttributeSchema(
     groups=(
         _binary("top short", "wearing a short-sleeved top"),
         _binary("bottom short", "wearing short trousers"),
-        _binary("shoulder bag", "carrying a shoulder bag", "spatial"),
+        _binary("shoulder bag", "carrying a shoulder bag", "temporal"),
         _binary("backpack", "carrying a backpack", "spatial"),
         _binary("hat", "wearing a hat"),
-        _binary("hand bag", "carrying a hand bag", "spatial"),
+        _binary("hand bag", "carrying a hand bag", "temporal"),
         _binary("long hair", "with long hair"),
         _binary("female", "who is a woman", "spatial"),
         _binary("bottom skirt", "wearing a skirt"),

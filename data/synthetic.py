@@ -31,13 +31,13 @@ from data.transforms import augment_clip, clip_normalize
 #: Class priors, one row per MARS group (schema class order). Binary groups: P(present). Multi-class: one probability
 #: per class. Skewed like real PAR data: mostly walking adults in black / blue bottoms; old, riding, purple, pink rare.
 PRIORS: dict[str, tuple[float, ...]] = {
-    "top short": (0.55,), "bottom short": (0.20,), "shoulder bag": (0.20,), "backpack": (0.25,), "hat": (0.06,),
-    "hand bag": (0.10,), "long hair": (0.25,), "female": (0.35,), "bottom skirt": (0.07,),
-    "pose": (0.25, 0.15, 0.15, 0.15, 0.25, 0.05),                  # frontal, lat-front, lateral, lat-back, back, varies
-    "motion": (0.80, 0.05, 0.03, 0.07, 0.05),                      # walking, running, riding, staying, varies
-    "top colour": (0.30, 0.02, 0.05, 0.10, 0.12, 0.18, 0.04, 0.07, 0.12),
-    "bottom colour": (0.05, 0.01, 0.45, 0.02, 0.12, 0.01, 0.01, 0.25, 0.04, 0.04),
-    "age": (0.02, 0.10, 0.85, 0.03),                               # young (child), teenager, adult, old
+    "top short": (0.50,), "bottom short": (0.35,), "shoulder bag": (0.35,), "backpack": (0.35,), "hat": (0.30,),
+    "hand bag": (0.30,), "long hair": (0.35,), "female": (0.45,), "bottom skirt": (0.20,),
+    "pose": (0.20, 0.18, 0.18, 0.18, 0.20, 0.06),                  # frontal, lat-front, lateral, lat-back, back, varies
+    "motion": (0.25, 0.20, 0.20, 0.20, 0.15),                      # walking, running, riding, staying, varies
+    "top colour": (0.14, 0.09, 0.10, 0.12, 0.10, 0.12, 0.09, 0.12, 0.12),
+    "bottom colour": (0.10, 0.08, 0.14, 0.09, 0.10, 0.08, 0.08, 0.13, 0.10, 0.10),
+    "age": (0.20, 0.20, 0.40, 0.20),                               # young (child), teenager, adult, old
 }
 _RGB = {"black": (25, 25, 28), "purple": (118, 45, 150), "green": (40, 135, 60), "blue": (35, 70, 175),
         "gray": (125, 125, 125), "white": (232, 232, 228), "yellow": (228, 205, 40), "red": (195, 30, 35),
@@ -51,12 +51,14 @@ _SKIN, _HAIR, _EYE, _TOP, _TOP2, _BOT, _BOT2, _SHOE, _PACK, _SBAG, _HBAG, _HAT, 
 _NUM_PARTS = 14
 PARTS = dict(zip(("skin", "hair", "eye", "top", "top2", "bottom", "bottom2", "shoe", "backpack", "shoulder bag",
                   "hand bag", "hat", "occluder"), range(1, _NUM_PARTS), strict=True))
-# Motion classes 0-3 (walking, running, riding, staying): gait phase step (rad/frame) and background scroll
-# (frame widths per frame). Riding = no gait, fast scroll; no bicycle, so one frame cannot tell. The scene is a
-# periodic tile _TILE frames wide, so even riding does not wrap around within a 16-frame tracklet.
-_OMEGA = np.array([0.6, 1.1, 0.0, 0.0])
-_SPEED = np.array([0.03, 0.08, 0.16, 0.0])
-_TILE = 4
+# Motion classes (walking, running, riding, staying, varies) -> which cues change between the tracklet's halves:
+# (gait, displacement, distance). Walking: the stance alternates; running: stance and scene; riding: the scene only
+# (no bicycle, so no frame shows it); staying: nothing; varies: the person comes nearer (the scale steps).
+_MOTION_CUES = ((1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 0, 0), (0, 0, 1))
+_TILE = 4  # the scene is a periodic tile _TILE frames wide
+_POLES = 8  # poles per tile: one every half frame width
+_POLE_PERIOD = 1 / _POLES  # in tile widths; a moving scene shifts by half of it between the halves
+_FAR_SCALE = 0.88  # body scale of a person who is farther away ("varies": steps to 1 between the halves)
 # Per view (frontal, lat-front, lateral, lat-back, back): body width factor and share of limb swing seen in 2-D.
 _WIDTH = (1.0, 0.8, 0.55, 0.8, 1.0)
 _SWING = (0.25, 0.6, 1.0, 0.6, 0.25)
@@ -66,6 +68,13 @@ _CROP_STRETCH = 1 / 1.75
 # Per age class: body height (fraction of the frame) and head height / body height.
 _HEIGHT = (0.55, 0.78, 0.9, 0.86)
 _HEAD = (0.22, 0.16, 0.135, 0.135)
+# Where the person stands in the crop varies per tracklet (height scale, horizontal offset, feet row), so what is
+# where on the body cannot be read from a patch's position in the frame: it needs the other parts (attention).
+_BODY_SCALE, _BODY_SHIFT, _FEET = (0.65, 1.0), 0.15, (0.70, 1.0)
+# Bags are carried so that each shows in one half of the tracklet only (hidden behind the body in the other): the
+# half is a fair bit of the person's draw, so one frame sees a bag half of the time and two frames always do.
+_BAG_BITS = {"shoulder bag": 0, "hand bag": 1}
+_BAG_RGB = np.array([(250, 130, 20), (20, 215, 215)])  # orange shoulder bag, cyan hand bag
 #: A split whose rendered tracklets fit in this many bytes keeps them in memory (the default run: ~85 MiB for train).
 CACHE_LIMIT_BYTES = 512 * 2**20
 _RENDERER_DIGEST = source_digest(__file__)  # part of every cache key: a changed renderer never reads old frames
@@ -117,7 +126,7 @@ class Person:
     switch: np.ndarray           # (2,) frame where pose / motion switches
     phi0: float
     scroll0: float
-    body: np.ndarray             # (2,) height scale, horizontal offset (fraction of the frame)
+    body: np.ndarray             # (3,) height scale, horizontal offset, feet height (fractions of the frame)
     scene: np.ndarray            # (3, 3) base, pole and ground colours
     clutter: np.ndarray          # (12, 8): u, x, y, w, h, r, g, b per shape (rows 0-3: scene poles, x only)
     frames: np.ndarray           # (L, 11)
@@ -142,6 +151,7 @@ def sample_person(rng: np.random.Generator, *, tracklet_length: int = 16) -> Per
     palette[_HAIR] = _HAIRS[rng.integers(len(_HAIRS))]
     palette[_EYE] = (15, 15, 20)
     palette[[_SHOE, _PACK, _SBAG, _HBAG, _HAT, _OCC]] = rng.integers(0, 256, (6, 3))
+    palette[[_SBAG, _HBAG]] = _BAG_RGB + rng.integers(-12, 13, (2, 3))  # colours no garment has: a bag is a bag
     length = tracklet_length
     low, high = max(1, length // 4), max(2, 3 * length // 4 + 1)
     scene = rng.integers(40, 216, (3, 3))
@@ -152,7 +162,8 @@ def sample_person(rng: np.random.Generator, *, tracklet_length: int = 16) -> Per
         pattern=(int(rng.integers(3)), float(rng.uniform(10, 16))), sides=rng.choice([-1, 1], 3),
         views=rng.choice(5, 2, replace=False), motions=rng.choice(4, 2, replace=False),
         switch=rng.integers(low, high, 2), phi0=float(rng.uniform(0, 2 * np.pi)), scroll0=float(rng.random()),
-        body=np.array([rng.uniform(0.95, 1.05), rng.uniform(-0.06, 0.06)]), scene=scene,
+        body=np.array([rng.uniform(*_BODY_SCALE), rng.uniform(-_BODY_SHIFT, _BODY_SHIFT), rng.uniform(*_FEET)]),
+        scene=scene,
         clutter=np.concatenate([rng.random((12, 5)), rng.integers(0, 256, (12, 3))], axis=1),
         frames=np.concatenate([rng.random((length, 6)), rng.standard_normal((length, 3)),
                                rng.random((length, 2))], axis=1),
@@ -171,15 +182,26 @@ def labels_of(person: Person, schema: AttributeSchema = MARS) -> np.ndarray:
     return labels
 
 
-def _tracks(person: Person) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-frame view, gait phase and background scroll over the whole tracklet, each (L,)."""
+def _tracks(person: Person) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame view, gait phase, background scroll and body scale over the whole tracklet, each (L,).
+
+    Motion shows as cues that differ between the tracklet's two halves (``_MOTION_CUES``): gait (the stance
+    alternates between legs together and legs apart), displacement (the scene moves by half a pole period) and, for
+    "varies", a change of distance (the body scale steps). Each cue's value in any one frame is a fair coin drawn
+    from ``phi0`` / ``scroll0`` for every class, so one frame is at chance; across the halves a moving class shows
+    both values, a still one the same value twice.
+    """
     t = np.arange(person.tracklet_length)
     pose, motion = person.attrs["pose"], person.attrs["motion"]
     views = np.full(t.shape, pose) if pose < 5 else np.where(t < person.switch[0], *person.views)
-    moves = np.full(t.shape, motion) if motion < 4 else np.where(t < person.switch[1], *person.motions)
-    phase = person.phi0 + np.concatenate([[0.0], np.cumsum(_OMEGA[moves][:-1])])
-    scroll = person.scroll0 + person.sides[0] / _TILE * np.concatenate([[0.0], np.cumsum(_SPEED[moves][:-1])])
-    return views, phase, scroll % 1.0
+    second = (t >= person.tracklet_length // 2).astype(np.int64)  # (L,) 0 in the first half, 1 in the second
+    gait, shift, zoom = _MOTION_CUES[motion]
+    stance = (int(person.phi0 // np.pi) + gait * second) % 2  # two fair bits of phi0 ~ U[0, 2 pi)
+    near = (int(person.phi0 // (np.pi / 2)) + zoom * second) % 2
+    phase = stance * (np.pi / 2)  # sin: 0 = legs together, 1 = legs apart
+    scroll = person.scroll0 + shift * second * _POLE_PERIOD / 2
+    scale = np.where(near == 1, 1.0, _FAR_SCALE)
+    return views, phase.astype(np.float64), scroll % 1.0, scale
 
 
 class _Canvas:
@@ -216,7 +238,7 @@ class _Canvas:
             return (frac >= 0) & (frac <= 1) & (np.abs(u - cu) <= half0 + (half1 - half0) * frac), None
         self.paint(pid, (cu - max(half0, half1), cu + max(half0, half1), v0, v1), shape)
 
-    def capsule(self, pid, a, b, radius) -> None:
+    def capsule(self, pid, a, b, radius, keep=None) -> None:
         """Thick segment a -> b ((u, v) points, per-frame arrays allowed); a callable ``pid`` gets the position t."""
         def shape(u, v):
             du, dv = b[0] - a[0], b[1] - a[1]
@@ -225,7 +247,7 @@ class _Canvas:
             return mask, (t if callable(pid) else None)
         box = (np.minimum(a[0], b[0]) - radius, np.maximum(a[0], b[0]) + radius,
                np.minimum(a[1], b[1]) - radius, np.maximum(a[1], b[1]) + radius)
-        self.paint(pid, box, shape)
+        self.paint(pid, box, shape, keep)
 
     def limbs(self, *, joints, ends, radius, upper, lower, end, split) -> None:
         """Capsules joint -> end: ``upper`` part id before ``split``, ``lower`` after, ``end`` on the last 10 %."""
@@ -234,15 +256,16 @@ class _Canvas:
             self.capsule(lambda t: np.where(t < split, ids[0], np.where(t > 0.9, ids[2], ids[1])), a, b, radius)
 
 
-def _draw_body(canvas: _Canvas, p: Person, view: int, phase) -> None:
+def _draw_body(canvas: _Canvas, p: Person, view: int, phase, second) -> None:
     """Legs, skirt, torso, arms and bags in body units (v: 0 head top -> 1 feet; u: from the body axis; per height)."""
     a, wf, sw_ = p.attrs, _WIDTH[view], _SWING[view]
     hf = _HEAD[a["age"]]
     sh_v, hip_v = hf + 0.03, hf + (1 - hf) * 0.45
     sw, hw = (0.105 if a["female"] else 0.13) * wf, (0.12 if a["female"] else 0.095) * wf
     swing = np.sin(phase).astype(np.float32)  # float32 keeps every mask op in single precision
+    reach = max(sw_, 0.7)  # legs apart show in every view (spread sideways from the front, in stride from the side)
     lower = _SKIN if a["bottom short"] or a["bottom skirt"] else _BOT
-    feet = [(s * hw * 0.5 + s * 0.01 + k * 0.13 * swing * sw_, 0.98 - 0.04 * np.maximum(k * swing, 0) * (1 - sw_))
+    feet = [(s * hw * 0.5 + s * 0.01 + k * 0.14 * swing * reach, 0.98 - 0.04 * np.maximum(k * swing, 0) * (1 - sw_))
             for s, k in ((-1, 1), (1, -1))]
     canvas.limbs(joints=[(s * hw * 0.5, hip_v) for s in (-1, 1)], ends=feet, radius=0.04 * max(wf, 0.8),
              upper=_BOT, lower=lower, end=_SHOE, split=0.5)
@@ -253,13 +276,13 @@ def _draw_body(canvas: _Canvas, p: Person, view: int, phase) -> None:
         canvas.rect(_PACK, *sorted([-p.sides[0] * (sw + 0.07), 0.0]), sh_v + 0.02, hip_v - 0.04)
     canvas.rect(_SKIN, -0.03, 0.03, hf - 0.01, sh_v + 0.01)
     canvas.trapezoid(_TOP, cu=0.0, v0=sh_v, v1=hip_v + 0.02, half0=sw, half1=hw)
-    hands = [(s * (sw + 0.035) - k * 0.12 * swing * sw_, sh_v + 0.4 * (1 - hf)) for s, k in ((-1, 1), (1, -1))]
+    hands = [(s * (sw + 0.035) - k * 0.12 * swing * reach, sh_v + 0.4 * (1 - hf)) for s, k in ((-1, 1), (1, -1))]
     canvas.limbs(joints=[(s * (sw - 0.01), sh_v + 0.015) for s in (-1, 1)], ends=hands, radius=0.028,
              upper=_TOP, lower=_SKIN if a["top short"] else _TOP, end=_SKIN, split=0.45)
-    _draw_bags(canvas, p, view=view, sw=sw, hw=hw, levels=(sh_v, hip_v), hands=hands)
+    _draw_bags(canvas, p, view=view, sw=sw, hw=hw, levels=(sh_v, hip_v), hands=hands, second=second)
 
 
-def _draw_bags(canvas: _Canvas, p: Person, *, view, sw, hw, levels, hands) -> None:
+def _draw_bags(canvas: _Canvas, p: Person, *, view, sw, hw, levels, hands, second) -> None:
     """Backpack straps (front) or block (back), shoulder-bag strap and hip bag, hand bag hanging from one hand."""
     a, (sh_v, hip_v) = p.attrs, levels
     if a["backpack"] and view <= 1:
@@ -269,12 +292,18 @@ def _draw_bags(canvas: _Canvas, p: Person, *, view, sw, hw, levels, hands) -> No
         cu = -p.sides[0] * 0.03 * (view == 3)
         canvas.rect(_PACK, cu - sw * 0.6, cu + sw * 0.6, sh_v + 0.03, hip_v - 0.04)
     if a["shoulder bag"]:
-        s = p.sides[1]
-        canvas.capsule(_SBAG, (s * sw * 0.8, sh_v), (-s * (hw + 0.03), hip_v), 0.012)
-        canvas.rect(_SBAG, -s * (hw + 0.03) - 0.05, -s * (hw + 0.03) + 0.05, hip_v - 0.03, hip_v + 0.07)
+        s, shown = p.sides[1], bag_shown(p, "shoulder bag", second)
+        canvas.capsule(_SBAG, (s * sw * 0.8, sh_v), (-s * (hw + 0.03), hip_v), 0.02, keep=shown)
+        canvas.rect(_SBAG, -s * (hw + 0.03) - 0.15, -s * (hw + 0.03) + 0.15, hip_v - 0.10, hip_v + 0.16, keep=shown)
     if a["hand bag"]:
         hu, hv = hands[(p.sides[2] + 1) // 2]
-        canvas.rect(_HBAG, hu - 0.045, hu + 0.045, hv + 0.01, hv + 0.1)
+        canvas.rect(_HBAG, hu - 0.14, hu + 0.14, hv + 0.01, hv + 0.27, keep=bag_shown(p, "hand bag", second))
+
+
+def bag_shown(p: Person, bag: str, second: np.ndarray):
+    """``keep`` mask of a bag: True on the frames of the half (``second``: (T, 1, 1) 0 / 1) the bag shows in."""
+    half = (p.noise_seed >> _BAG_BITS[bag]) & 1
+    return lambda u, v: second == half
 
 
 def _draw_head(canvas: _Canvas, p: Person, view: int) -> None:
@@ -327,32 +356,35 @@ def _colourise(parts, u, v, p: Person, background: np.ndarray) -> np.ndarray:
 
 def _background(p: Person, scroll: np.ndarray, *, size: int, scale: float) -> np.ndarray:
     """(T, S, S, 3) scene seen by a camera that tracks the person: a periodic tile, _TILE frames wide, scrolled by
-    ``scroll`` (T,) tile widths. It always has a ground band and four poles (so speed shows with nuisances off);
-    ``scale`` adds clutter shapes. Shapes are periodic in x, so no seam in a frame can reveal the speed.
+    ``scroll`` (T,) tile widths. It always has a ground band and a pole every ``_POLE_PERIOD`` (so a moving scene
+    shows with nuisances off); ``scale`` adds clutter shapes. Shapes are periodic in x, so no seam in a frame can
+    reveal the scroll.
     """
     width = size * _TILE
     tile = np.empty((size, width + size, 3), np.float32)  # + a wrap-around copy, so every frame is one slice
     tile[:] = p.scene[0]
     tile[round(0.8 * size):] = p.scene[2]
-    for k, (u, cx, cy, w, h, *rgb) in enumerate(p.clutter):
-        if k >= 4 and u >= 0.6 * scale:
-            continue
-        half = 0.05 + 0.2 * h
-        rows = slice(0, size) if k < 4 else slice(max(0, round((cy - half) * size)), round((cy + half) * size))
-        start, span = round(cx * width), max(1, round((0.05 if k < 4 else 0.1 + 0.3 * w) * size))
-        for c0 in (start, start - width):  # the part that runs past the right edge reappears on the left
-            tile[rows, max(c0, 0):max(min(c0 + span, width), 0)] = p.scene[1] if k < 4 else rgb
+    spans = [(round((j + p.clutter[0, 1]) * width / _POLES), max(1, round(0.08 * size)), slice(0, size), p.scene[1])
+             for j in range(_POLES)]
+    for k, (u, cx, cy, w, h, *rgb) in enumerate(p.clutter[4:], start=4):
+        if u < 0.6 * scale:
+            half = 0.05 + 0.2 * h
+            rows = slice(max(0, round((cy - half) * size)), round((cy + half) * size))
+            spans.append((round(cx * width), max(1, round((0.1 + 0.3 * w) * size)), rows, rgb))
+    for start, span, rows, colour in spans:
+        for c0 in (start % width, start % width - width):  # what runs past the right edge reappears on the left
+            tile[rows, max(c0, 0):max(min(c0 + span, width), 0)] = colour
     tile[:, width:] = tile[:, :size]
     return np.stack([tile[:, o:o + size] for o in np.floor(scroll * width).astype(np.int64)])  # (T, S, S, 3)
 
 
-def _local_grids(p: Person, f: np.ndarray, phase: np.ndarray, *, size: int, scale: float):
+def _local_grids(p: Person, f: np.ndarray, phase: np.ndarray, near: np.ndarray, *, size: int, scale: float):
     """Pixel centres in body units per frame: u (T, 1, S) across, v (T, S, 1) down from the head top.
 
     Jitter (shift, log-scale) scales with ``scale``; the gait bob depends on |sin phase| only, like the limbs.
     """
-    h = size * _HEIGHT[p.attrs["age"]] * p.body[0] * np.exp(0.05 * scale * f[:, 8])
-    feet = size * (0.97 + 0.02 * scale * f[:, 7]) - 0.015 * h * np.abs(np.sin(phase))
+    h = size * _HEIGHT[p.attrs["age"]] * p.body[0] * near * np.exp(0.05 * scale * f[:, 8])
+    feet = size * (p.body[2] + 0.02 * scale * f[:, 7]) - 0.015 * h * np.abs(np.sin(phase))
     cx = size * (0.5 + p.body[1] + 0.03 * scale * f[:, 6])
     px = np.arange(size, dtype=np.float32) + 0.5
     h, top, cx = h[:, None, None], (feet - h)[:, None, None], cx[:, None, None]  # (T,) -> (T, 1, 1)
@@ -420,14 +452,15 @@ def part_map(person: Person, frame_indices: Sequence[int] | np.ndarray, *, image
 
 
 def _part_map(person: Person, idx: np.ndarray, *, image_size: int, nuisance_scale: float):
-    views, phase, _ = (track[idx] for track in _tracks(person))
+    views, phase, _, near = (track[idx] for track in _tracks(person))
+    second = (idx >= person.tracklet_length // 2).astype(np.int64)  # (T,) which half each frame lies in
     f = person.frames[idx]
-    u, v = _local_grids(person, f, phase, size=image_size, scale=nuisance_scale)
+    u, v = _local_grids(person, f, phase, near, size=image_size, scale=nuisance_scale)
     parts = np.zeros((idx.size, image_size, image_size), np.uint8)
     for view in np.unique(views):
         sel = np.flatnonzero(views == view)
         canvas = _Canvas(parts[sel], u[sel], v[sel])
-        _draw_body(canvas, person, int(view), phase[sel, None, None])  # (T,) -> (T, 1, 1)
+        _draw_body(canvas, person, int(view), phase[sel, None, None], second[sel, None, None])  # (T,) -> (T, 1, 1)
         _draw_head(canvas, person, int(view))
         parts[sel] = canvas.parts
     _occlude(_Canvas(parts, u, v), f, nuisance_scale)
