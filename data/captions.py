@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from data.schema import MARS
-from data.synthetic import Person, render_frames, sample_person
+from data.synthetic import BAG_GROUPS, Person, bag_half, render_frames, sample_person
 from data.transforms import clip_normalize
 
-GRAMMAR_VERSION = "1"
+GRAMMAR_VERSION = "2"
 #: PAR groups a caption may describe, and the ones it never mentions.
 DESCRIBED_GROUPS = ("top colour", "bottom colour", "top short", "bottom short", "bottom skirt", "shoulder bag",
                     "backpack", "hand bag", "hat", "long hair", "female")
@@ -118,8 +118,9 @@ def _mentioned(attrs: Mapping[str, int], rng: np.random.Generator) -> set[str]:
 
 
 def _length(text: str) -> int:
-    """Words plus commas: a lower bound on the BPE tokens of a caption (each comma is a token)."""
-    return len(text.split()) + text.count(",")
+    """Words, hyphens and commas: a lower bound on the BPE tokens of a caption (each comma and each hyphen is a token,
+    and a hyphenated word is at least its parts: "two-coloured long-sleeve" is 6)."""
+    return len(text.replace("-", " - ").split()) + text.count(",")
 
 
 def _compose(subject: str, clothes: list[str], extras: list[str], rng: np.random.Generator):
@@ -145,7 +146,8 @@ def caption(attrs: Mapping[str, int], rng: np.random.Generator) -> str:
 
     Forms: prose ("a woman in a red top and black trousers carrying a backpack"), a subject with a list ("a person
     wearing a white shirt, blue shorts, with a hat") and a tag list ("red top, with a backpack, woman"). Trailing
-    extras are dropped while the caption is longer than ``MAX_LENGTH`` words + commas, so it fits the context.
+    extras are dropped while the caption is longer than ``MAX_LENGTH`` words, hyphens and commas, so it fits the
+    context.
     """
     missing = [g for g in DESCRIBED_GROUPS if g not in attrs]
     if missing:
@@ -219,13 +221,20 @@ def draw_person(cfg: PairConfig, index: int) -> tuple[Person, np.random.Generato
     return person, rng
 
 
+def visible_attributes(person: Person, frame: int) -> dict[str, int]:
+    """The attributes one frame shows: a bag carried in the other half of the tracklet (``bag_half``) is absent
+    from this frame, so its caption must not name it (a caption describes the picture, as CLIP's do)."""
+    second = int(frame >= person.tracklet_length // 2)
+    return {**person.attrs, **{bag: 0 for bag in BAG_GROUPS if bag_half(person, bag) != second}}
+
+
 def render_pair(cfg: PairConfig, index: int) -> Pair:
     """Pair ``index``: one random frame of a fresh person, a caption of its static attributes and a view draw."""
     person, rng = draw_person(cfg, index)
     frame = int(rng.integers(person.tracklet_length))
     scale = float(rng.uniform(0.0, cfg.nuisance_max)) if cfg.wide else 1.0
     image = render_frames(person, [frame], image_size=cfg.image_size, nuisance_scale=scale)[0]
-    text = caption(person.attrs, rng)
+    text = caption(visible_attributes(person, frame), rng)
     view = None
     if cfg.wide:
         view = np.array([rng.uniform(np.log(0.8), np.log(1.25)), rng.uniform(-0.1, 0.1), *rng.uniform(-0.1, 0.1, 2),

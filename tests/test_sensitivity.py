@@ -15,8 +15,17 @@ from bench.config import RunConfig
 from bench.measure import metrics
 from bench.measure.profile import measure_flops
 from data.ablation import FrameAblation
-from data.schema import DUKE, KINDS, MARS
-from data.synthetic import PARTS, SyntheticConfig, SyntheticVideoPAR, _tracks, part_map, render_frames, sample_person
+from data.schema import DUKE, KINDS, MARS, SYNTHETIC, get_schema
+from data.synthetic import (
+    PARTS,
+    SyntheticConfig,
+    SyntheticVideoPAR,
+    _tracks,
+    bag_half,
+    part_map,
+    render_frames,
+    sample_person,
+)
 from models.loss import WeightedBCE
 from models.vision import discard_attention
 from strategies.side import proportional_side
@@ -26,34 +35,61 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_group_has_a_kind_and_each_kind_is_present_in_mars():
-    assert {g.kind for g in MARS.groups} == set(KINDS)
-    assert MARS.groups_of_kind("temporal") == ["motion"]
-    assert {"top colour", "bottom colour"} <= set(MARS.groups_of_kind("spatial"))
-    assert DUKE.groups_of_kind("temporal") == ["motion"]
+    assert {g.kind for g in MARS.groups} == {g.kind for g in SYNTHETIC.groups} == set(KINDS)
+    assert MARS.groups_of_kind("temporal") == DUKE.groups_of_kind("temporal") == ["motion"]
+    assert SYNTHETIC.groups_of_kind("temporal") == ["shoulder bag", "hand bag", "motion"]
+    assert {"top colour", "bottom colour"} <= set(SYNTHETIC.groups_of_kind("spatial"))
+    assert SYNTHETIC.column_names() == MARS.column_names() and get_schema("synthetic") is SYNTHETIC
 
 
 def _people(n: int, seed: int = 7):
     return [sample_person(np.random.default_rng([seed, i])) for i in range(n)]
 
 
-def test_a_temporal_attribute_is_at_chance_from_any_single_frame():
-    """Motion: gait phase and background scroll at every frame index have the same distribution for every motion
-    class (so one frame, whichever, tells nothing), and frame 0 is pixel-identical across classes."""
+def _cues(person) -> np.ndarray:
+    """(L, 3) per-frame values of the motion cues: stance (legs apart), scene offset, body scale."""
+    _, phase, scroll, scale = _tracks(person)
+    return np.stack([np.round(np.sin(phase)), scroll, scale], axis=1)
+
+
+def test_motion_is_at_chance_from_any_single_frame():
+    """Every motion cue in any one frame is a fair coin whatever the class: the same distribution for every class
+    (so one frame, whichever, tells nothing), frame 0 pixel-identical across classes; across the halves the cues of
+    a moving class change and those of a standing person do not."""
     people = _people(600)
-    for t in (0, 5, 15):
+    for t in (0, 5, 8, 15):
         by_class = {}
         for person in people:
-            _, phase, scroll = _tracks(person)
-            by_class.setdefault(person.attrs["motion"], []).append((phase[t] % (2 * np.pi), scroll[t]))
-        samples = [np.array(v) for v in by_class.values()]
-        for a, b in zip(samples, samples[1:], strict=False):
-            assert stats.ks_2samp(a[:, 0], b[:, 0]).pvalue > 0.001
-            assert stats.ks_2samp(a[:, 1], b[:, 1]).pvalue > 0.001
+            cues = _cues(person)[t]
+            by_class.setdefault(person.attrs["motion"], []).append(
+                (cues[0], (cues[1] - person.scroll0) % 1.0 > 1e-9, cues[2] == 1.0))
+        rates = np.array([np.mean(v, axis=0) for v in by_class.values()])  # (classes, 3) share of each cue value
+        for cue in (0, 2):
+            assert stats.chi2_contingency(np.array([[r * len(v), (1 - r) * len(v)] for r, v in
+                                                    zip(rates[:, cue], by_class.values(), strict=True)])
+                                          + 1e-9).pvalue > 0.001
     person = people[0]
-    first = [render_frames(person.with_attribute("motion", m), [0], image_size=32) for m in range(4)]
+    first = [render_frames(person.with_attribute("motion", m), [0, 7], image_size=32) for m in range(5)]
     assert all(np.array_equal(first[0], f) for f in first[1:])
-    whole = [render_frames(person.with_attribute("motion", m), range(16), image_size=32) for m in range(4)]
-    assert not np.array_equal(whole[0], whole[1])  # across frames the classes differ
+    moved = [np.any(_cues(person.with_attribute("motion", m))[0] != _cues(person.with_attribute("motion", m))[8])
+             for m in range(5)]
+    assert moved == [True, True, True, False, True]  # walking, running, riding, staying, varies
+
+
+def test_a_bag_shows_in_one_half_of_the_tracklet_only():
+    """A carried shoulder or hand bag shows in the frames of one half and in none of the other, the half a fair coin
+    over people: one frame misses it half of the time, one frame from each half (the default's 2-frame segments)
+    never does."""
+    halves = []
+    for person in _people(200):
+        for bag in ("shoulder bag", "hand bag"):
+            carrier = person.with_attribute(bag, 1).with_attribute("pose", "frontal")
+            parts = part_map(carrier, range(16), image_size=64, nuisance_scale=0)
+            shown = (parts == PARTS[bag]).any(axis=(1, 2))  # (16,) frames with any bag pixel
+            assert shown[:8].all() != shown[8:].any() and (shown[:8].all() or shown[8:].all()), (bag, shown)
+            assert bag_half(carrier, bag) == int(shown[8:].all())
+            halves.append(bag_half(carrier, bag))
+    assert stats.binomtest(sum(halves), len(halves)).pvalue > 0.001
 
 
 def test_spatial_attributes_are_relations_between_parts_of_the_body():
