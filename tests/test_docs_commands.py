@@ -134,7 +134,7 @@ def invocations(text: str, *, strict: bool = True) -> list[Invocation]:
     calls, current = [], []
     for token in [*tokens, "&&"]:
         if token in SEPARATORS:
-            calls.append(invocation(current)) if current else None
+            calls += [invocation(current)] if current else []
             current = []
         else:
             current.append(token)
