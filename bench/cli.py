@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory", type=_gpus, metavar="GIB_OR_GPU",
                    help="with --plan: per GPU (capacities in GiB such as 24,40,80,141, or names: "
                         f"{', '.join(cuda_memory.GPUS)}) the predicted CUDA memory_reserved peak, the largest batch "
-                        "that fits and, for a named GPU, a compute-bound step time (predictions; README: Cost plan)")
+                        "that fits and, for a named GPU, a compute-bound step time (predictions; "
+                        "docs/precision-and-cost.md)")
     p.add_argument("--out", type=Path, help="output folder for result JSONs (default: runs/<preset>)")
     p.add_argument("--no-resume", action="store_true", help="re-run runs that already finished in --out")
     p.add_argument("--replace-other-settings", action="store_true",

@@ -37,7 +37,8 @@ def micro_video(batch: int = 2, frames: int = 3, seed: int = 0) -> torch.Tensor:
 def strategy_registry_restored():
     """Each test starts from the built-in strategies: the strategies a test's plugin (``PAR_BENCH_PLUGINS``)
     registered are unregistered afterwards and the plugin module forgotten, so two tests may ship different plugins
-    under one module name and no test sees another's strategies (the README's strategy list, ``--strategies all``)."""
+    under one module name and no test sees another's strategies (the strategy list of docs/strategies.md,
+    ``--strategies all``)."""
     from strategies import registry
 
     registry.names()

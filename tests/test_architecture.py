@@ -1,4 +1,4 @@
-"""Who may import whom (README, "Architecture"): checked on the source, lazy imports inside functions included.
+"""Who may import whom (docs/architecture.md): checked on the source, lazy imports inside functions included.
 
 ``python -m pytest tests/test_architecture.py -q`` is the command that shows the project has no import circle, that
 each package imports only what the layout allows, and that inside ``bench`` each room imports only the rooms below

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-if TYPE_CHECKING:  # measure reads the sections it is given and imports no config at run time (README, Architecture)
+if TYPE_CHECKING:  # measure reads the sections it is given and imports no config at run time (docs/architecture.md)
     from bench.config import TrainConfig
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from bench.measure.native_logs import KINETO_NOISE, native_stderr_without
 from bench.measure.precision import FP32, Numerics
 
-if TYPE_CHECKING:  # measure reads the sections it is given and imports no config at run time (README, Architecture)
+if TYPE_CHECKING:  # measure reads the sections it is given and imports no config at run time (docs/architecture.md)
     from bench.config import ProfileConfig
 
 

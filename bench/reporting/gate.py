@@ -72,7 +72,7 @@ FLOORS = {"accuracy_abs": 0.005, "memory_rel": 0.05}
 # Same-seed tier: a run repeating a baseline seed in the baseline's numeric environment is held to that seed's value,
 # in both directions, within SAME_SEED_TOLERANCE (a fraction; 0.001 = 0.1 points), not within the seed noise. Harmless
 # changes of the numerics (another thread count, pool vs serial, a refactor that reorders float sums) must stay
-# inside it: README "Regression gate" gives the measurement.
+# inside it: docs/gate-and-statistics.md, "Regression gate", gives the measurement.
 SAME_SEED_TOLERANCE = 0.001
 ENVIRONMENT_KEYS = ("torch", "cpu", "cpu_id", "python", "numpy")  # what makes the same seed give the same numbers
 REQUIRED_KEYS = ("preset", "setting", "seeds", "noise", "tolerances", "strategies")

@@ -49,7 +49,7 @@ def _gpu_ids(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("where runs execute (README: Scaling out)")
+    group = parser.add_argument_group("where runs execute (docs/scaling-out.md)")
     group.add_argument("--launcher", choices=LAUNCHERS, default="local",
                        help="local (default: this machine), slurm (submitit job array), ray (Ray tasks)")
     group.add_argument("--jobs", type=_positive,

@@ -334,7 +334,7 @@ def plan_command(specs: list[RunSpec], *, out: Path, preset: str, gpus: list = (
     print(plan_table(rows))
     if gpus:
         print(f"\nCUDA predictions (caching allocator replayed over the traced step; CUDA context assumed; step time "
-              f"at {GPU_EFFICIENCY:.0%} of the dense peak; README: Cost plan):")
+              f"at {GPU_EFFICIENCY:.0%} of the dense peak; docs/precision-and-cost.md):")
         print(gpu_table(rows))
     path = Path(out) / PLAN_FOLDER / "plan.json"
     write_json_atomic(path, plan_document(rows, preset=preset, wall_time_s=wall))
