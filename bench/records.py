@@ -49,6 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from bench.errors import BenchError
 from data.schema import KINDS
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ FIELDS = {  # dotted path -> what its value is; None (or a missing key: older re
 SCORED_SPLITS = ("test", "val", "majority_test", "train_subset")
 
 
-class ResultFileError(ValueError):
+class ResultFileError(BenchError, ValueError):
     """A result file cannot be read or has the wrong schema. ``kind`` says which, in the words a set-aside file is
     named with: ``unreadable``, ``schema-v<N>`` or ``invalid`` (values not what ``FIELDS`` says)."""
 
@@ -102,7 +103,7 @@ class ResultFileError(ValueError):
         self.kind = kind
 
 
-class ResultAccessError(ValueError):
+class ResultAccessError(BenchError, ValueError):
     """A result file exists but this user may not read it: an environment error, never a reason to redo a run."""
 
 
@@ -387,7 +388,7 @@ def strategy_hyperparameters(config: dict) -> dict:
     return {key: config["train"].get(key) for key in HYPERPARAMETERS}
 
 
-class OtherSettingError(ValueError):
+class OtherSettingError(BenchError, ValueError):
     """A run's result file holds a finished run of another setting: running would replace it (one line, exit 2)."""
 
 

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from bench.errors import BenchError
 from bench.measure.environment import CODE_COVERS, environment, git_state
 from bench.measure.generalisation import record_gap
 from bench.measure.statistics import record_chance
@@ -86,7 +87,7 @@ REQUIRED_KEYS = ("preset", "setting", "seeds", "noise", "tolerances", "strategie
 STRATEGY_KEYS = ("signature", *ACCURACY, LEARNED, "required_learned_margin", *MEMORY, *EXACT)
 
 
-class BaselineError(ValueError):
+class BaselineError(BenchError, ValueError):
     """The baseline file is missing, malformed, or does not belong to this sweep."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bench.errors import BenchError
 from bench.measure import statistics
 from bench.records import (
     FAILED_SUFFIX,
@@ -69,7 +70,7 @@ RATIOS = {"mem / full": "peak_mem_bytes", "step / full": "step_time_ms_median", 
 FIRST_STRATEGIES = ("full", "frozen")  # the two reference points of every table; the rest follow alphabetically
 
 
-class ReportError(ValueError):
+class ReportError(BenchError, ValueError):
     """A report cannot be built from the given folder."""
 
 
