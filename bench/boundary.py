@@ -4,10 +4,10 @@ traceback; a bug ends in one line that says where its traceback was written; Ctr
     @entry_point("bench.reporting.report")
     def main(argv=None) -> int: ...
 
-Known errors are the project's own error types (each message names the file or field, the value and what was
-expected), a plain ``ValueError`` raised by the project's own code, and ``OSError`` (a folder that is a file,
-read-only or full). Error types are matched by module and class name (the class or any base), so the boundary
-imports nothing heavy. The resume hint of an interrupted sweep travels as the ``KeyboardInterrupt``'s message.
+Known errors are the project's own, ``BenchError`` (bench/errors.py: each message names the file or field, the
+value and what was expected), a plain ``ValueError`` raised by the project's own code, and ``OSError`` (a folder
+that is a file, read-only or full). The boundary imports nothing heavy (bench/errors.py is the standard library's
+``abc`` alone). The resume hint of an interrupted sweep travels as the ``KeyboardInterrupt``'s message.
 """
 from __future__ import annotations
 
@@ -23,35 +23,13 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.errors import BenchError
+
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
-KNOWN_ERRORS = (  # module, class: errors whose message is the whole story
-    ("bench.config", "ConfigError"), ("bench.records", "ResultFileError"),
-    ("bench.records", "ResultAccessError"), ("bench.records", "OtherSettingError"),
-    ("bench.measure.predictions", "PredictionsError"), ("bench.measure.profile", "ProfileError"),
-    ("bench.measure.profile", "GpuBusyError"), ("bench.measure.metrics", "MetricsInputError"),
-    ("bench.runner.lifeline", "FolderInUseError"),
-    ("bench.reporting.tables", "ReportError"), ("bench.reporting.gate", "BaselineError"),
-    ("bench.tools.pretrain", "PretrainError"),
-    ("strategies.registry", "StrategyError"), ("models.backbone", "BackboneError"),
-    ("models.par_model", "FusionInitError"),
-    ("data.synthetic", "SyntheticDataError"), ("data.manifest", "DatasetError"),
-)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRACEBACK_DIR_ENV = "PAR_BENCH_TRACEBACK_DIR"  # where unexpected errors leave their traceback (default: temp dir)
-
-
-def _qualified(kind: type) -> tuple[str, str]:
-    """(module, class) of an error type; a module run as ``python -m bench.reporting.report`` is ``__main__`` but its
-    spec still says ``bench.reporting.report``."""
-    module = sys.modules.get(kind.__module__)
-    spec = getattr(module, "__spec__", None)
-    return (spec.name if spec is not None and kind.__module__ == "__main__" else kind.__module__), kind.__name__
-
-
-def is_known_type(kind: type) -> bool:
-    return any(_qualified(base) in KNOWN_ERRORS for base in kind.__mro__)
 
 
 def raised_by_project(error: BaseException) -> bool:
@@ -66,8 +44,8 @@ def raised_by_project(error: BaseException) -> bool:
 
 
 def is_known(error: BaseException) -> bool:
-    """A project error type, or a plain ValueError the project raised itself: messages written for the user."""
-    return is_known_type(type(error)) or (type(error) is ValueError and raised_by_project(error))
+    """A ``BenchError``, or a plain ValueError the project raised itself: messages written for the user."""
+    return isinstance(error, BenchError) or (type(error) is ValueError and raised_by_project(error))
 
 
 def one_line(text: str) -> str:

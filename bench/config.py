@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from bench.errors import BenchError
 from strategies import options
 from strategies.options import option
 
@@ -37,7 +38,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/meas
 SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
 
 
-class ConfigError(options.OptionError):
+class ConfigError(BenchError, options.OptionError):
     """A configuration value or file is invalid; the message names the field."""
 
 

@@ -21,9 +21,14 @@ strategy's config with its default (version 1 held only the overrides, so a chan
 library versions. Version 1 files are still read (reports of older sweeps), but never reused by resume: their config
 digest differs.
 
+Reading: every reader takes a record through one view, ``row`` (strategy, seed, setting, test scores, profile
+figures with their units), and one definition of which runs may be compared, ``setting_of``. Reports read files
+with ``read_record``, which brings versions 1 and 2 to this one (``upgrade``, in memory; the file is unchanged) and
+refuses any other version in one line naming the file, its version and the versions read.
+
 A result folder holds ``<run_id>.json`` per run and, where a retry failed after a good result, that failure beside
 it as ``<run_id>.failed.json`` (``settle``: a failure never replaces a good result). This module imports nothing
-of the project, so every room may use it.
+of bench (of the project, only the attribute kinds of ``data.schema``), so every room may use it.
 
 Nothing the harness finds is destroyed: a result file it is about to replace and cannot read, of another schema
 version, or whose values are not what ``FIELDS`` says, is first moved, byte for byte, into ``set-aside/`` beside it
@@ -43,6 +48,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+
+from bench.errors import BenchError
+from data.schema import KINDS
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
@@ -86,7 +94,7 @@ FIELDS = {  # dotted path -> what its value is; None (or a missing key: older re
 SCORED_SPLITS = ("test", "val", "majority_test", "train_subset")
 
 
-class ResultFileError(ValueError):
+class ResultFileError(BenchError, ValueError):
     """A result file cannot be read or has the wrong schema. ``kind`` says which, in the words a set-aside file is
     named with: ``unreadable``, ``schema-v<N>`` or ``invalid`` (values not what ``FIELDS`` says)."""
 
@@ -95,7 +103,7 @@ class ResultFileError(ValueError):
         self.kind = kind
 
 
-class ResultAccessError(ValueError):
+class ResultAccessError(BenchError, ValueError):
     """A result file exists but this user may not read it: an environment error, never a reason to redo a run."""
 
 
@@ -125,11 +133,8 @@ def validate_record(payload, path: Path) -> dict:
         raise ResultFileError(f"{path}: expected a result record (a JSON object) at the top level, got "
                               f"{type(payload).__name__}", "unreadable")
     version = payload.get("schema_version")
-    if not _is_count(version):
-        raise ResultFileError(f"{path}: schema_version {version!r}, expected one of {READABLE_VERSIONS}",
-                              "unreadable")
-    if version not in READABLE_VERSIONS:
-        raise ResultFileError(f"{path}: schema_version {version}, {_version_words(version)}", f"schema-v{version}")
+    if not _is_count(version) or version not in READABLE_VERSIONS:
+        raise version_error(path, version)
     run = payload.get("run")
     if not isinstance(run, dict) or not all(isinstance(run.get(key), str) for key in REQUIRED_RUN_KEYS):
         raise ResultFileError(f"{path}: 'run' must be an object with the run's 'id' and 'status'")
@@ -141,10 +146,15 @@ def validate_record(payload, path: Path) -> dict:
     return payload
 
 
-def _version_words(version: int) -> str:
+def version_error(path: Path, version) -> ResultFileError:
+    """The one refusal of a record's version, naming the file, its version and the versions this harness reads."""
+    if not _is_count(version):
+        return ResultFileError(f"{path}: schema_version {version!r}, expected one of {READABLE_VERSIONS}",
+                               "unreadable")
     newer = version > max(READABLE_VERSIONS)
-    return (f"{'newer' if newer else 'older'} than the versions this harness reads {READABLE_VERSIONS}"
-            + ("; update the harness to read it" if newer else ""))
+    words = (f"{'newer' if newer else 'older'} than the versions this harness reads {READABLE_VERSIONS}"
+             + ("; update the harness to read it" if newer else ""))
+    return ResultFileError(f"{path}: schema_version {version}, {words}", f"schema-v{version}")
 
 
 def _is_count(value) -> bool:
@@ -239,19 +249,95 @@ def resume_decision(path: Path, cfg: RunConfig, *, retry_failed: bool = False, s
     return "failed earlier, skipped (--retry-failed runs it again)", record
 
 
+# ---- reading a record: its setting and its one flat view (every report, the gate and the statistics) -----------
+
 #: What sets runs apart in every table, figure, statistic and curve of a report: runs of one strategy differing only
 #: in their seed are averaged, runs differing here never are (a bf16 run is not a second seed of an fp32 one).
 SETTING = ("dataset", "backbone", "frames", "batch_size", "world_size", "batch_per_rank", "precision", "switches")
+#: The CPU memory profiler's categories at the peak (bench/measure/profile.py), as ``peak_mem_<category>_bytes``.
+MEMORY_CATEGORIES = ("params", "grads", "optimizer_state", "activations", "inputs", "temporaries",
+                     "autograd_detail", "unknown")
+#: ``metrics.test`` scores a row carries (fractions in [0, 1]): the paper, macro and mA protocols, per kind.
+TEST_METRICS = ("paper_f1", "paper_precision", "paper_recall", "paper_acc", "macro_f1", "macro_acc",
+                "macro_f1_identity", "mA", *(f"macro_f1_{kind}" for kind in KINDS))
+#: ``profile`` figures a row carries, units in their names (counts, FLOPs = 2 x MACs, ``_bytes``, ``_ms``, ``_s``).
+PROFILE_KEYS = ("params_trainable", "params_total", "params_added", "fwd_flops_per_clip", "train_step_flops",
+                "peak_mem_bytes", "peak_mem_kind", "step_time_ms_median", "throughput_clips_per_s", "train_time_s",
+                "eval_time_s", "activation_saved_bytes", *(f"peak_mem_{c}_bytes" for c in MEMORY_CATEGORIES))
 
 
-def setting_values(config: dict) -> dict:
-    """``SETTING``'s values of a run's config (records older than a field hold its default then)."""
+def setting_of(record: dict) -> dict:
+    """``SETTING``'s values of a run, in ``SETTING``'s order: the one definition of which runs may be compared.
+    Records made before a field existed hold its default then (one rank, fp32, no switches)."""
+    config = dig(record, "run", "config") or {}
     world, batch = dig(config, "train", "world_size") or 1, dig(config, "train", "batch_size")
     return {"dataset": dig(config, "data", "dataset"), "backbone": dig(config, "model", "backbone"),
             "frames": dig(config, "data", "frames"), "batch_size": batch, "world_size": world,
             "batch_per_rank": None if batch is None else batch // world,
             "precision": dig(config, "train", "precision") or "fp32",  # records before the field were all fp32
             "switches": switches_of(config)}
+
+
+def row(record: dict) -> dict:
+    """One record as the flat view every reader takes (tables, curves, the gate, the statistics): who ran (run id,
+    strategy, family, status, seed), its setting (``setting_of``), where (device), how it decided (``threshold``),
+    its test scores (``TEST_METRICS``), the majority-class level, the chosen epoch, the own-parameter probe (mean
+    absolute change of the test probabilities) and the profile (``PROFILE_KEYS``). None where a section is missing:
+    failed and profile-only runs, records older than a field (``upgrade`` brings older versions to this one)."""
+    run, config = record.get("run") or {}, dig(record, "run", "config") or {}
+    test, profile = dig(record, "metrics", "test") or {}, record.get("profile") or {}
+    environment = record.get("environment") or {}
+    flat = {"run_id": run.get("id"), "strategy": run.get("strategy"), "family": run.get("family"),
+            "status": run.get("status"), "mode": profile.get("mode"), **setting_of(record),
+            "device": environment.get("gpu") or environment.get("cpu"), "seed": dig(config, "train", "seed"),
+            "threshold": dig(config, "train", "threshold"), "best_epoch": dig(record, "metrics", "best_epoch"),
+            "majority_paper_f1": dig(record, "metrics", "majority_test", "paper_f1"),
+            "majority_macro_f1": dig(record, "metrics", "majority_test", "macro_f1"),
+            "own_params_effect": dig(record, "metrics", "own_params_effect", "prob_abs_change_mean"),
+            "git_commit": run.get("git_commit"), "error": run.get("error")}
+    flat.update({key: test.get(key) for key in TEST_METRICS})
+    flat.update({key: profile.get(key) for key in PROFILE_KEYS})
+    by_category = profile.get("peak_mem_by_category_bytes") or {}  # the only form in records before the flat keys
+    flat.update({f"peak_mem_{c}_bytes": profile.get(f"peak_mem_{c}_bytes", by_category.get(c))
+                 for c in MEMORY_CATEGORIES})
+    return flat
+
+
+def upgrade(record: dict, path: Path) -> dict:
+    """``record`` (read from ``path``) in the current schema, so readers know one version: each older version is
+    brought one step up by ``UPGRADES`` (a new dict; the file is left as it is, and ``upgraded_from`` names the
+    version it holds). A version with no step up is refused: ``ResultFileError`` naming the file, its version and
+    the versions read. Resume never upgrades: it decides by the version a file holds (``RESUMABLE_VERSIONS``)."""
+    version = record.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return record
+    if not _is_count(version) or version not in UPGRADES:
+        raise version_error(path, version)
+    upgraded = {**UPGRADES[version](record), "upgraded_from": record.get("upgraded_from", version)}
+    return upgrade(upgraded, path)
+
+
+def _from_v1(record: dict) -> dict:
+    """Version 1 -> 2: the sections version 2 added are empty (``weights``: unknown). What version 1 recorded
+    differently stays as it was and ``upgraded_from`` says so: ``run.config.strategy.params`` holds only the
+    overrides (so its config digest matches no run of this harness) and ``metrics.val`` is the last epoch's."""
+    return {**record, "schema_version": 2, "weights": record.get("weights") or {}}
+
+
+def _from_v2(record: dict) -> dict:
+    """Version 2 -> 3: ``code`` from the git commit and dirty flag the run recorded; no source digest (version 2
+    took none, so the gate still runs such a record again) and no ``metrics.train_subset``."""
+    run = record.get("run") or {}
+    code = {"commit": run.get("git_commit"), "dirty": run.get("git_dirty"), "source_sha256": None, "covers": None}
+    return {**record, "schema_version": 3, "code": record.get("code") or code}
+
+
+UPGRADES = {1: _from_v1, 2: _from_v2}  # version -> the step to the next one
+
+
+def read_record(path: Path) -> dict:
+    """The record in ``path`` in the current schema (``read_result``, then ``upgrade``): what reports read."""
+    return upgrade(read_result(path), path)
 
 
 def switches_label(train_cfg: dict) -> str:
@@ -302,7 +388,7 @@ def strategy_hyperparameters(config: dict) -> dict:
     return {key: config["train"].get(key) for key in HYPERPARAMETERS}
 
 
-class OtherSettingError(ValueError):
+class OtherSettingError(BenchError, ValueError):
     """A run's result file holds a finished run of another setting: running would replace it (one line, exit 2)."""
 
 

@@ -38,6 +38,8 @@ EXAMPLES_IN_REPORT = 10  # how many unmatched keys the report lists by name
 class DatasetError(ValueError):
     """A dataset file or folder is missing or malformed; the message names the file and the problem."""
 
+    bad_input = True  # a bench.errors.BenchError: the command line prints the message alone (exit 2)
+
 
 @dataclass
 class Tracklet:

@@ -96,6 +96,8 @@ _RENDERER_DIGEST = source_digest(__file__)  # part of every cache key: a changed
 class SyntheticDataError(ValueError):
     """Invalid synthetic-data configuration or request."""
 
+    bad_input = True  # a bench.errors.BenchError: the command line prints the message alone (exit 2)
+
 
 @dataclass(frozen=True)
 class SyntheticConfig:

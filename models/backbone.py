@@ -63,6 +63,8 @@ _HUB_HOST = ("huggingface.co", 443)
 class BackboneError(ValueError):
     """A backbone name or its weights cannot be used; the message says how to fix it."""
 
+    bad_input = True  # a bench.errors.BenchError: the command line prints the message alone (exit 2)
+
 
 @dataclass(frozen=True)
 class WeightsInfo:

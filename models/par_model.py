@@ -59,6 +59,8 @@ TIMM_LAYER_NORM_EPS = 1e-6  # timm's ViT LayerNorms (open_clip's default is 1e-5
 class FusionInitError(ValueError):
     """A ViT checkpoint that cannot initialise the fusion block (unreadable, not a timm ViT, or of another width)."""
 
+    bad_input = True  # a bench.errors.BenchError: the command line prints the message alone (exit 2)
+
 
 def read_vit_state(path: str) -> dict[str, torch.Tensor]:
     """A timm ViT state dict from ``path`` (.safetensors, or a torch file holding the dict or {"model": dict} /

@@ -42,6 +42,8 @@ _REGISTRY: dict[str, StrategyEntry] = {}
 class StrategyError(options.OptionError):
     """Unknown strategy, invalid strategy parameters, or a model a strategy cannot apply to."""
 
+    bad_input = True  # a bench.errors.BenchError: the command line prints the message alone (exit 2)
+
 
 class StrategyOptions(options.Validated):
     """Base of every strategy's config: its fields are checked against their declared types and rules on

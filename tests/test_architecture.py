@@ -15,20 +15,23 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "strategies", "models", "data")
 # package -> packages of ours it may import (besides itself)
 ALLOWED = {"bench": {"strategies", "models", "data"}, "strategies": {"models"}, "models": set(), "data": set()}
-# room of bench -> rooms of bench it may import (besides itself), from the floor up: the result schema imports nothing
-# of ours; measurements need only it; the config asks measure.metrics which metrics exist; runs and reports stand on
-# those, reports never on the runner; the command line and the tools sit on top.
+# room of bench -> rooms of bench it may import (besides itself), from the floor up: the errors' base imports nothing
+# of ours; the result schema needs only it; measurements need only those; the config asks measure.metrics which
+# metrics exist; runs and reports stand on those, reports never on the runner; the command line and the tools sit on
+# top.
+FLOOR = {"bench.errors"}  # every room may raise the project's errors (bench/errors.py)
 ROOMS = {
-    "bench.records": set(),
-    "bench.measure": {"bench.records"},
-    "bench.config": {"bench.measure"},
-    "bench.boundary": {"bench.config"},
-    "bench.runner": {"bench.records", "bench.measure", "bench.config"},
-    "bench.reporting": {"bench.records", "bench.measure", "bench.config", "bench.boundary"},
-    "bench.cli": {"bench.records", "bench.measure", "bench.config", "bench.boundary", "bench.runner",
-                  "bench.reporting"},
-    "bench.tools": {"bench.records", "bench.measure", "bench.config", "bench.boundary", "bench.runner",
-                    "bench.reporting", "bench.cli"},
+    "bench.errors": set(),
+    "bench.records": FLOOR,
+    "bench.measure": FLOOR | {"bench.records"},
+    "bench.config": FLOOR | {"bench.measure"},
+    "bench.boundary": FLOOR | {"bench.config"},
+    "bench.runner": FLOOR | {"bench.records", "bench.measure", "bench.config"},
+    "bench.reporting": FLOOR | {"bench.records", "bench.measure", "bench.config", "bench.boundary"},
+    "bench.cli": FLOOR | {"bench.records", "bench.measure", "bench.config", "bench.boundary", "bench.runner",
+                          "bench.reporting"},
+    "bench.tools": FLOOR | {"bench.records", "bench.measure", "bench.config", "bench.boundary", "bench.runner",
+                            "bench.reporting", "bench.cli"},
 }
 # what bench may import of strategies: the registry and the typed-options builder every config is declared with
 # (never a concrete strategy)

@@ -464,6 +464,37 @@ def test_boundary_unexpected_error_is_one_line_with_where_the_traceback_is(tmp_p
     assert saved.parent == tmp_path and "Traceback" in saved.read_text() and "boom" in saved.read_text()
 
 
+BAD_INPUT_ERRORS = (  # module, class: every error type whose message is the whole story (one line, exit 2)
+    ("bench.config", "ConfigError"), ("bench.records", "ResultFileError"), ("bench.records", "ResultAccessError"),
+    ("bench.records", "OtherSettingError"), ("bench.measure.predictions", "PredictionsError"),
+    ("bench.measure.profile", "ProfileError"), ("bench.measure.profile", "GpuBusyError"),
+    ("bench.measure.metrics", "MetricsInputError"), ("bench.runner.lifeline", "FolderInUseError"),
+    ("bench.reporting.tables", "ReportError"), ("bench.reporting.gate", "BaselineError"),
+    ("bench.tools.pretrain", "PretrainError"), ("strategies.registry", "StrategyError"),
+    ("models.backbone", "BackboneError"), ("models.par_model", "FusionInitError"),
+    ("data.synthetic", "SyntheticDataError"), ("data.manifest", "DatasetError"))
+NOT_BAD_INPUT = (("bench.runner.run", "TrainingFailed"), ("bench.runner.datasets", "SplitOverlapError"),
+                 ("strategies.options", "OptionError"))
+
+
+@pytest.mark.parametrize(("module", "name"), BAD_INPUT_ERRORS + NOT_BAD_INPUT, ids=lambda v: v)
+def test_the_boundary_knows_the_project_errors_by_their_one_base(module, name, capsys, tmp_path, monkeypatch):
+    """Every bad-input error is a ``BenchError`` (those below bench by their ``bad_input`` mark, bench/errors.py),
+    and only those end in one line and exit 2; the others are bugs (exit 1, traceback saved)."""
+    import importlib
+
+    from bench.errors import BenchError
+
+    monkeypatch.setenv(boundary.TRACEBACK_DIR_ENV, str(tmp_path))
+    kind = getattr(importlib.import_module(module), name)
+    known = (module, name) in BAD_INPUT_ERRORS
+    assert issubclass(kind, BenchError) is known
+    error = kind.__new__(kind)
+    Exception.__init__(error, "the message")
+    assert boundary.report_error("demo", error) == (boundary.EXIT_BAD_INPUT if known else boundary.EXIT_INTERNAL)
+    assert capsys.readouterr().err.startswith("error: the message" if known else "internal error: ")
+
+
 def test_boundary_interrupt_and_argparse_exit(capsys):
     @boundary.entry_point("demo")
     def interrupted(argv=None):

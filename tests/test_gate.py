@@ -129,7 +129,7 @@ def _write(tmp_path, payload) -> str:
 def _smoke_baseline() -> dict:
     baseline = gate.make_baseline(_baseline_records(), preset="smoke")
     spec = expand(load_preset("smoke"), strategies=["frozen"], seeds=[0], frames=[2], batch_sizes=[16])[0]
-    baseline["setting"] = gate.setting_of(spec.config.to_dict())
+    baseline["setting"] = gate.sweep_setting(spec.config.to_dict())
     return baseline
 
 

@@ -129,7 +129,7 @@ def _smoke_baseline(path) -> str:
     config = _smoke_spec().config
     baseline = gate.make_baseline([_record("frozen", seed, skill=0.15 + 0.01 * seed, train_skill=0.25)
                                    for seed in range(3)], preset="smoke")
-    baseline["setting"] = gate.setting_of(config.to_dict())
+    baseline["setting"] = records.sweep_setting(config.to_dict())
     path.write_text(json.dumps(baseline))
     return str(path)
 

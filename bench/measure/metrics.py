@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.errors import BenchError
 from data.schema import KINDS, AttributeGroup, AttributeSchema
 
 PAPER_THRESHOLD = 0.45
@@ -31,7 +32,7 @@ MA_EPS = 1e-20  # TPR = TP / (P + eps): a column without positives gets TPR 0 (i
 NON_IDENTITY_GROUPS = frozenset({"pose", "motion"})
 
 
-class MetricsInputError(ValueError):
+class MetricsInputError(BenchError, ValueError):
     """Raised when predictions or labels do not fit the schema."""
 
 

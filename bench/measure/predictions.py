@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.errors import BenchError
+
 ENCODING = "probs: float32 little-endian row-major (N, A), zlib, base64; labels: numpy packbits of (N, A) 0/1, base64"
 
 
-class PredictionsError(ValueError):
+class PredictionsError(BenchError, ValueError):
     """Stored predictions are missing or cannot be decoded."""
 
 

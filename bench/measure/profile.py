@@ -27,6 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import _CATEGORY_TO_INDEX, Category
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from bench.errors import BenchError
 from bench.measure.native_logs import KINETO_NOISE, native_stderr_without
 from bench.measure.precision import FP32, Numerics
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # measure reads the sections it is given and imports no confi
     from bench.config import ProfileConfig
 
 
-class ProfileError(ValueError):
+class ProfileError(BenchError, ValueError):
     """A measurement cannot be made or read; the message says which and why."""
 
 

@@ -37,7 +37,8 @@ from tabulate import tabulate
 
 from bench.measure.metrics import MA_EPS, MACRO_THRESHOLD, PAPER_THRESHOLD, evaluate
 from bench.measure.predictions import PredictionsError, decode
-from bench.records import SETTING, setting_values, write_atomic
+from bench.records import SETTING, dig, write_atomic
+from bench.records import row as record_row
 from data.schema import AttributeSchema, get_schema
 
 METRICS = ("macro_f1", "paper_f1", "mA")
@@ -70,18 +71,22 @@ def load_predictions(records: list[dict]) -> list[RunPredictions]:
     """Successful runs that stored their test predictions (older results and profile-only runs have none)."""
     runs = []
     for record in records:
-        stored = (record.get("metrics") or {}).get("test_predictions")
-        if record["run"].get("status") != "ok" or not stored:
+        flat, stored = record_row(record), dig(record, "metrics", "test_predictions")
+        if flat["status"] != "ok" or not stored:
             continue
-        cfg = record["run"]["config"]
         try:
             probs, labels = decode(stored)
         except PredictionsError:
             continue
-        setting = tuple(setting_values(cfg).values())  # bench/records.py SETTING, as every table groups runs
-        runs.append(RunPredictions(record["run"]["strategy"], setting, cfg["train"]["seed"], probs, labels,
-                                   get_schema(cfg["data"]["dataset"]), cfg["train"].get("threshold", PAPER_THRESHOLD)))
+        setting = tuple(flat[key] for key in SETTING)  # bench/records.py setting_of, as every table groups runs
+        runs.append(RunPredictions(flat["strategy"], setting, flat["seed"], probs, labels,
+                                   get_schema(flat["dataset"]), _threshold(flat)))
     return runs
+
+
+def _threshold(flat: dict) -> float:
+    """The run's decision threshold (``records.row``); records made before the field used the paper's."""
+    return PAPER_THRESHOLD if flat["threshold"] is None else flat["threshold"]
 
 
 def resample_chunks(n: int, *, resamples: int = RESAMPLES, seed: int = SEED):
@@ -172,13 +177,12 @@ def permutation_chance(probs: np.ndarray, labels: np.ndarray, schema: AttributeS
 
 def record_chance(record: dict) -> dict | None:
     """``permutation_chance`` of a result record's stored test predictions (None where there are none)."""
-    stored = (record.get("metrics") or {}).get("test_predictions")
+    stored = dig(record, "metrics", "test_predictions")
     if not stored:
         return None
-    cfg = record["run"]["config"]
+    flat = record_row(record)
     probs, labels = decode(stored)
-    return permutation_chance(probs, labels, get_schema(cfg["data"]["dataset"]),
-                              threshold=cfg["train"].get("threshold", PAPER_THRESHOLD))
+    return permutation_chance(probs, labels, get_schema(flat["dataset"]), threshold=_threshold(flat))
 
 
 def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:

@@ -14,6 +14,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.records import dig
+from bench.records import row as record_row
 from bench.reporting import tables
 
 MIB = 2**20
@@ -38,7 +39,7 @@ def module_long(records: list[dict], key: str = "activation_saved_bytes_by_modul
     """One row per (run, module): the setting columns, strategy, module, value (``profile.<key>``: bytes, FLOPs)."""
     rows = []
     for record in records:
-        flat = tables.flatten(record)
+        flat = record_row(record)
         modules = dig(record, "profile", key) or {}
         if flat["status"] == "ok":
             rows += [{**{k: flat[k] for k in ("strategy", *tables.SETTING)}, "module": name, "value": size}

@@ -20,8 +20,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bench.records import dig
+from bench.records import row as record_row
 from bench.reporting import plots
-from bench.reporting.tables import COLUMNS, SETTING, _setting_text, flatten
+from bench.reporting.tables import COLUMNS, SETTING, _setting_text
 
 HISTORY_COLUMNS = {"run_id": "string", "strategy": "string", "family": "string", **{k: COLUMNS[k][0] for k in SETTING},
                    "seed": "Int64", "epoch": "Int64", "train_loss": "float64", "val_metric": "string",
@@ -36,7 +37,7 @@ def history_frame(records: list[dict]) -> pd.DataFrame:
     and ``val_value`` (a fraction), ``elapsed_s``, and ``chosen`` (the epoch whose weights the run kept)."""
     rows = []
     for record in records:
-        flat = flatten(record)
+        flat = record_row(record)
         if flat["status"] != "ok":
             continue
         base = {key: flat[key] for key in ("run_id", "strategy", "family", *SETTING, "seed")}

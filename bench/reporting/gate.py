@@ -51,11 +51,19 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from bench.errors import BenchError
 from bench.measure.environment import CODE_COVERS, environment, git_state
 from bench.measure.generalisation import record_gap
 from bench.measure.statistics import record_chance
-from bench.records import first_difference, record_source, strategy_hyperparameters, write_json_atomic
-from bench.records import sweep_setting as setting_of  # noqa: F401  (tests and callers read gate.setting_of)
+from bench.records import (
+    first_difference,
+    record_source,
+    setting_of,
+    strategy_hyperparameters,
+    sweep_setting,
+    write_json_atomic,
+)
+from bench.records import row as record_row
 
 BASELINE_VERSION = 2
 ACCURACY = ("macro_f1", "paper_f1", "mA")
@@ -79,7 +87,7 @@ REQUIRED_KEYS = ("preset", "setting", "seeds", "noise", "tolerances", "strategie
 STRATEGY_KEYS = ("signature", *ACCURACY, LEARNED, "required_learned_margin", *MEMORY, *EXACT)
 
 
-class BaselineError(ValueError):
+class BaselineError(BenchError, ValueError):
     """The baseline file is missing, malformed, or does not belong to this sweep."""
 
 
@@ -107,22 +115,21 @@ def strategy_signature(record: dict) -> str:
 
 
 def summarise(record: dict, frozen_macro_f1: float | None = None) -> dict:
-    """The gate's figures of one run; ``frozen_macro_f1``: that of ``frozen`` in the same sweep and seed."""
-    found = record.get("metrics", {})
-    test, majority, prof = found.get("test", {}), found.get("majority_test", {}), record.get("profile", {})
-    entry = {key: test.get(key) for key in ACCURACY}
-    macro, floor = test.get("macro_f1"), majority.get("macro_f1")
+    """The gate's figures of one run (read through ``records.row``); ``frozen_macro_f1``: that of ``frozen`` in
+    the same sweep and seed."""
+    flat = record_row(record)
+    entry = {key: flat[key] for key in ACCURACY}
+    macro, floor = flat["macro_f1"], flat["majority_macro_f1"]
     entry[LEARNED] = macro - floor if macro is not None and floor is not None else None
     chance = record_chance(record) if macro is not None else None
     entry[CHANCE] = macro - chance["macro_f1"] if chance else None
     entry["required_chance_margin"] = max(K_STD * chance["macro_f1_std"], FLOORS["accuracy_abs"]) if chance else None
-    entry[OWN_EFFECT] = (found.get(OWN_EFFECT) or {}).get("prob_abs_change_mean")
+    entry[OWN_EFFECT] = flat["own_params_effect"]
     entry[GAIN] = macro - frozen_macro_f1 if macro is not None and frozen_macro_f1 is not None else None
     gap = record_gap(record)
     entry[TRAIN_TEST] = gap["gap"] if gap else None
     entry["train_vs_test_noise"] = gap["gap_std"] if gap else None  # bootstrap std of that difference
-    entry.update({key: prof.get(key) for key in MEMORY + EXACT})
-    entry["peak_mem_kind"] = prof.get("peak_mem_kind")
+    entry.update({key: flat[key] for key in (*MEMORY, *EXACT, "peak_mem_kind")})
     entry["signature"] = strategy_signature(record)
     entry["environment"] = numeric_environment(record)
     entry["hyperparameters"] = strategy_hyperparameters(record["run"]["config"])
@@ -133,25 +140,24 @@ def numeric_environment(record: dict) -> dict:
     """What decides a seed's numbers besides the code: library versions, CPU model and generation, precision (not
     the thread count: ``SAME_SEED_TOLERANCE`` covers it, measured)."""
     env = record.get("environment") or {}
-    cfg = record["run"]["config"]["train"]
     return {**{key: env.get(key) for key in ENVIRONMENT_KEYS}, "gpu": env.get("gpu"),
-            "precision": cfg.get("precision", "fp32")}
+            "precision": setting_of(record)["precision"]}
 
 
-def _frozen_by_seed(records: list[dict]) -> dict[int, float]:
-    return {r["run"]["config"]["train"]["seed"]: r["metrics"]["test"]["macro_f1"] for r in records
-            if r["run"]["strategy"] == "frozen" and r["run"]["status"] == "ok" and r.get("metrics", {}).get("test")}
+def _frozen_by_seed(flats: list[dict]) -> dict[int, float]:
+    return {f["seed"]: f["macro_f1"] for f in flats
+            if f["strategy"] == "frozen" and f["status"] == "ok" and f["macro_f1"] is not None}
 
 
 def summaries(records: list[dict]) -> list[tuple[str, int, dict]]:
     """(strategy, seed, summary) of every successful run."""
-    frozen = _frozen_by_seed(records)
+    flats = [record_row(r) for r in records]
+    frozen = _frozen_by_seed(flats)
     rows = []
-    for r in records:
-        if r["run"]["status"] == "ok":
-            seed = r["run"]["config"]["train"]["seed"]
-            frozen_f1 = frozen.get(seed) if r["run"]["strategy"] != "frozen" else None
-            rows.append((r["run"]["strategy"], seed, summarise(r, frozen_f1)))
+    for r, flat in zip(records, flats, strict=True):
+        if flat["status"] == "ok":
+            frozen_f1 = frozen.get(flat["seed"]) if flat["strategy"] != "frozen" else None
+            rows.append((flat["strategy"], flat["seed"], summarise(r, frozen_f1)))
     return rows
 
 
@@ -265,10 +271,10 @@ def make_baseline(records: list[dict], *, preset: str) -> dict:
     bad = [r["run"]["id"] for r in records if r["run"]["status"] != "ok"]
     if bad:
         raise BaselineError(f"refusing to write a baseline from failed runs: {', '.join(bad)}")
-    seeds = sorted({r["run"]["config"]["train"]["seed"] for r in records})
+    seeds = sorted({record_row(r)["seed"] for r in records})
     if len(seeds) < 2:
         raise BaselineError("--update-baseline needs at least 2 seeds to measure the noise (e.g. --seeds 0,1,2)")
-    settings = {json.dumps(setting_of(r["run"]["config"]), sort_keys=True) for r in records}
+    settings = {json.dumps(sweep_setting(r["run"]["config"]), sort_keys=True) for r in records}
     if len(settings) != 1:
         raise BaselineError("refusing to write a baseline from runs of different settings (frames, batch size, ...)")
     rows = summaries(records)
@@ -347,7 +353,7 @@ def check_sweep(baseline: dict, *, preset: str, configs: list[dict], path: Path)
     if baseline["preset"] != preset:
         raise BaselineError(f"{path}: recorded for preset {baseline['preset']!r}, this sweep is preset {preset!r}")
     for config in configs:
-        difference = first_difference(baseline["setting"], setting_of(config))
+        difference = first_difference(baseline["setting"], sweep_setting(config))
         if difference:
             raise BaselineError(f"{path}: setting differs from this sweep's at {difference}")
         strategy = config["strategy"]["name"]
@@ -474,8 +480,8 @@ def compare(records: list[dict], baseline: dict) -> list[Verdict]:
     verdicts = [Verdict(s, "(not in this run)", None, None, "MISSING") for s in sorted(set(expected) - ran)]
     for r in sorted((r for r in records if r["run"]["status"] != "ok"), key=lambda r: r["run"]["id"]):
         verdicts.append(Verdict(r["run"]["strategy"], f"(run failed: {r['run']['error']})", None, None, "MISSING",
-                                r["run"]["config"]["train"]["seed"]))
-    for strategy, seed, now in sorted(summaries(records), key=lambda row: (row[0], row[1])):
+                                record_row(r)["seed"]))
+    for strategy, seed, now in sorted(summaries(records), key=lambda found: (found[0], found[1])):
         if strategy not in expected:
             verdicts.append(Verdict(strategy, "(not in baseline)", None, None, "MISSING", seed))
             continue

@@ -22,15 +22,21 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bench.errors import BenchError
 from bench.measure import statistics
-from bench.records import FAILED_SUFFIX, SETTING, ResultFileError, dig, read_result, setting_values, write_atomic
+from bench.records import (
+    FAILED_SUFFIX,
+    MEMORY_CATEGORIES,
+    SETTING,
+    ResultFileError,
+    dig,
+    read_record,
+    write_atomic,
+)
+from bench.records import row as record_row
 from data.schema import KINDS
 
-# The CPU memory profiler's categories at the peak (bench/measure/profile.py), as ``peak_mem_<category>_bytes``.
-MEMORY_CATEGORIES = ("params", "grads", "optimizer_state", "activations", "inputs", "temporaries",
-                     "autograd_detail", "unknown")
-
-COLUMNS = {  # column -> (dtype, better): "higher" / "lower" / None (descriptive)
+COLUMNS = {  # column of ``records.row`` -> (dtype, better): "higher" / "lower" / None (descriptive)
     "run_id": ("string", None), "strategy": ("string", None), "family": ("string", None),
     "status": ("string", None), "mode": ("string", None), "dataset": ("string", None),
     "backbone": ("string", None), "device": ("string", None),
@@ -52,11 +58,6 @@ COLUMNS = {  # column -> (dtype, better): "higher" / "lower" / None (descriptive
     **{f"peak_mem_{c}_bytes": ("Int64", "lower") for c in MEMORY_CATEGORIES},
     "activation_saved_bytes": ("Int64", "lower"),
 }
-TEST_METRICS = ("paper_f1", "paper_precision", "paper_recall", "paper_acc", "macro_f1", "macro_acc",
-                "macro_f1_identity", "mA", *(f"macro_f1_{kind}" for kind in KINDS))
-PROFILE_KEYS = ("params_trainable", "params_total", "params_added", "fwd_flops_per_clip", "train_step_flops",
-                "peak_mem_bytes", "peak_mem_kind", "step_time_ms_median", "throughput_clips_per_s", "train_time_s",
-                "eval_time_s", "activation_saved_bytes", *(f"peak_mem_{c}_bytes" for c in MEMORY_CATEGORIES))
 # Runs compared with each other share these: a DDP run's world size and per-rank batch, and precision and numeric
 # switches (a bf16 run is never averaged with an fp32 one or shown in its row).
 SETTING = list(SETTING)  # bench/records.py: the one definition
@@ -69,7 +70,7 @@ RATIOS = {"mem / full": "peak_mem_bytes", "step / full": "step_time_ms_median", 
 FIRST_STRATEGIES = ("full", "frozen")  # the two reference points of every table; the rest follow alphabetically
 
 
-class ReportError(ValueError):
+class ReportError(BenchError, ValueError):
     """A report cannot be built from the given folder."""
 
 
@@ -145,7 +146,7 @@ def scan_folder(folder: Path) -> Scan:
     scan, seen = Scan(), {}
     for path in sorted(Path(folder).glob("*.json"), key=_canonical_first):
         try:
-            record = read_result(path)
+            record = read_record(path)
         except ResultFileError as error:
             scan.unreadable.append(str(error))
             continue
@@ -166,26 +167,8 @@ def load_records(folder: Path) -> list[dict]:
     return scan.records
 
 
-def flatten(record: dict) -> dict:
-    """One result JSON -> one row of ``COLUMNS`` (None where a section is missing, e.g. profile-only runs)."""
-    run, cfg, test = record.get("run") or {}, dig(record, "run", "config") or {}, dig(record, "metrics", "test") or {}
-    env, prof = record.get("environment") or {}, record.get("profile") or {}
-    row = {"run_id": run.get("id"), "strategy": run.get("strategy"), "family": run.get("family"),
-           "status": run.get("status"), "mode": prof.get("mode"), **setting_values(cfg),
-           "device": env.get("gpu") or env.get("cpu"), "seed": dig(cfg, "train", "seed"),
-           "best_epoch": dig(record, "metrics", "best_epoch"),
-           "majority_paper_f1": dig(record, "metrics", "majority_test", "paper_f1"),
-           "majority_macro_f1": dig(record, "metrics", "majority_test", "macro_f1"),
-           "git_commit": run.get("git_commit"), "error": run.get("error")}
-    row.update({key: test.get(key) for key in TEST_METRICS})
-    row.update({key: prof.get(key) for key in PROFILE_KEYS})
-    by_category = prof.get("peak_mem_by_category_bytes") or {}  # the only form in records before the flat keys
-    row.update({f"peak_mem_{c}_bytes": prof.get(f"peak_mem_{c}_bytes", by_category.get(c)) for c in MEMORY_CATEGORIES})
-    return row
-
-
 def to_frame(records: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame([flatten(r) for r in records], columns=list(COLUMNS))
+    frame = pd.DataFrame([record_row(r) for r in records], columns=list(COLUMNS))
     return frame.astype({column: dtype for column, (dtype, _) in COLUMNS.items()})
 
 
@@ -428,7 +411,7 @@ def attribute_f1(records: list[dict], *, level: str) -> pd.DataFrame:
     section, key = ATTRIBUTE_LEVELS[level]
     rows = []
     for record in records:
-        flat, entries = flatten(record), dig(record, "metrics", "test", section) or {}
+        flat, entries = record_row(record), dig(record, "metrics", "test", section) or {}
         if flat["status"] != "ok":
             continue
         base = {k: flat[k] for k in ("strategy", *SETTING, "seed")}
@@ -518,13 +501,13 @@ def plan_rows(records: list[dict]) -> list[dict]:
         planned = (record.get("profile") or {}).get("plan")
         if not planned:
             continue
-        row = {"run": record["run"]["id"], "strategy": record["run"]["strategy"]}
+        run = {"run": record["run"]["id"], "strategy": record["run"]["strategy"]}
         if "error" in planned:
-            rows.append({**row, "FLOPs equal": "not planned", "predicted peak (MiB)": "", "measured peak (MiB)": "",
+            rows.append({**run, "FLOPs equal": "not planned", "predicted peak (MiB)": "", "measured peak (MiB)": "",
                          "gap (%)": planned["error"], "memory measured as": "", "plan (s)": ""})
             continue
         has_peak = "peak_bytes_predicted" in planned
-        rows.append({**row, "FLOPs equal": "yes" if planned["flops_equal"] else "NO",
+        rows.append({**run, "FLOPs equal": "yes" if planned["flops_equal"] else "NO",
                      "predicted peak (MiB)": f"{planned['peak_bytes_predicted'] / 2**20:.2f}" if has_peak else "",
                      "measured peak (MiB)": f"{planned['peak_bytes_measured'] / 2**20:.2f}" if has_peak else "",
                      "gap (%)": f"{planned['peak_gap_pct']:+.3f}" if has_peak else "",

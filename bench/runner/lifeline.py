@@ -29,6 +29,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.errors import BenchError
+
 LOCK_FILE = ".lock"
 SWEEP_PID_ENV = "PAR_BENCH_SWEEP_PID"
 PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # <linux/prctl.h>
@@ -36,7 +38,7 @@ WORKER_PROCESS_NAME = b"bench-worker"  # what ps / top show for a worker (at mos
 WATCHDOG_PERIOD_S = 1.0
 
 
-class FolderInUseError(RuntimeError):
+class FolderInUseError(BenchError, RuntimeError):
     """Another live process holds the output folder's lock; the message names it."""
 
 

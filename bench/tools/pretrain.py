@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from bench.config import Validated, option
+from bench.errors import BenchError
 from data import captions
 from data.transforms import clip_normalize
 from models.backbone import CONFIG_DIR, create_clip, image_size_of, tokenizer_for
@@ -50,7 +51,7 @@ METADATA_FILE = "metadata.json"
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
-class PretrainError(ValueError):
+class PretrainError(BenchError, ValueError):
     """A checkpoint that does not round-trip (bad arguments are the config's ``ConfigError``)."""
 
 
