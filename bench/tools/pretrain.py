@@ -13,7 +13,7 @@ the fp32 model on load), loadable as ``create_clip("local-dir:DIR")`` or ``creat
 "DIR/open_clip_model.safetensors")``, and ``metadata.json`` (arguments, data description, versions, wall time,
 losses, zero-shot checks of the stored model and of the same architecture at its random initialisation, sha256).
 
-    python -m bench.tools.pretrain --out models/weights/par-vit-tiny-synthclip --steps 1200 --batch-size 64 --seed 0
+    python -m bench.tools.pretrain --out models/weights/par-vit-tiny-synthclip --steps 5000 --batch-size 64 --seed 0
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class PretrainConfig(Validated):
     SECTION: ClassVar[str] = "pretrain"
 
     model: str = option("par-vit-tiny", "open_clip architecture (models/configs)")
-    steps: int = option(1200, "optimizer steps (one fresh batch each)", min=1)
+    steps: int = option(5000, "optimizer steps (one fresh batch each)", min=1)
     batch_size: int = option(64, "pairs per step (contrastive negatives)", min=2)
     lr: float = option(1e-3, "peak learning rate", above=0)
     weight_decay: float = option(0.1, "AdamW decay on weight matrices", min=0)
