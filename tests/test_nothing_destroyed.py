@@ -30,7 +30,8 @@ from models import openai_archive
 from models.backbone import BackboneError, read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-EARLIER = ROOT / "results" / "ci-all-strategies" / "frozen__f2_b16_s0.json"  # a committed record (schema 1)
+EARLIER = ROOT / "results" / "ci-all-strategies" / "frozen__f2_b16_s0.json"  # a committed record
+RECORD_V1 = ROOT / "tests" / "fixtures" / "record-schema-v1.json"  # a record as schema 1 wrote it
 LATER = ROOT / "results" / "ci-all-strategies" / "full__f2_b16_s0.json"
 
 
@@ -94,7 +95,7 @@ def bad_results(out: Path) -> dict[str, tuple[str, bytes]]:
     """One file per kind of result a resume cannot reuse, at the names of the smoke sweep's four seeds."""
     v2 = {"schema_version": 2, "run": {"id": "frozen__f2_b16_s2", "status": "ok",
                                        "config": {"train": {"seed": "two"}}}}
-    v1 = json.loads(EARLIER.read_text())
+    v1 = json.loads(RECORD_V1.read_text())
     v1["run"]["id"] = "frozen__f2_b16_s3"
     cases = {"frozen__f2_b16_s0": ("unreadable", b'{"schema_version": 2, "run": '),
              "frozen__f2_b16_s1": ("schema-v9", json.dumps({"schema_version": 9, "run": {}}).encode()),
