@@ -114,10 +114,13 @@ STOPPING = threading.Event()  # set by a launcher whose slot threads must stop t
 POLL_S = 0.2
 
 
-def _wait(poll: Callable[[], int | None], stop: Callable[[], object]) -> int:
-    """A worker's exit code once it has ended. Ctrl-C (``KeyboardInterrupt`` in this thread, or ``STOPPING`` set
-    for a slot thread, which Ctrl-C never reaches) stops the worker first and is raised here."""
+def _wait(start: Callable[[], object], poll: Callable[[], int | None], stop: Callable[[], object]) -> int:
+    """Start a worker and return its exit code once it has ended. Ctrl-C (``KeyboardInterrupt`` in this thread, or
+    ``STOPPING`` set for a slot thread, which Ctrl-C never reaches) stops the worker first and is raised here -- also
+    when it lands while the worker is being started: a started worker nobody stops would hold the sweep's exit (the
+    interpreter joins its multiprocessing children) while the worker waits for the sweep to end."""
     try:
+        start()
         while (code := poll()) is None:
             if STOPPING.is_set():
                 raise KeyboardInterrupt
@@ -131,7 +134,7 @@ def _started(command: list[str], env: dict) -> int:
     """A worker subprocess in a session of its own: Ctrl-C reaches only the sweep, which stops it (at once: its
     attempt is discarded); the kernel kills it if the sweep dies."""
     process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=lifeline.die_with_parent)
-    return _wait(lambda: _exit_code(process), lambda: (process.kill(), process.wait()))
+    return _wait(lambda: None, lambda: _exit_code(process), lambda: (process.kill(), process.wait()))
 
 
 def _exit_code(process: subprocess.Popen) -> int | None:
@@ -204,8 +207,7 @@ def _forked_worker(arguments: tuple[str, ...], env: dict) -> int:
     process = _fork_server().Process(target=runpy.run_path, name=f"bench-worker {arguments[2]}",
                                      args=(boot.command(root=str(ROOT))[1],),
                                      kwargs={"init_globals": call, "run_name": boot.CALL_RUN_NAME})
-    process.start()
-    return _wait(lambda: _joined(process), lambda: lifeline.stop_process(process))
+    return _wait(process.start, lambda: _joined(process), lambda: lifeline.stop_process(process))
 
 
 def _joined(process) -> int | None:
