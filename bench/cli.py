@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import difflib
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,7 +13,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.boundary import ensure_writable_folder, entry_point
-from bench.config import PROTOCOLS, ConfigError, merge
+from bench.config import PRECISIONS, ConfigError, DataConfig, ModelConfig, ProfileConfig, TrainConfig, merge
 from bench.measure import cuda_memory, trackers
 from bench.measure.environment import source_digest
 from bench.reporting import gate, report
@@ -18,7 +21,7 @@ from bench.runner import experiments, launch, tuning
 from bench.runner.lifeline import FolderLock
 from bench.runner.placement import device_label
 from bench.runner.sweep import run_sweep
-from strategies import registry
+from strategies import options, registry
 
 DESCRIPTION = """Benchmark fine-tuning strategies of CLIP for video pedestrian attribute recognition (VTF pipeline).
 Every strategy is trained and evaluated by the same loop and profiled the same way; one JSON per run is written
@@ -31,9 +34,6 @@ def _ints(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _precisions(text: str) -> tuple[str, ...]:
@@ -67,9 +67,104 @@ def _ablations(text: str) -> tuple[str, ...]:
     return names
 
 
+# Flags that set one run-config field each: their help text and choices are the field's own declaration
+# (bench/config.py), so each stands once; ``--set SECTION.FIELD=VALUE`` reaches every other field.
+FIELD_FLAGS = {
+    "--dataset": "data.dataset",
+    "--data-root": "data.data_root",
+    "--backbone": "model.backbone",
+    "--pretrained": "model.pretrained",
+    "--temporal": "model.temporal",
+    "--epochs": "train.epochs",
+    "--device": "train.device",
+    "--protocol": "train.protocol",
+    "--half-frozen-backbone": "train.half_frozen_backbone",
+}
+SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "profile": ProfileConfig}
+CLI_HIDDEN_CHOICES = {"train.protocol": ("val-only",)}  # a --tune grid's internal protocol, not a user's choice
+
+
+def config_field(path: str) -> dataclasses.Field:
+    """The declared field behind ``section.field``; an unknown one is a one-line error with the closest names."""
+    section, _, name = path.partition(".")
+    if section not in SECTION_CLASSES:
+        raise ConfigError(f"--set {path}: unknown section {section!r}, expected one of {', '.join(SECTION_CLASSES)} "
+                          "(the strategy is chosen by --strategies, its parameters by a preset's strategy_defaults)")
+    fields = {f.name: f for f in dataclasses.fields(SECTION_CLASSES[section])}
+    if name not in fields:
+        close = difflib.get_close_matches(name, fields, n=3)
+        hint = f" (did you mean {', '.join(f'{section}.{c}' for c in close)}?)" if close else ""
+        raise ConfigError(f"--set {path}: {section} has no field {name!r}{hint}; python run_bench.py --list-fields "
+                          "lists them")
+    return fields[name]
+
+
+def _field_help(path: str) -> str:
+    f = config_field(path)
+    rules = options.rules_text({k: v for k, v in f.metadata.items() if k != "choices"})
+    return f"{f.metadata.get('help', '')} ({path}{'; ' + rules if rules else ''})"
+
+
+def _field_choices(path: str) -> list | None:
+    choices = config_field(path).metadata.get("choices")
+    hidden = CLI_HIDDEN_CHOICES.get(path, ())
+    return None if choices is None else [c for c in (choices() if callable(choices) else choices) if c not in hidden]
+
+
+def add_field_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run-config fields (bench/config.py; python run_bench.py --list-fields)")
+    for flag, path in FIELD_FLAGS.items():
+        f = config_field(path)
+        if f.type == "bool":
+            group.add_argument(flag, action="store_true", default=None, help=_field_help(path))
+            continue
+        kind = int if f.type == "int" else None
+        group.add_argument(flag, type=kind, choices=_field_choices(path), help=_field_help(path))
+    group.add_argument("--set", dest="settings", action="append", type=_setting, default=[],
+                       metavar="SECTION.FIELD=VALUE",
+                       help="set any run-config field, e.g. --set train.lr=3e-4 --set data.augment=frame (repeat "
+                            "for more); the value is read as JSON where it parses (numbers, true / false, null, "
+                            "lists), else as text; applied after the preset and the flags above, and checked as "
+                            "every config is")
+    group.add_argument("--list-fields", action="store_true",
+                       help="print every run-config field --set can reach, with its type, default, rules and help")
+
+
+def _setting(text: str) -> dict:
+    """``train.lr=3e-4`` -> ``{"train": {"lr": 0.0003}}``; the path must name a declared field."""
+    path, equals, raw = text.partition("=")
+    if not equals or "." not in path:
+        raise argparse.ArgumentTypeError(f"expected SECTION.FIELD=VALUE (e.g. train.lr=3e-4), got {text!r}")
+    try:
+        config_field(path.strip())
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--set {path.strip()}: ")) from None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # plain text: a path, a name
+    section, _, name = path.strip().partition(".")
+    return {section: {name: value}}
+
+
+def list_fields() -> str:
+    """``--list-fields``: every field of every run-config section, as ``--set`` names it."""
+    rows = [[f"{section}.{doc.name}", doc.type, doc.default, doc.help + (f" ({doc.rules})" if doc.rules else "")]
+            for section, cls in SECTION_CLASSES.items() for doc in options.describe(cls)]
+    return tabulate(rows, headers=["field", "type", "default", "meaning"], tablefmt="plain")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``error: argument --set: ...``) and exit 2, as every other bad
+    input of the benchmark, instead of the whole usage block; ``--help`` still prints it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_bench.py", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="run_bench.py", description=DESCRIPTION,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--strategies", default="all", help="comma-separated strategy names, or 'all' (default)")
     p.add_argument("--list-strategies", action="store_true",
                    help="print every strategy with a description; with --backbone, also its trainable / total "
@@ -80,32 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "variant's own value where it sets one) and help text")
     p.add_argument("--preset", help=f"experiment preset: default (if omitted), {', '.join(experiments.preset_names())}"
                                     ", or a path to a preset .json file")
-    p.add_argument("--dataset", choices=("synthetic", "mars", "duke"), help="dataset (default: synthetic)")
-    p.add_argument("--data-root", help="prepared dataset root or re-encoded layout (mars / duke)")
-    p.add_argument("--backbone", help="open_clip architecture, e.g. ViT-B-16 (default: par-vit-tiny)")
-    p.add_argument("--pretrained", help="open_clip tag (e.g. openai), a local checkpoint file, or 'none'")
-    p.add_argument("--temporal", choices=("mean", "tmd"), help="temporal aggregator of the CLIP visual path")
     p.add_argument("--frames", type=_ints, help="frames per clip; a list sweeps them, e.g. 1,2,4,6,8")
-    p.add_argument("--epochs", type=int, help="training epochs")
     p.add_argument("--batch-size", type=_ints, help="batch size; a list sweeps it, e.g. 4,8,16")
     p.add_argument("--seed", "--seeds", dest="seeds", type=_ints, help="training seed(s), e.g. 0,1,2")
-    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", type=_precisions,
                    help="training / evaluation precision: fp32 (default), bf16 or fp16 autocast (fp16 with a "
                         "gradient scaler); parameters and optimizer state stay fp32. With --plan a list plans each, "
                         "e.g. fp32,bf16")
-    p.add_argument("--half-frozen-backbone", action="store_true",
-                   help="hold the backbone's frozen weights in the autocast dtype (VTFPAR++); needs --precision")
     p.add_argument("--ablate", type=_ablations, default=(),
                    help="sensitivity ablations, comma-separated: visual-attention (every visual block's attention "
                         "branch computed and discarded), one-frame (the first sampled frame shown T times), "
                         "shuffle-frames (frames in a random order); runs are labelled by them in reports. "
                         "python -m bench.tools.sensitivity runs them all")
-    p.add_argument("--protocol", choices=[p for p in PROTOCOLS if p != "val-only"],
-                   help="evaluation protocol (default val): val = the checkpoint is chosen on the validation split, "
-                        "the test split scored once; full-train = the papers': train on train + validation, test "
-                        "the last epoch; test-select = the released code's: the test split chooses the checkpoint "
-                        "(optimistic; warned)")
     p.add_argument("--tune", type=_tune_axis, action="append", metavar="KEY=V1,V2,...",
                    help=f"tune a training hyperparameter per strategy ({', '.join(registry.HYPERPARAMETERS)}) over "
                         "a grid, e.g. --tune lr=3e-4,1e-3,3e-3 (repeat for a product grid): every grid point runs "
@@ -146,22 +227,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "offline, under --out: tensorboard/<run_id>/, mlruns/, wandb/; the JSONs stay the results. "
                         'Needs pip install -e ".[trackers]"; python -m bench.reporting.trackers mirrors an existing '
                         "folder")
+    add_field_flags(p)
     launch.add_arguments(p)
     return p
 
 
 def overrides(args: argparse.Namespace) -> dict:
-    data = {k: v for k, v in {"dataset": args.dataset, "data_root": args.data_root}.items() if v is not None}
-    model = {k: v for k, v in {"backbone": args.backbone, "pretrained": args.pretrained,
-                               "temporal": args.temporal}.items() if v is not None}
-    precision = args.precision[0] if args.precision else None
-    train = {k: v for k, v in {"epochs": args.epochs, "device": args.device, "precision": precision,
-                               "half_frozen_backbone": args.half_frozen_backbone or None,
-                               "protocol": args.protocol}.items() if v is not None}
-    plain = {"data": data, "model": model, "train": train, "profile": {"only": True} if args.profile_only else {}}
+    """The command line's changes to the preset: the field flags, --precision, --profile-only, the ablations, the
+    launcher's settings, then every --set (the last word)."""
+    plain: dict = {}
+    for flag, path in FIELD_FLAGS.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            section, _, name = path.partition(".")
+            plain = merge(plain, {section: {name: value}})
+    if args.precision:
+        plain = merge(plain, {"train": {"precision": args.precision[0]}})
+    if args.profile_only:
+        plain = merge(plain, {"profile": {"only": True}})
     for name in args.ablate:
         plain = merge(plain, ABLATIONS[name])
-    return merge(plain, launch.config_overrides(args))
+    plain = merge(plain, launch.config_overrides(args))
+    for setting in args.settings:
+        plain = merge(plain, setting)
+    return plain
 
 
 def list_strategies(base: dict | None = None) -> str:
@@ -289,6 +378,9 @@ def _is_utf8(text: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list_fields:
+        print(list_fields())
+        return 0
     if args.list_strategies:
         return print_strategies(args)
     resolve_paths(args)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import hashlib
 import importlib.util
 import json
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.errors import BenchError
+from bench.measure.metrics import SCALAR_METRICS
 from strategies import options
 from strategies.options import option
 
@@ -31,10 +31,10 @@ DATASETS = ("synthetic", "mars", "duke")
 ACTIVATIONS = ("auto", "quick_gelu", "gelu")  # models/backbone.py chooses; kept here so config needs no torch
 FRAME_FITS = ("pad", "stretch")  # data/transforms.py
 FRAME_ABLATIONS = ("none", "shuffle", "one")  # data/ablation.py
-PROTOCOLS = ("val", "full-train", "test-select", "val-only")  # bench/runner/datasets.py: protocol_splits, arrange
+PROTOCOLS = ("val", "full-train", "test-select", "val-only")  # bench/training/datasets.py: protocol_splits, arrange
 
 AUGMENTS = ("none", "frame", "clip")
-PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/measure/precision.py
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of a run; see bench/numerics.py
 SDPA_POLICIES = ("auto", "math", "flash", "efficient", "cudnn")  # auto = PyTorch chooses the attention kernel
 
 
@@ -86,22 +86,6 @@ def _device_problem(value: str) -> str | None:
         if int(index or 0) >= count:
             return f"{value!r} asked for, but this machine has {count} CUDA device(s) (use cpu or auto)"
     return None
-
-
-@functools.cache
-def selectable_metrics() -> tuple[str, ...]:
-    """The scalar keys ``bench.measure.metrics.evaluate`` returns, read off one evaluation of a two-clip case, so the
-    list of metrics a checkpoint may be chosen by never drifts from the code that computes them."""
-    import numpy as np
-
-    from bench.measure import metrics
-    from data.schema import get_schema
-
-    schema = get_schema("synthetic")
-    labels = np.zeros((2, schema.num_columns))
-    labels[0] = 1
-    result = metrics.evaluate(np.full((2, schema.num_columns), 0.5), labels, schema, threshold=0.5)
-    return tuple(sorted(key for key, value in result.items() if isinstance(value, float)))
 
 
 @dataclass(frozen=True)
@@ -186,7 +170,7 @@ class TrainConfig(Validated):
     device: str = option("auto", "auto, cpu, cuda or cuda:N", check=_device_problem)
     train_head: bool = option(True, "the shared fusion + head train under every strategy (one flag, not per "
                                     "strategy)")
-    select_metric: str = option("macro_f1", "val metric that chooses the checkpoint", choices=selectable_metrics)
+    select_metric: str = option("macro_f1", "val metric that chooses the checkpoint", choices=SCALAR_METRICS)
     protocol: str = option("val", "val = the checkpoint is chosen on the validation split (identities disjoint from "
                                   "train and test), the test split is scored once; full-train = the papers' "
                                   "protocol: train on train + validation, test the last epoch; test-select = the "

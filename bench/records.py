@@ -7,7 +7,7 @@ config_digest, git_commit, git_dirty, started_at, finished_at, duration_s, place
 "test_predictions"}, "profile": {...units in key names...}, "environment": {...}, "code": {commit, dirty,
 source_sha256, covers}, "weights": {source, format, activation, activation_from, weights_activation, path, sha256,
 tag}}``. ``metrics``, ``profile`` and ``weights`` are what a finished run measured (``OUTCOME``, returned by
-``bench.runner.run.run_one``); a failed or preempted record leaves them empty.
+``bench.training.run.run_one``); a failed or preempted record leaves them empty.
 
 Version 3 (this one): ``code`` names the code a record was made by (bench/measure/environment.py ``code_state``: git
 commit and dirty flag where git is available, and ``source_sha256``, a digest of the source files on disk that decide

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from data.schema import MARS
-from data.synthetic import BAG_GROUPS, Person, bag_half, render_frames, sample_person
+from data.synthetic import BAG_GROUPS, Person, bag_half, half_of, render_frames, sample_person
 from data.transforms import clip_normalize
 
 GRAMMAR_VERSION = "2"
@@ -224,7 +224,7 @@ def draw_person(cfg: PairConfig, index: int) -> tuple[Person, np.random.Generato
 def visible_attributes(person: Person, frame: int) -> dict[str, int]:
     """The attributes one frame shows: a bag carried in the other half of the tracklet (``bag_half``) is absent
     from this frame, so its caption must not name it (a caption describes the picture, as CLIP's do)."""
-    second = int(frame >= person.tracklet_length // 2)
+    second = half_of(frame, person.tracklet_length)
     return {**person.attrs, **{bag: 0 for bag in BAG_GROUPS if bag_half(person, bag) != second}}
 
 

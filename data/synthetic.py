@@ -209,7 +209,7 @@ def _tracks(person: Person) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     t = np.arange(person.tracklet_length)
     pose, motion = person.attrs["pose"], person.attrs["motion"]
     views = np.full(t.shape, pose) if pose < 5 else np.where(t < person.switch[0], *person.views)
-    second = (t >= person.tracklet_length // 2).astype(np.int64)  # (L,) 0 in the first half, 1 in the second
+    second = half_of(t, person.tracklet_length)  # (L,) 0 in the first half, 1 in the second
     gait, shift, zoom = _MOTION_CUES[motion]
     stance = (int(person.phi0 // np.pi) + gait * second) % 2  # two fair bits of phi0 ~ U[0, 2 pi)
     near = (int(person.phi0 // (np.pi / 2)) + zoom * second) % 2
@@ -313,6 +313,14 @@ def _draw_bags(canvas: _Canvas, p: Person, *, view, sw, hw, levels, hands, secon
     if a["hand bag"]:
         hu, hv = hands[(p.sides[2] + 1) // 2]
         canvas.rect(_HBAG, hu - 0.14, hu + 0.14, hv + 0.01, hv + 0.27, keep=bag_shown(p, "hand bag", second))
+
+
+def half_of(frames, tracklet_length: int):
+    """Which half of a tracklet each frame index lies in: 0 for the first ``tracklet_length // 2`` frames, 1 after
+    (an int for an int, an int64 array for an array). The one place the renderer, the motion cues and the captions
+    learn where a tracklet's halves meet."""
+    second = np.asarray(frames) >= tracklet_length // 2
+    return second.astype(np.int64) if second.ndim else int(second)
 
 
 def bag_half(p: Person, bag: str) -> int:
@@ -473,7 +481,7 @@ def part_map(person: Person, frame_indices: Sequence[int] | np.ndarray, *, image
 
 def _part_map(person: Person, idx: np.ndarray, *, image_size: int, nuisance_scale: float):
     views, phase, _, near = (track[idx] for track in _tracks(person))
-    second = (idx >= person.tracklet_length // 2).astype(np.int64)  # (T,) which half each frame lies in
+    second = half_of(idx, person.tracklet_length)  # (T,) which half each frame lies in
     f = person.frames[idx]
     u, v = _local_grids(person, f, phase, near, size=image_size, scale=nuisance_scale)
     parts = np.zeros((idx.size, image_size, image_size), np.uint8)

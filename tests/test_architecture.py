@@ -16,22 +16,23 @@ PACKAGES = ("bench", "strategies", "models", "data")
 # package -> packages of ours it may import (besides itself)
 ALLOWED = {"bench": {"strategies", "models", "data"}, "strategies": {"models"}, "models": set(), "data": set()}
 # room of bench -> rooms of bench it may import (besides itself), from the floor up: the errors' base imports nothing
-# of ours; the result schema needs only it; measurements need only those; the config asks measure.metrics which
-# metrics exist; runs and reports stand on those, reports never on the runner; the command line and the tools sit on
-# top.
+# of ours; the result schema needs only it; the numerics and the training step need nothing of ours; measurements
+# take that step; the config asks measure.metrics which metrics exist; one run (training) stands on those; many runs
+# (runner) on one run; reports never on either; the command line and the tools sit on top.
 FLOOR = {"bench.errors"}  # every room may raise the project's errors (bench/errors.py)
+BELOW_RUNS = FLOOR | {"bench.records", "bench.numerics", "bench.measure", "bench.config"}
 ROOMS = {
     "bench.errors": set(),
     "bench.records": FLOOR,
-    "bench.measure": FLOOR | {"bench.records"},
+    "bench.numerics": FLOOR,
+    "bench.measure": FLOOR | {"bench.records", "bench.numerics"},
     "bench.config": FLOOR | {"bench.measure"},
     "bench.boundary": FLOOR | {"bench.config"},
-    "bench.runner": FLOOR | {"bench.records", "bench.measure", "bench.config"},
+    "bench.training": BELOW_RUNS,
+    "bench.runner": BELOW_RUNS | {"bench.training"},
     "bench.reporting": FLOOR | {"bench.records", "bench.measure", "bench.config", "bench.boundary"},
-    "bench.cli": FLOOR | {"bench.records", "bench.measure", "bench.config", "bench.boundary", "bench.runner",
-                          "bench.reporting"},
-    "bench.tools": FLOOR | {"bench.records", "bench.measure", "bench.config", "bench.boundary", "bench.runner",
-                            "bench.reporting", "bench.cli"},
+    "bench.cli": BELOW_RUNS | {"bench.boundary", "bench.training", "bench.runner", "bench.reporting"},
+    "bench.tools": BELOW_RUNS | {"bench.boundary", "bench.training", "bench.runner", "bench.reporting", "bench.cli"},
 }
 # what bench may import of strategies: the registry and the typed-options builder every config is declared with
 # (never a concrete strategy)
@@ -155,6 +156,20 @@ def test_the_rooms_layering_itself_has_no_circle():
 
 
 def test_the_room_check_catches_a_wrong_import():
-    """The layering test is not vacuous: a measurement that imported the runner would be named."""
-    edges = {"bench.measure.profile": {"bench.runner.train", "bench.records"}, "bench.runner.train": {"bench.config"}}
-    assert layering_violations(edges) == ["bench.measure.profile -> bench.runner.train"]
+    """The layering test is not vacuous: a measurement that imported the loop, or one run that imported the sweep,
+    would be named."""
+    edges = {"bench.measure.profile": {"bench.training.train", "bench.records"},
+             "bench.training.run": {"bench.config", "bench.runner.sweep"}}
+    assert layering_violations(edges) == ["bench.measure.profile -> bench.training.train",
+                                          "bench.training.run -> bench.runner.sweep"]
+
+
+def test_the_documented_room_table_is_the_layering():
+    """docs/architecture.md's table of rooms says exactly what ``ROOMS`` allows (the floor left out of both)."""
+    documented = {}
+    for line in (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].strip("`") in {r[6:] for r in ROOMS}:
+            allowed = set() if cells[1] == "—" else {f"bench.{name.strip()}" for name in cells[1].split(",")}
+            documented[f"bench.{cells[0].strip('`')}"] = allowed
+    assert documented == {room: set(allowed) - FLOOR for room, allowed in ROOMS.items()}

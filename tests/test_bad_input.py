@@ -35,15 +35,16 @@ from bench.config import (
     RunConfig,
     StrategyConfig,
     TrainConfig,
-    selectable_metrics,
 )
+from bench.measure.metrics import SCALAR_METRICS, evaluate
 from bench.records import ResultFileError, is_finished, read_result, write_atomic
 from bench.reporting import report
 from bench.runner.experiments import load_preset, run_config
 from bench.runner.lifeline import FolderInUseError, FolderLock
-from bench.runner.run import TrainingFailed, check_epoch
+from bench.training.run import TrainingFailed, check_epoch
 from data.manifest import DatasetError, read_manifest
 from data.prepare import main as prepare_main
+from data.schema import get_schema
 from tests.real_fixtures import make_mars_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +95,7 @@ def preset_file(tmp_path: Path, change: dict | list) -> str:
 PRESET_CASES = {
     "max_steps_per_epoch 0": ({"train": {"max_steps_per_epoch": 0}}, "train.max_steps_per_epoch: expected >= 1, got 0"),
     "fusion_heads 0": ({"model": {"fusion_heads": 0}}, "model.fusion_heads: expected >= 1, got 0"),
-    "select_metric": ({"train": {"select_metric": "nonsense"}}, "train.select_metric: expected one of 'mA', "),
+    "select_metric": ({"train": {"select_metric": "nonsense"}}, "train.select_metric: expected one of 'paper_f1', "),
     "weight_decay < 0": ({"train": {"weight_decay": -1}}, "train.weight_decay: expected >= 0, got -1.0"),
     "num_workers < 0": ({"data": {"num_workers": -1}}, "data.num_workers: expected >= 0, got -1"),
     "warmup_epochs < 0": ({"train": {"warmup_epochs": -0.5}}, "train.warmup_epochs: expected >= 0, got -0.5"),
@@ -185,10 +186,18 @@ def test_every_field_rejects_a_wrong_type_and_an_out_of_range_value_by_name(sect
 
 
 def test_select_metric_choices_are_the_keys_metrics_evaluate_returns():
-    assert {"macro_f1", "paper_f1", "mA"} <= set(selectable_metrics())
-    assert "num_samples" not in selectable_metrics()  # an int count, not a metric to select by
-    for name in selectable_metrics():
+    """``SCALAR_METRICS`` names every float ``evaluate`` returns on the embedded default's schema, no more; each
+    one is a valid checkpoint-selection choice, and a name it lacks is refused."""
+    schema = get_schema("synthetic")
+    labels = np.zeros((3, schema.num_columns))
+    labels[0] = 1
+    result = evaluate(np.full((3, schema.num_columns), 0.4), labels, schema)
+    assert sorted(k for k, v in result.items() if isinstance(v, float)) == sorted(SCALAR_METRICS)
+    assert "num_samples" not in SCALAR_METRICS  # an int count, not a metric to select by
+    for name in SCALAR_METRICS:
         assert RunConfig.from_dict({"train": {"select_metric": name}}).train.select_metric == name
+    with pytest.raises(ConfigError, match="train.select_metric"):
+        RunConfig.from_dict({"train": {"select_metric": "macro_f2"}})
 
 
 def test_strategy_params_go_through_the_same_validator(tmp_path):
@@ -440,7 +449,7 @@ class _Loader:
 
 
 def test_an_epoch_without_steps_or_with_a_nan_loss_fails_the_run():
-    from bench.runner.train import TrainOutcome
+    from bench.training.train import TrainOutcome
 
     with pytest.raises(TrainingFailed, match="epoch 1 took no training step"):
         check_epoch(float("nan"), epoch=0, steps_before=0, outcome=TrainOutcome(), loader=_Loader())
@@ -475,7 +484,7 @@ BAD_INPUT_ERRORS = (  # module, class: every error type whose message is the who
     ("bench.tools.pretrain", "PretrainError"), ("strategies.registry", "StrategyError"),
     ("models.backbone", "BackboneError"), ("models.par_model", "FusionInitError"),
     ("data.synthetic", "SyntheticDataError"), ("data.manifest", "DatasetError"))
-NOT_BAD_INPUT = (("bench.runner.run", "TrainingFailed"), ("bench.runner.datasets", "SplitOverlapError"),
+NOT_BAD_INPUT = (("bench.training.run", "TrainingFailed"), ("bench.training.datasets", "SplitOverlapError"),
                  ("strategies.options", "OptionError"))
 
 

@@ -9,9 +9,9 @@ import torch
 import run_bench
 from bench.config import merge
 from bench.records import read_result
-from bench.runner import checkpoint
 from bench.runner.experiments import expand, load_preset
 from bench.runner.worker import Preempted
+from bench.training import checkpoint
 
 # The smoke model with dropout-free layers still draws random numbers every epoch: frame offsets, shuffling, and
 # the DataLoader's base seed. Three epochs: the stop falls between epochs 2 and 3.
@@ -30,21 +30,21 @@ def _untimed(metrics: dict) -> dict:
 
 def _stop_before_epoch(monkeypatch, stop_at: int) -> None:
     """Preempt the run as its epoch ``stop_at`` (0-based) begins, as a signal between epochs would."""
-    import bench.runner.run
+    import bench.training.run
 
-    real = bench.runner.run.train_epoch
+    real = bench.training.run.train_epoch
 
     def train_epoch(*args, epoch, **kwargs):
         if epoch == stop_at:
             raise Preempted("preempted by SIGTERM")
         return real(*args, epoch=epoch, **kwargs)
 
-    monkeypatch.setattr(bench.runner.run, "train_epoch", train_epoch)
+    monkeypatch.setattr(bench.training.run, "train_epoch", train_epoch)
 
 
 @pytest.mark.parametrize("strategy", ["full", "side"])
 def test_a_run_continued_from_its_checkpoint_equals_the_run_never_stopped(strategy, tmp_path, monkeypatch):
-    from bench.runner.run import run_one
+    from bench.training.run import run_one
 
     threads = torch.get_num_threads()
     whole = run_one(_config(strategy))
@@ -63,7 +63,7 @@ def test_a_run_continued_from_its_checkpoint_equals_the_run_never_stopped(strate
 
 
 def test_an_unreadable_checkpoint_starts_the_run_again_and_says_so(tmp_path, capsys):
-    from bench.runner.run import run_one
+    from bench.training.run import run_one
 
     saved = tmp_path / "run.pt"
     saved.write_bytes(b"not a checkpoint")

@@ -8,7 +8,7 @@ import pytest
 import run_bench
 from bench.records import read_result
 from bench.reporting import report
-from bench.runner.distributed import EpochSampler, _assemble
+from bench.training.distributed import EpochSampler, _assemble
 
 # Test metrics of a 2-rank DDP run vs one process at the same global batch (16 = 2 x 8) on the smoke preset differ
 # by data order (DistributedSampler's permutation) and, on CPU, by BatchNorm's per-rank batch statistics: measured
@@ -73,7 +73,7 @@ def test_world_size_must_divide_the_global_batch(tmp_path, capsys):
 
 def test_a_multi_rank_config_outside_torchrun_is_refused():
     from bench.runner.experiments import expand, load_preset
-    from bench.runner.run import run_one
+    from bench.training.run import run_one
 
     base = load_preset("smoke")
     base["train"]["world_size"] = 2
@@ -111,7 +111,7 @@ def test_the_own_parameters_of_a_ddp_wrapped_model_leave_the_shared_head_out(tmp
 
     from bench.measure.predictions import own_parameters
     from bench.runner.experiments import expand, load_preset
-    from bench.runner.run import build_model
+    from bench.training.run import build_model
 
     spec = expand(load_preset("smoke"), strategies=["frozen"], seeds=[0], frames=[2], batch_sizes=[16])[0]
     model = build_model(spec.config)[0]

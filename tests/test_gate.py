@@ -184,7 +184,7 @@ SMALL = {"data": {"num_train": 256, "num_val": 64, "num_test": 384}, "train": {"
 def _run(strategy: str, seed: int) -> dict:
     """One real run in this process (so a test can break the pipeline with monkeypatch), as a result record; a run
     that raises is recorded failed with its error, as the worker records it. Two frames, so a temporal path exists."""
-    from bench.runner.run import run_one
+    from bench.training.run import run_one
 
     base = merge(load_preset("gate"), SMALL)
     spec = expand(base, strategies=[strategy], seeds=[seed], frames=[2], batch_sizes=[16])[0]
@@ -204,9 +204,9 @@ def small_baseline():
 
 
 def _labels_of_the_next_clip(monkeypatch):
-    import bench.runner.run
+    import bench.training.run
 
-    real = bench.runner.run.build_loaders
+    real = bench.training.run.build_loaders
 
     def shifted(*args, **kwargs):
         loaders = real(*args, **kwargs)
@@ -214,17 +214,17 @@ def _labels_of_the_next_clip(monkeypatch):
             loader.dataset.labels = np.roll(loader.dataset.labels, -1, axis=0)  # clip i gets clip i+1's labels
         return loaders
 
-    monkeypatch.setattr(bench.runner.run, "build_loaders", shifted)
+    monkeypatch.setattr(bench.training.run, "build_loaders", shifted)
 
 
 def _own_parameters_never_stepped(monkeypatch):
-    import bench.runner.run
+    import bench.training.run
 
     def head_only(model, cfg, backbone_ids):
         own = {id(p) for p in predictions.own_parameters(model).values()}
         return torch.optim.Adam([p for p in model.parameters() if p.requires_grad and id(p) not in own], lr=cfg.lr)
 
-    monkeypatch.setattr(bench.runner.run, "make_optimizer", head_only)
+    monkeypatch.setattr(bench.training.run, "make_optimizer", head_only)
 
 
 def test_another_seed_passes_the_small_gate(small_baseline):
@@ -258,7 +258,7 @@ def _verdicts(records, baseline) -> set[str]:
 
 def test_a_test_split_built_from_training_clips_fails_the_run_and_the_gate(small_baseline, monkeypatch):
     """Leakage by wiring: the test split made of training clips. Every run checks its splits are disjoint."""
-    import bench.runner.datasets as datasets
+    import bench.training.datasets as datasets
 
     real = datasets._load_split
     monkeypatch.setattr(datasets, "_load_split", lambda cfg, split, **kw: real(cfg, "train" if split == "test" else
@@ -274,9 +274,9 @@ def test_training_on_the_test_clips_is_suspicious_through_test_beating_train(sma
     """Leakage by a loader: the training loader iterates the test clips (the splits themselves stay disjoint)."""
     from torch.utils.data import DataLoader
 
-    import bench.runner.run
+    import bench.training.run
 
-    real = bench.runner.run.build_loaders
+    real = bench.training.run.build_loaders
 
     def train_on_test(*args, **kwargs):
         loaders = real(*args, **kwargs)
@@ -285,7 +285,7 @@ def test_training_on_the_test_clips_is_suspicious_through_test_beating_train(sma
                                       generator=torch.Generator().manual_seed(0))
         return loaders
 
-    monkeypatch.setattr(bench.runner.run, "build_loaders", train_on_test)
+    monkeypatch.setattr(bench.training.run, "build_loaders", train_on_test)
     verdicts = _verdicts([_run("full", 0)], small_baseline)
     assert "full: train_vs_test SUSPICIOUS" in verdicts, verdicts
 
@@ -295,10 +295,10 @@ def test_a_pretrained_backbone_learning_rate_ten_times_too_low_fails_full_at_its
     """A broken parameter group: the backbone group's lr scaled by 0.1."""
     import dataclasses
 
-    import bench.runner.run
-    from bench.runner.train import make_optimizer
+    import bench.training.run
+    from bench.training.train import make_optimizer
 
-    monkeypatch.setattr(bench.runner.run, "make_optimizer", lambda model, cfg, ids: make_optimizer(
+    monkeypatch.setattr(bench.training.run, "make_optimizer", lambda model, cfg, ids: make_optimizer(
         model, dataclasses.replace(cfg, backbone_lr_scale=cfg.backbone_lr_scale * 0.1), ids))
     verdicts = _verdicts([_run("full", 0)], small_baseline)
     assert any(v.startswith("full: ") and "(same seed)" in v for v in verdicts), verdicts
@@ -306,17 +306,17 @@ def test_a_pretrained_backbone_learning_rate_ten_times_too_low_fails_full_at_its
 
 def test_a_visual_attention_path_cut_off_fails_at_its_own_seed(small_baseline, monkeypatch):
     """Every visual block's attention branch discarded (FLOPs and parameters unchanged) by a bug in the build."""
-    import bench.runner.run
+    import bench.training.run
     from models.vision import discard_attention
 
-    real = bench.runner.run.build_base_model
+    real = bench.training.run.build_base_model
 
     def without_attention(cfg):
         model = real(cfg)
         discard_attention(model.backbone)
         return model
 
-    monkeypatch.setattr(bench.runner.run, "build_base_model", without_attention)
+    monkeypatch.setattr(bench.training.run, "build_base_model", without_attention)
     verdicts = _verdicts([_run("full", 0)], small_baseline)
     assert any(v.startswith("full: ") and "(same seed)" in v for v in verdicts), verdicts
 
@@ -394,7 +394,7 @@ def test_memory_is_checked_in_both_directions():
 
 
 def test_splits_sharing_a_person_fail_the_run():
-    from bench.runner.datasets import SplitOverlapError, check_disjoint
+    from bench.training.datasets import SplitOverlapError, check_disjoint
 
     class Split:
         def __init__(self, ids):

@@ -116,7 +116,7 @@ def finished() -> dict:
 @pytest.fixture(scope="module")
 def real_run() -> dict:
     """The record of one real smoke run of ``frozen`` (profiling off, for speed), run in this process."""
-    from bench.runner.run import run_one
+    from bench.training.run import run_one
 
     spec = _smoke_spec(profile={"enabled": False})
     record = run_record(spec.config, run_id=spec.run_id, status=records.OK)
@@ -337,7 +337,7 @@ def _write(tmp_path, payload) -> str:
 
 def test_the_training_subset_is_the_first_training_clips_sampled_as_evaluation_samples():
     from bench.config import DataConfig
-    from bench.runner.datasets import build_loaders
+    from bench.training.datasets import build_loaders
     from data.synthetic import SyntheticConfig, SyntheticVideoPAR
 
     cfg = DataConfig(num_train=24, num_val=8, num_test=16, frames=2, augment="clip")

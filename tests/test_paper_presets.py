@@ -89,7 +89,7 @@ def test_fusion_drop_path_is_a_model_option_checked_by_the_config():
 
 
 def test_a_run_builds_the_fusion_drop_path_it_is_configured_with():
-    from bench.runner.run import build_base_model
+    from bench.training.run import build_base_model
 
     cfg = RunConfig.from_dict({"model": {"backbone": MICRO, "fusion_width": 64, "fusion_heads": 2,
                                          "fusion_drop_path": 0.1}})

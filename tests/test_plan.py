@@ -13,11 +13,12 @@ import json
 import pytest
 import torch
 
+from bench import numerics as precision
 from bench.config import merge
-from bench.measure import precision, profile
+from bench.measure import profile
 from bench.runner import experiments, planning
-from bench.runner.run import build_model
-from bench.runner.train import make_optimizer
+from bench.training.run import build_model
+from bench.training.train import make_optimizer
 from models.backbone import image_size_of
 from models.loss import WeightedBCE
 
@@ -47,8 +48,8 @@ def measured(cfg) -> dict:
     target = (torch.rand(BATCH, model.num_attributes) > 0.5).float()
     if numerics.scaler is not None:  # fp16: at its default scale a fresh scaler skips the first steps (overflow),
         numerics.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)  # the plan predicts a step that is taken
-    return profile.profile_extras(model, (video, target), loss_fn=loss_fn, optimizer=optimizer, device=device,
-                                  cfg=cfg.profile, numerics=numerics)
+    return profile.profile_extras(precision.TrainingStep(model, loss_fn, optimizer, numerics, device), (video, target),
+                                  cfg=cfg.profile)
 
 
 CASES = {  # id -> (strategy, train overrides, side overrides): every precision, the half-frozen backbone, recompute

@@ -9,15 +9,17 @@ from torch import nn
 
 from bench.config import ConfigError, RunConfig, TrainConfig
 from bench.measure import profile
-from bench.measure.precision import (
+from bench.numerics import (
+    FP32,
     Numerics,
+    TrainingStep,
     half_frozen_parameters,
     numerics_for,
     relayout_attention_inputs,
 )
 from bench.records import switches_label
 from bench.reporting import report
-from bench.runner.train import make_optimizer, train_step
+from bench.training.train import make_optimizer
 from data.schema import MARS
 from models.loss import WeightedBCE
 from strategies import registry
@@ -26,6 +28,7 @@ from tests.test_report import fake_record
 from tests.test_strategy_contract import CATALOG, _apply
 
 BF16 = Numerics(device_type="cpu", dtype=torch.bfloat16)
+CPU = torch.device("cpu")
 
 
 def _target(batch: int = 2) -> torch.Tensor:
@@ -41,7 +44,7 @@ def test_every_strategy_trains_a_bf16_step_on_cpu_and_stays_finite(name):
     model, _, _, backbone_ids = _apply(name)
     optimizer = make_optimizer(model, TrainConfig(lr=1e-2), backbone_ids)
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    loss = train_step(model, micro_video(), _target(), loss_fn=_loss(), optimizer=optimizer, numerics=BF16)
+    loss = TrainingStep(model, _loss(), optimizer, BF16, CPU)(micro_video(), _target())
     assert torch.isfinite(loss)
     moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, trainable[n])]
     assert moved, f"{name}: no trainable parameter changed"
@@ -56,7 +59,7 @@ def test_half_frozen_backbone_stays_frozen_and_trainable_state_stays_fp32(name):
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     optimizer = make_optimizer(model, TrainConfig(lr=1e-2), backbone_ids)
     for _ in range(2):
-        loss = train_step(model, micro_video(), _target(), loss_fn=_loss(), optimizer=optimizer, numerics=BF16)
+        loss = TrainingStep(model, _loss(), optimizer, BF16, CPU)(micro_video(), _target())
         assert torch.isfinite(loss)
     norms = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
     for n, p in model.named_parameters():
@@ -78,18 +81,18 @@ def test_fp16_steps_go_through_the_gradient_scaler():
     numerics.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
     optimizer = make_optimizer(model, TrainConfig(lr=1e-2), backbone_ids)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    train_step(model, micro_video(), _target(), loss_fn=_loss(), optimizer=optimizer, numerics=numerics)
+    TrainingStep(model, _loss(), optimizer, numerics, CPU)(micro_video(), _target())
     assert numerics.scaler.get_scale() < 2.0**100
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
     numerics.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
-    train_step(model, micro_video(), _target(), loss_fn=_loss(), optimizer=optimizer, numerics=numerics)
+    TrainingStep(model, _loss(), optimizer, numerics, CPU)(micro_video(), _target())
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
 
 
 def test_flops_do_not_depend_on_precision_and_state_is_restored():
     model = registry.apply_strategy(micro_model(), "full", {})
     video, target = micro_video(), _target()
-    fp32 = profile.measure_flops(model, video, target, loss_fn=_loss())
+    fp32 = profile.measure_flops(model, video, target, loss_fn=_loss(), numerics=FP32)
     bf16 = profile.measure_flops(model, video, target, loss_fn=_loss(), numerics=BF16)
     assert bf16["train_step_flops"] == fp32["train_step_flops"] > 0
 
@@ -98,15 +101,15 @@ def test_saved_activations_are_charged_to_the_module_that_saved_them():
     """Linear(10, 20) saves its input (8x10 fp32 = 320 B), ReLU its output (8x20 = 640 B), which the second Linear
     saves again (same storage, counted once); weights are parameters, not activations."""
     model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
-    out = profile.activation_bytes_by_module(model, torch.randn(8, 10))
+    out = profile.activation_bytes_by_module(model, torch.randn(8, 10), numerics=FP32)
     assert out["activation_saved_bytes_by_module"] == {"1": 640, "0": 320}
     assert out["activation_saved_bytes"] == 960
 
 
 def test_side_tuning_saves_no_backbone_activations_unlike_full():
     video = micro_video()
-    full = profile.activation_bytes_by_module(registry.apply_strategy(micro_model(), "full", {}), video)
-    side = profile.activation_bytes_by_module(registry.apply_strategy(micro_model(), "side", {}), video)
+    full = profile.activation_bytes_by_module(registry.apply_strategy(micro_model(), "full", {}), video, numerics=FP32)
+    side = profile.activation_bytes_by_module(registry.apply_strategy(micro_model(), "side", {}), video, numerics=FP32)
     assert full["activation_saved_bytes_by_module"]["vision.frames"] > 0
     assert "vision.frames" not in side["activation_saved_bytes_by_module"]
     assert side["activation_saved_bytes_by_module"]["vision.side_ssn"] > 0

@@ -16,12 +16,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.config import ProfileConfig
 from bench.measure import profile
+from bench.numerics import FP32, TrainingStep
 from data.schema import MARS
 from models.loss import WeightedBCE
 from strategies import registry
 from tests.conftest import micro_model, micro_video
 
 VIT_B16_GFLOPS = 35.13  # one 224x224 image through the ViT-B/16 visual tower: 17.563 GMACs
+
+
+CPU = torch.device("cpu")
 
 
 def block_macs(tokens: int, width: int, hidden: int) -> int:
@@ -72,7 +76,8 @@ def test_vit_b16_forward_flops_match_the_analytic_count():
     visual = open_clip.create_model("ViT-B-16", pretrained=None).visual.requires_grad_(False).eval()
     analytic = vit_tower_macs(visual)
     assert 2 * analytic == pytest.approx(VIT_B16_GFLOPS * 1e9, rel=0.005)
-    flops = profile.measure_flops(visual, torch.zeros(1, 3, 224, 224), torch.zeros(1), loss_fn=lambda x, y: x.sum())
+    flops = profile.measure_flops(visual, torch.zeros(1, 3, 224, 224), torch.zeros(1), loss_fn=lambda x, y: x.sum(),
+                                  numerics=FP32)
     assert flops["fwd_flops_per_clip"] == pytest.approx(2 * analytic, rel=0.005)
     assert flops["bwd_flops_batch"] == 0  # nothing trainable: forward only
     assert not visual.training  # eval mode restored
@@ -81,7 +86,7 @@ def test_vit_b16_forward_flops_match_the_analytic_count():
 def test_full_fine_tuning_backward_is_twice_the_forward_except_the_input_layers():
     model = registry.apply_strategy(micro_model(), "full")
     video, target, loss_fn = micro_batch()
-    flops = profile.measure_flops(model, video, target, loss_fn=loss_fn)
+    flops = profile.measure_flops(model, video, target, loss_fn=loss_fn, numerics=FP32)
     macs = par_model_macs(model, batch=2, frames=3)
     forward = macs["frames"] + macs["vision_proj"] + macs["text_proj"] + macs["fusion"]
     assert flops["fwd_flops_batch"] == 2 * forward
@@ -96,7 +101,7 @@ def test_full_fine_tuning_backward_is_twice_the_forward_except_the_input_layers(
 def test_forward_flops_by_module_match_the_analytic_count_of_each_part():
     model = registry.apply_strategy(micro_model(), "full")
     video, target, loss_fn = micro_batch()
-    flops = profile.measure_flops(model, video, target, loss_fn=loss_fn)
+    flops = profile.measure_flops(model, video, target, loss_fn=loss_fn, numerics=FP32)
     by_module, macs = flops["fwd_flops_by_module"], par_model_macs(model, batch=2, frames=3)
     assert by_module["vision.frames"] == 2 * macs["frames"]
     assert by_module["vision_proj"] == 2 * macs["vision_proj"] and by_module["text_proj"] == 2 * macs["text_proj"]
@@ -108,7 +113,7 @@ def test_forward_flops_by_module_match_the_analytic_count_of_each_part():
 def test_side_tuning_forward_flops_name_the_side_networks():
     model = registry.apply_strategy(micro_model(), "side")
     video, target, loss_fn = micro_batch()
-    flops = profile.measure_flops(model, video, target, loss_fn=loss_fn)
+    flops = profile.measure_flops(model, video, target, loss_fn=loss_fn, numerics=FP32)
     assert {"vision.side_ssn", "vision.side_tsn"} <= set(flops["fwd_flops_by_module"])
     assert sum(flops["fwd_flops_by_module"].values()) == flops["fwd_flops_batch"]
 
@@ -117,11 +122,11 @@ def test_frozen_backbone_backward_covers_only_the_trainable_head():
     frozen = registry.apply_strategy(micro_model(), "frozen")
     full = registry.apply_strategy(micro_model(), "full")
     video, target, loss_fn = micro_batch()
-    flops = profile.measure_flops(frozen, video, target, loss_fn=loss_fn)
+    flops = profile.measure_flops(frozen, video, target, loss_fn=loss_fn, numerics=FP32)
     macs = par_model_macs(frozen, batch=2, frames=3)
     # Weight gradients of the two projections (their inputs are frozen), input and weight gradients in the fusion.
     assert flops["bwd_flops_batch"] == 2 * (macs["vision_proj"] + macs["text_proj"] + 2 * macs["fusion"])
-    full_flops = profile.measure_flops(full, video, target, loss_fn=loss_fn)
+    full_flops = profile.measure_flops(full, video, target, loss_fn=loss_fn, numerics=FP32)
     assert flops["fwd_flops_batch"] == full_flops["fwd_flops_batch"]
     assert flops["bwd_flops_batch"] < 0.5 * full_flops["bwd_flops_batch"]  # micro: the fusion block is a large share
     assert flops["train_step_flops"] < full_flops["train_step_flops"]
@@ -149,7 +154,7 @@ def test_a_no_grad_eval_backbone_is_counted_in_full():
     with torch.no_grad(), FlopCounterMode(display=False) as naive:
         model(images)
     assert naive.get_total_flops() < expected  # the MHA fast path hides the attention from the counter
-    flops = profile.measure_flops(model, images, torch.zeros(2, 4), loss_fn=nn.MSELoss())
+    flops = profile.measure_flops(model, images, torch.zeros(2, 4), loss_fn=nn.MSELoss(), numerics=FP32)
     assert flops["fwd_flops_batch"] == expected
     assert flops["bwd_flops_batch"] == 2 * 4 * visual.output_dim * 2  # weight gradient of the head only
 
@@ -159,7 +164,7 @@ def test_measuring_flops_leaves_model_and_global_flags_unchanged():
     video, target, loss_fn = micro_batch()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fastpath = torch.backends.mha.get_fastpath_enabled()
-    profile.measure_flops(model, video, target, loss_fn=loss_fn)
+    profile.measure_flops(model, video, target, loss_fn=loss_fn, numerics=FP32)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # includes BatchNorm running statistics
     assert all(p.grad is None for p in model.parameters())
@@ -171,8 +176,8 @@ def test_cpu_peak_memory_of_a_linear_layer_is_hand_computable():
     model = nn.Linear(1000, 1000, bias=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y, weight = torch.randn(8, 1000), torch.randn(8, 1000), model.weight.detach().clone()
-    first = profile.cpu_peak_memory(model, x, y, loss_fn=nn.MSELoss(), optimizer=optimizer)
-    second = profile.cpu_peak_memory(model, x, y, loss_fn=nn.MSELoss(), optimizer=optimizer)
+    first = profile.cpu_peak_memory(TrainingStep(model, nn.MSELoss(), optimizer, FP32, CPU), x, y)
+    second = profile.cpu_peak_memory(TrainingStep(model, nn.MSELoss(), optimizer, FP32, CPU), x, y)
     assert first == second  # deterministic
     assert first["peak_mem_kind"] == "cpu_profiler_live_tensors"
     parts = first["peak_mem_by_category_bytes"]
@@ -189,7 +194,7 @@ def test_cpu_peak_memory_orders_frozen_below_full():
     for name in ("frozen", "full"):
         model = registry.apply_strategy(micro_model(), name)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
-        peaks[name] = profile.cpu_peak_memory(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+        peaks[name] = profile.cpu_peak_memory(TrainingStep(model, loss_fn, optimizer, FP32, CPU), video, target)
     full, frozen = peaks["full"]["peak_mem_by_category_bytes"], peaks["frozen"]["peak_mem_by_category_bytes"]
     assert frozen["optimizer_state"] < full["optimizer_state"]
     assert peaks["frozen"]["peak_mem_bytes"] < peaks["full"]["peak_mem_bytes"]
@@ -202,8 +207,8 @@ def test_a_failing_profiler_falls_back_to_a_labelled_rss_figure(monkeypatch):
     monkeypatch.setattr(profile, "_profiled_step_peak", broken)
     model = nn.Linear(1000, 1000, bias=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    out = profile.cpu_peak_memory(model, torch.randn(8, 1000), torch.randn(8, 1000), loss_fn=nn.MSELoss(),
-                                  optimizer=optimizer)
+    out = profile.cpu_peak_memory(TrainingStep(model, nn.MSELoss(), optimizer, FP32, CPU), torch.randn(8, 1000),
+                                  torch.randn(8, 1000))
     assert out["peak_mem_kind"] == "cpu_rss_delta_sampled"
     assert out["peak_mem_fallback_reason"] == "RuntimeError: no timeline"
     assert out["peak_mem_bytes"] >= 4_000_000  # at least the fresh 1000 x 1000 float32 gradient
@@ -271,13 +276,11 @@ def test_profile_extras_on_cpu_follows_the_flags():
     model = registry.apply_strategy(micro_model(), "frozen")
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
     video, target, loss_fn = micro_batch()
-    both = profile.profile_extras(model, (video, target), loss_fn=loss_fn, optimizer=optimizer,
-                                  device=torch.device("cpu"), cfg=ProfileConfig())
+    step = TrainingStep(model, loss_fn, optimizer, FP32, CPU)
+    both = profile.profile_extras(step, (video, target), cfg=ProfileConfig())
     assert both["flops_convention"].startswith("FLOPs = 2 x MACs") and both["train_step_flops"] > 0
     assert both["peak_mem_kind"] == "cpu_profiler_live_tensors" and both["peak_mem_bytes"] > 0
     assert "nvml_device_used_bytes" not in both
-    only_flops = profile.profile_extras(model, (video, target), loss_fn=loss_fn, optimizer=optimizer,
-                                        device=torch.device("cpu"), cfg=ProfileConfig(memory=False))
+    only_flops = profile.profile_extras(step, (video, target), cfg=ProfileConfig(memory=False))
     assert "peak_mem_bytes" not in only_flops and only_flops["train_step_flops"] == both["train_step_flops"]
-    assert profile.profile_extras(model, (video, target), loss_fn=loss_fn, optimizer=optimizer,
-                                  device=torch.device("cpu"), cfg=ProfileConfig(enabled=False)) == {}
+    assert profile.profile_extras(step, (video, target), cfg=ProfileConfig(enabled=False)) == {}

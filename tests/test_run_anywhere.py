@@ -194,7 +194,7 @@ def test_workers_run_the_invoked_checkout_not_an_installed_copy(launcher, two_co
                    cwd=elsewhere, env=env, script=copy_b / "run_bench.py")
     assert done.returncode == 0, done.stderr[-3000:]
     probes = [json.loads(path.read_text()) for path in elsewhere.glob("probe.*")]
-    assert probes and all("bench.runner.run" in files for files in probes)  # the training loop ran here
+    assert probes and all("bench.training.run" in files for files in probes)  # the training loop ran here
     foreign = {name: path for files in probes for name, path in files.items()
                if not (path or "").startswith(f"{copy_b}{os.sep}")}
     assert foreign == {}

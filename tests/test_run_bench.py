@@ -7,7 +7,7 @@ import pytest
 
 import run_bench
 from bench.runner.experiments import expand, load_preset
-from bench.runner.run import run_one
+from bench.training.run import run_one
 
 
 def test_main_end_to_end_writes_one_json_per_run_and_prints_a_table(tmp_path, capsys):

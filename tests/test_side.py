@@ -245,6 +245,7 @@ def test_fusion_projection_is_validated():
 
 def test_recomputed_side_networks_give_the_same_values_and_gradients_and_keep_less():
     from bench.measure.profile import activation_bytes_by_module
+    from bench.numerics import FP32
 
     video = micro_video()
     results = {}
@@ -255,7 +256,7 @@ def test_recomputed_side_networks_give_the_same_values_and_gradients_and_keep_le
         out = model(video)
         out.float().square().mean().backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-        saved = activation_bytes_by_module(model, video)["activation_saved_bytes_by_module"]
+        saved = activation_bytes_by_module(model, video, numerics=FP32)["activation_saved_bytes_by_module"]
         results[recompute] = out.detach(), grads, saved
     (plain, plain_grads, plain_saved), (again, again_grads, again_saved) = results[False], results[True]
     assert torch.allclose(again, plain, atol=1e-6)
@@ -270,8 +271,8 @@ def test_recomputed_side_networks_give_the_same_values_and_gradients_and_keep_le
 
 @pytest.mark.parametrize("sdpa_backend", ["auto", "math"])
 def test_recomputed_side_networks_train_and_count_under_every_attention_policy(sdpa_backend):
-    from bench.measure.precision import Numerics
     from bench.measure.profile import measure_flops
+    from bench.numerics import Numerics, TrainingStep
 
     numerics = Numerics(dtype=torch.bfloat16, sdpa_backend=sdpa_backend)
     video, target = micro_video(), torch.ones(2, MARS.num_columns)
@@ -280,7 +281,7 @@ def test_recomputed_side_networks_train_and_count_under_every_attention_policy(s
     for recompute in (False, True):
         model = _side_model(checkpoint=recompute).train()
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-        assert torch.isfinite(numerics.train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer))
+        assert torch.isfinite(TrainingStep(model, loss_fn, optimizer, numerics, video.device)(video, target))
         flops[recompute] = measure_flops(model, video, target, loss_fn=loss_fn, numerics=numerics)
     assert flops[True]["fwd_flops_batch"] == flops[False]["fwd_flops_batch"]
     # backward also runs the side blocks and fusions forward again (not the patch embedding, not the frozen backbone)

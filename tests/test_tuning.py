@@ -10,10 +10,10 @@ import torch
 
 import run_bench
 from bench.config import ConfigError, merge
-from bench.runner import datasets as run_datasets
 from bench.runner import tuning
 from bench.runner.experiments import expand, load_preset
 from bench.runner.sweep import RunSpec
+from bench.training import datasets as run_datasets
 from strategies import registry
 
 TINY = {"data": {"num_train": 32, "num_val": 16, "num_test": 16}, "train": {"epochs": 2},
@@ -34,8 +34,8 @@ def test_every_strategy_declares_its_training_defaults_with_a_source():
 
 
 def test_full_fine_tunes_pretrained_clip_weights_far_below_the_new_parameters():
-    from bench.runner.run import build_model
-    from bench.runner.train import make_optimizer
+    from bench.training.run import build_model
+    from bench.training.train import make_optimizer
 
     cfg = _config("full")
     assert cfg.train.lr == 1e-3 and cfg.train.backbone_lr_scale == 0.01
@@ -90,7 +90,7 @@ def test_test_select_chooses_on_the_test_split():
 
 
 def test_full_train_tests_the_last_epoch_and_has_no_validation_metrics():
-    from bench.runner.run import run_one
+    from bench.training.run import run_one
 
     result = run_one(_config("frozen", protocol="full-train"))
     metrics = result["metrics"]
@@ -99,7 +99,7 @@ def test_full_train_tests_the_last_epoch_and_has_no_validation_metrics():
 
 
 def test_a_val_only_run_has_validation_metrics_and_no_test_metrics():
-    from bench.runner.run import run_one
+    from bench.training.run import run_one
 
     metrics = run_one(_config("frozen", protocol="val-only"))["metrics"]
     assert set(metrics) == {"val", "best_epoch", "history"} and "macro_f1" in metrics["val"]
@@ -203,7 +203,7 @@ def test_protocol_flag_reaches_the_run_config():
 
 
 def test_loss_weights_follow_the_joined_training_split():
-    from bench.runner.run import weighted_loss
+    from bench.training.run import weighted_loss
 
     split = _loaders("val")
     joined = torch.cat([torch.as_tensor(split[name].dataset.labels, dtype=torch.float32) for name in ("train", "val")])
@@ -246,7 +246,7 @@ def test_the_fusion_started_from_a_vit_computes_its_last_block_and_norm(tmp_path
 
 
 def test_a_run_starts_its_fusion_from_the_vit_file(tmp_path):
-    from bench.runner.run import build_base_model
+    from bench.training.run import build_base_model
 
     vit, path = _timm_vit(tmp_path)
     cfg = _config("frozen")
@@ -286,7 +286,7 @@ def test_a_missing_vit_file_is_refused_by_the_config(tmp_path):
 def test_the_released_schedule_is_timms_per_epoch_cosine_and_gives_less_total_rate():
     import math
 
-    from bench.runner.train import cosine_with_warmup, released_schedule
+    from bench.training.train import cosine_with_warmup, released_schedule
 
     def factors(make, steps):
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)

@@ -7,7 +7,7 @@ split scored as test is another one (evaluation on the wrong split); the gate's 
 (bench/reporting/gate.py) fails such a run. Every run evaluates, after training, with the weights the validation
 split chose, in eval mode and with the evaluation's frame sampling (segment centres, no augmentation), the first
 ``subset_clips(len(train), len(test))`` training clips: as many as the test split has, at most ``MAX_CLIPS``, and
-fixed (the same clips in every run and seed, so runs compare); bench/runner/datasets.py builds the view. On the
+fixed (the same clips in every run and seed, so runs compare); bench/training/datasets.py builds the view. On the
 embedded default that is 256 of 768 clips. The cap is measured (``frozen``, seed 0, default preset, this project's
 2-core CPU; ``profile.train_subset_eval_time_s`` against ``run.duration_s``): the test split's 512 clips added 9.7 %
 to the run's time, 256 add 3.9 %; the bound of the gap stays small at 256 clips (0.032 macro-F1, k_std bootstrap

@@ -30,6 +30,11 @@ PAPER_THRESHOLD = 0.45
 MACRO_THRESHOLD = 0.5
 MA_EPS = 1e-20  # TPR = TP / (P + eps): a column without positives gets TPR 0 (its mA is at most 0.5)
 NON_IDENTITY_GROUPS = frozenset({"pose", "motion"})
+# The scalar figures ``evaluate`` returns, named once: the checkpoint-selection choices (``train.select_metric``),
+# the gate and the reports read these names; a test checks that ``evaluate`` returns exactly these.
+PROTOCOL_METRICS = ("paper_f1", "paper_acc", "paper_precision", "paper_recall", "macro_f1", "macro_acc")
+SCALAR_METRICS = (*PROTOCOL_METRICS, "macro_f1_identity", "macro_acc_identity", "mA",
+                  *(f"macro_f1_{kind}" for kind in KINDS))  # a kind's figure only where the schema has that kind
 
 
 class MetricsInputError(BenchError, ValueError):
@@ -145,8 +150,7 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, schema: AttributeSchema, *,
         per_group[group.name] = {**_paper_group(pred[:, cols], truth[:, cols]),
                                  **_macro_group(probs[:, cols], truth[:, cols], group),
                                  "mA": float(ma[cols].mean())}
-    result = {key: _mean([g[key] for g in per_group.values()])
-              for key in ("paper_f1", "paper_acc", "paper_precision", "paper_recall", "macro_f1", "macro_acc")}
+    result = {key: _mean([g[key] for g in per_group.values()]) for key in PROTOCOL_METRICS}
     identity = [g for name, g in per_group.items() if name not in NON_IDENTITY_GROUPS]
     result["macro_f1_identity"] = _mean([g["macro_f1"] for g in identity])
     result["macro_acc_identity"] = _mean([g["macro_acc"] for g in identity])

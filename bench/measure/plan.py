@@ -2,8 +2,8 @@
 
 A fake tensor (``torch._subclasses.fake_tensor.FakeTensorMode``) has a shape, a dtype, a device and a storage, but
 no data: every op runs its shape function only. The step traced here is the training loop's own
-(``Numerics.train_step``: zero_grad, forward under the run's autocast and attention policy, loss in fp32, backward,
-optimizer step), so what it allocates is what the real step allocates, op by op, without the compute:
+(``bench.numerics.TrainingStep``: zero_grad, forward under the run's autocast and attention policy, loss in fp32,
+backward, optimizer step), so what it allocates is what the real step allocates, op by op, without the compute:
 
 - FLOPs are counted with the measured runs' own counter (``FlopCounterMode``, forward with the loss and backward
   apart, ``profile.flops_record``), so a predicted count equals the measured one: same ops, same shapes, same
@@ -42,8 +42,8 @@ from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _Updat
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.measure import profile
-from bench.measure.precision import Numerics
 from bench.measure.profile import ACTIVATION_MODULE_DEPTH, SavedActivations, storage_key
+from bench.numerics import Numerics, TrainingStep
 
 PLAN_SCHEMA_VERSION = 1
 MEMORY_CONVENTION = ("bytes of live tensors (CPU profiler convention: exact sizes, no allocator rounding), from the "
@@ -366,9 +366,9 @@ def trace_step(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, l
     tracker.track_external(model, optimizer, video, target, loss_fn)
     with SavedActivations(model, depth=depth, on_save=tracker.mark_saved) as saved, tracker, \
             warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")  # LoRA
+        warnings.filterwarnings("ignore", message=profile.NON_LEAF_GRAD_WARNING)  # LoRA: see there
         try:
-            counting.train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
+            TrainingStep(model, loss_fn, optimizer, counting, video.device)(video, target)
         finally:
             tracker.counter = None
     return StepTrace(tracker=tracker, saved=saved.charged, traced_batch=None if marker else video.shape[0],

@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from bench.errors import BenchError
 from bench.measure.native_logs import KINETO_NOISE, native_stderr_without
-from bench.measure.precision import FP32, Numerics
+from bench.numerics import Numerics, TrainingStep
 
 if TYPE_CHECKING:  # measure reads the sections it is given and imports no config at run time (docs/architecture.md)
     from bench.config import ProfileConfig
@@ -124,8 +124,8 @@ def exact_attention_counting():
 
 
 @contextlib.contextmanager
-def preserved_training_state(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                             numerics: Numerics = FP32):
+def preserved_training_state(model: nn.Module, *, numerics: Numerics,
+                             optimizer: torch.optim.Optimizer | None = None):
     """Let measuring code train ``model`` for a step and leave no trace: trainable parameters, buffers (BatchNorm
     statistics), ``.grad`` references, train/eval flags, optimizer state, the fp16 gradient scaler and the RNG
     streams come back as they were. The copies are never touched by an op, so the memory profiler does not see
@@ -155,7 +155,7 @@ def preserved_training_state(model: nn.Module, optimizer: torch.optim.Optimizer 
 
 
 def measure_flops(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
-                  numerics: Numerics = FP32) -> dict:
+                  numerics: Numerics) -> dict:
     """Exact FLOPs of one training step of ``model`` on this batch, in train mode, state left unchanged.
 
     Forward and backward are counted separately; backward work depends on where the first trainable tensor sits
@@ -170,7 +170,7 @@ def measure_flops(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *
 
 
 def count_step_flops(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
-                     numerics: Numerics = FP32) -> dict:
+                     numerics: Numerics) -> dict:
     """The counting of ``measure_flops`` without saving and restoring the model: one forward (in the model's
     current mode) and, if the loss needs one, one backward, which leaves gradients behind."""
     with FlopCounterMode(display=False) as forward:
@@ -249,33 +249,40 @@ _CATEGORY_NAMES = {Category.PARAMETER: "params", Category.OPTIMIZER_STATE: "opti
                    Category.GRADIENT: "grads", Category.AUTOGRAD_DETAIL: "autograd_detail", None: "unknown"}
 
 
-def cpu_peak_memory(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
-                    optimizer: torch.optim.Optimizer, numerics: Numerics = FP32) -> dict:
+def cpu_peak_memory(step: TrainingStep, video: torch.Tensor, target: torch.Tensor) -> dict:
     """Peak live-tensor bytes of one CPU training step (forward, backward, optimizer.step), by category.
 
     CPU has no allocator statistics and tracemalloc does not see tensors, so the torch profiler's memory timeline is
     used: deterministic, and it names what is live at the peak (params, grads, optimizer state, activations). The step
     must find Adam's state allocated, as in steady-state training: after training it is; otherwise one un-profiled
-    warm-up step runs first. Both use the training loop's own step (``Numerics.train_step``); the model and optimizer
+    warm-up step runs first. Both take the training loop's own step (``TrainingStep``); the model and optimizer
     are restored afterwards, so the call may sit before or after evaluation. If the profiler fails, a sampled RSS delta
     is reported under another kind.
     """
-    step = functools.partial(numerics.train_step, model, video, target, loss_fn=loss_fn, optimizer=optimizer)
-    with preserved_training_state(model, optimizer, numerics):
-        model.train()
-        if not optimizer.state:  # called before any training step: create the optimizer state first
-            step()
+    one_step = functools.partial(step, video, target)
+    with preserved_training_state(step.model, numerics=step.numerics, optimizer=step.optimizer):
+        step.model.train()
+        if not step.optimizer.state:  # called before any training step: create the optimizer state first
+            one_step()
         try:
-            return _profiled_step_peak(step)
+            return _profiled_step_peak(one_step)
         except Exception as error:  # the memory profiler is private API whose internals change between releases
-            fallback = _rss_step_peak(step, optimizer)
+            fallback = _rss_step_peak(one_step, step.optimizer)
             return {**fallback, "peak_mem_fallback_reason": f"{type(error).__name__}: {error}"[:300]}
 
 
+# The profiler's Python tracer records every module call's parameters with their ``.grad``; inside LoRA's merge-free
+# attention (strategies/common.py) those are the non-leaf W + dW tensors ``functional_call`` substitutes, whose
+# ``.grad`` torch warns about reading. Nothing is wrong with the step, so that one warning is silenced here.
+NON_LEAF_GRAD_WARNING = "The .grad attribute of a Tensor that is not a leaf"
+
+
 def _profiled_step_peak(step) -> dict:
-    with native_stderr_without(KINETO_NOISE), profile(activities=[ProfilerActivity.CPU], profile_memory=True,
-                                                      record_shapes=True, with_stack=True) as prof:
-        step()
+    with native_stderr_without(KINETO_NOISE), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=NON_LEAF_GRAD_WARNING)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                     with_stack=True) as prof:
+            step()
     rows = _memory_timeline_rows(prof)
     totals = [sum(row) for row in rows]
     peak = int(np.argmax(totals))
@@ -320,7 +327,7 @@ def _malloc_trim() -> None:
 def _rss_step_peak(step, optimizer) -> dict:
     """Fallback: RSS sampled every millisecond during one step, minus the level before it (after malloc_trim).
     Memory that exists before the step (params, optimizer state) is therefore not included."""
-    optimizer.zero_grad(set_to_none=True)  # what train_step does first; freed before the trim, not reused unseen
+    optimizer.zero_grad(set_to_none=True)  # what the step does first; freed before the trim, not reused unseen
     _malloc_trim()
     base, peak, stop = _rss_bytes(), [0], threading.Event()
     if base is None:
@@ -347,7 +354,7 @@ def _rss_step_peak(step, optimizer) -> dict:
 ACTIVATION_MODULE_DEPTH = 2
 
 
-def activation_bytes_by_module(model: nn.Module, video: torch.Tensor, *, numerics: Numerics = FP32,
+def activation_bytes_by_module(model: nn.Module, video: torch.Tensor, *, numerics: Numerics,
                                depth: int = ACTIVATION_MODULE_DEPTH) -> dict:
     """Bytes autograd keeps for backward during one training forward, by the module whose forward saved them
     (``SavedActivations``). The model's state is left unchanged."""
@@ -509,22 +516,21 @@ def nvml_used_bytes(device: torch.device) -> int | None:
 # All of it for one run
 # ---------------------------------------------------------------------------------------------------------------------
 
-def profile_extras(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *, loss_fn: nn.Module,
-                   optimizer: torch.optim.Optimizer, device: torch.device, cfg: ProfileConfig,
-                   numerics: Numerics = FP32) -> dict:
+def profile_extras(step: TrainingStep, batch: tuple[torch.Tensor, torch.Tensor], *, cfg: ProfileConfig) -> dict:
     """FLOPs (every device), CPU peak memory (CPU only: on GPU ``MemoryWindow`` gives the peak) and the NVML
-    device figure (GPU only) for one training batch. Leaves model and optimizer as they were; call it outside
-    ``MemoryWindow`` so that its extra work does not count as training memory."""
+    device figure (GPU only) for one training batch of ``step``. Leaves model and optimizer as they were; call it
+    outside ``MemoryWindow`` so that its extra work does not count as training memory."""
     if not cfg.enabled:
         return {}
+    model, numerics, device = step.model, step.numerics, step.device
     video, target = (t.to(device) for t in batch)
     out: dict = {}
     if cfg.memory and device.type == "cuda":
         out["nvml_device_used_bytes"] = nvml_used_bytes(device)  # before FLOP counting grows the reserved pool
     if cfg.flops:
-        out.update(measure_flops(model, video, target, loss_fn=loss_fn, numerics=numerics))
+        out.update(measure_flops(model, video, target, loss_fn=step.loss_fn, numerics=numerics))
     if cfg.memory and device.type == "cpu":
-        out.update(cpu_peak_memory(model, video, target, loss_fn=loss_fn, optimizer=optimizer, numerics=numerics))
+        out.update(cpu_peak_memory(step, video, target))
     if cfg.memory:
         out.update(activation_bytes_by_module(model, video, numerics=numerics))
     return out

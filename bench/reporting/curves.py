@@ -2,7 +2,7 @@
 
 A run's result JSON keeps, per epoch, the mean training loss over the epoch's steps, the validation metric that picks
 the checkpoint (``val_<select_metric>``, macro-F1 by default) and the seconds since training began (``metrics.history``,
-written by ``bench/runner/run.py``), and the epoch whose weights were kept (``metrics.best_epoch``).
+written by ``bench/training/run.py``), and the epoch whose weights were kept (``metrics.best_epoch``).
 ``training_curves.png`` draws them per setting (``tables.SETTING``: runs at other frames, batch sizes or precisions are
 never on one axis), one row of two panels per setting: training loss and validation metric against the epoch. One line
 per strategy in the colours of every other figure (``plots.palette``); with several seeds the line is the mean over

@@ -208,7 +208,7 @@ def parameter_counts(base: dict, strategies: list[str]) -> list[tuple[str, dict]
     import copy
 
     from bench.measure.profile import count_parameters
-    from bench.runner.run import build_base_model, seed_everything, with_strategy
+    from bench.training.run import build_base_model, seed_everything, with_strategy
 
     frames, batch = base["data"]["frames"], base["train"]["batch_size"]
     first = run_config(base, strategies[0], seed=0, frames=frames, batch_size=batch)

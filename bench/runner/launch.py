@@ -3,7 +3,7 @@
 ``--launcher local`` (default) runs the pending runs one after the other, or over ``--jobs N`` CPU slots / one slot per
 ``--gpus`` id (bench/runner/pool.py); ``slurm`` makes one Slurm array task per pending run through submitit
 (bench/runner/slurm.py); ``ray`` makes one Ray task per run (bench/runner/ray_tasks.py). ``--nproc-per-node K`` makes
-every run one DDP run over K processes started by torchrun (bench/runner/distributed.py); K is the run's
+every run one DDP run over K processes started by torchrun (bench/training/distributed.py); K is the run's
 ``train.world_size``, part of its config and of the report's setting. Whatever the launcher, the result JSON per run in
 ``--out`` is the single source of truth: resume, reports and the gate read only those.
 """

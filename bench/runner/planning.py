@@ -28,11 +28,12 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
 
 from bench.config import RunConfig
-from bench.measure import cuda_memory, plan, precision
+from bench.measure import cuda_memory, plan
 from bench.measure.profile import FLOPS_CONVENTION, count_parameters
+from bench.numerics import half_frozen_parameters, numerics_for, relayout_attention_inputs, setting_record
 from bench.records import FAILED_SUFFIX, OK, read_result, write_json_atomic
-from bench.runner.run import build_base_model, seed_everything, with_strategy
-from bench.runner.train import make_optimizer
+from bench.training.run import build_base_model, seed_everything, with_strategy
+from bench.training.train import make_optimizer
 from models.backbone import image_size_of
 from models.loss import WeightedBCE
 from models.text import encode_sentences
@@ -82,7 +83,7 @@ class Planner:
         model = ready.model
         try:
             with self.mode:
-                numerics = precision.numerics_for(cfg.train, DEVICE)
+                numerics = numerics_for(cfg.train, DEVICE)
                 optimizer = make_optimizer(model, cfg.train, ready.backbone_ids)
                 size = image_size_of(model.backbone)
                 video = torch.zeros(batch, cfg.data.frames, 3, size, size)  # (B, T, 3, H, W), as loaders give it
@@ -113,10 +114,10 @@ class Planner:
         if key not in self._prepared:
             model, base_ids, backbone_ids = self.with_strategy(cfg)
             with self.mode:
-                numerics = precision.numerics_for(train, DEVICE)  # as run_one sets the run up, in its order
-                half_cast = precision.half_frozen_parameters(model.backbone, numerics.dtype) \
+                numerics = numerics_for(train, DEVICE)  # as run_one sets the run up, in its order
+                half_cast = half_frozen_parameters(model.backbone, numerics.dtype) \
                     if train.half_frozen_backbone else 0
-                relaid = precision.relayout_attention_inputs(model, numerics)
+                relaid = relayout_attention_inputs(model, numerics)
                 if train.head_prior_init:
                     model.head.init_prior(plan_loss(model).constant_optimum_logits())
             self._prepared[key] = Prepared(model, base_ids, backbone_ids, half_cast, relaid)
@@ -212,7 +213,7 @@ def plan_config(run_id: str, cfg: RunConfig, planner: Planner) -> dict:
             "traced_batch": trace.traced_batch or "marker",
             "peak_bytes_by_batch": {str(b): trace.peak_bytes(b) for b in CURVE_BATCHES} if trace.traced_batch is None
             else {},
-            **precision.setting_record(cfg.train, DEVICE, half_cast_params=ready.half_cast,
+            **setting_record(cfg.train, DEVICE, half_cast_params=ready.half_cast,
                                        relaid_attentions=ready.relaid),
             "traced_device": str(DEVICE)}
 

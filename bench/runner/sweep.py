@@ -9,7 +9,7 @@ files; ``skip_reason`` decides what a resume skips).
 Where the pending runs execute is a launcher's only decision (``Launcher``): one after the other here
 (``serial_launcher``), over CPU or GPU slots (bench/runner/pool.py), as Slurm array tasks (bench/runner/slurm.py) or Ray
 tasks (bench/runner/ray_tasks.py). A run with ``train.world_size`` > 1 is started through torchrun
-(bench/runner/distributed.py).
+(bench/training/distributed.py).
 
 Workers are forked from a ``multiprocessing`` fork server that has imported the heavy third-party libraries once
 (torch, torchvision, open_clip, peft: about 7 s a process on this project's CPU, 20 % of a default run). A forked

@@ -29,8 +29,8 @@ from bench.measure import trackers
 from bench.measure.environment import code_state, environment, source_digest
 from bench.records import now_iso, write_json_atomic
 from bench.runner import lifeline
-from bench.runner.checkpoint import checkpoint_path
 from bench.runner.placement import apply_threads, placement
+from bench.training.checkpoint import checkpoint_path
 
 
 def run_record(cfg: RunConfig, *, run_id: str, status: str, error: str | None = None, started_at: str | None = None,
@@ -103,7 +103,7 @@ def _good_result(out: Path, record: dict) -> bool:
 
 
 def execute(config_path: Path, result_path: Path, run_id: str) -> int:
-    from bench.runner.run import run_one
+    from bench.training.run import run_one
 
     cfg = RunConfig.from_dict(load_json(config_path))
     source_digest()  # taken now, before the run: the record names the code the run started with

@@ -92,7 +92,7 @@ def check(model: nn.Module, video: torch.Tensor) -> dict:
 def strategy_batch(strategy: str, *, batch: int = 2) -> tuple[nn.Module, torch.Tensor]:
     """The strategy's model on the embedded default (experiments/defaults.json) and a random batch for it."""
     from bench.runner.experiments import load_preset, run_config
-    from bench.runner.run import build_model
+    from bench.training.run import build_model
     from models.backbone import image_size_of
 
     base = load_preset(None)

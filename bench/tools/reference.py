@@ -2,7 +2,7 @@
 
 When every strategy scores low on a dataset, two explanations compete: the task is too hard for the training
 budget, or the CLIP pipeline is slow to learn it. A convolutional network has the locality prior that a tiny ViT
-trained for a few hundred steps lacks; trained by ``bench.runner.run.fit_and_test`` on the same data and loaders, with
+trained for a few hundred steps lacks; trained by ``bench.training.run.fit_and_test`` on the same data and loaders, with
 the same weighted BCE, prior-initialised output, Adam with warm-up and cosine decay, validation-selected checkpoint,
 single test evaluation and majority baseline, it tells the two apart. The figures are a yardstick for the
 data, not a strategy of the benchmark: the network shares nothing with CLIP or VTF.
@@ -22,12 +22,13 @@ from torch import nn
 from bench.boundary import ensure_writable_folder, entry_point
 from bench.config import ConfigError, RunConfig, merge
 from bench.measure import profile
+from bench.numerics import TrainingStep, numerics_for
 from bench.records import now_iso, write_json_atomic
-from bench.runner.datasets import build_loaders
 from bench.runner.experiments import load_preset, run_config, run_id
-from bench.runner.run import fit_and_test, resolve_device, seed_everything, weighted_loss
-from bench.runner.train import make_optimizer
 from bench.runner.worker import run_record
+from bench.training.datasets import build_loaders
+from bench.training.run import fit_and_test, resolve_device, seed_everything, weighted_loss
+from bench.training.train import make_optimizer
 from data.schema import get_schema
 from models.backbone import configured_image_size
 
@@ -72,9 +73,9 @@ def run_reference(cfg: RunConfig) -> dict:
     loss_fn = weighted_loss(loaders, device)
     if cfg.train.head_prior_init:
         model.init_prior(loss_fn.constant_optimum_logits())
-    outcome, result_metrics, eval_times = fit_and_test(
-        model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=make_optimizer(model, cfg.train, backbone_ids=set()),
-        device=device, memory=profile.MemoryWindow(device))
+    step = TrainingStep(model, loss_fn, make_optimizer(model, cfg.train, backbone_ids=set()),
+                        numerics_for(cfg.train, device), device)
+    outcome, result_metrics, eval_times = fit_and_test(step, loaders, cfg=cfg, memory=profile.MemoryWindow(device))
     name = run_id(NAME, frames=cfg.data.frames, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
     record = run_record(cfg, run_id=name, status="ok", started_at=started, duration_s=time.perf_counter() - start)
     record["metrics"] = result_metrics

@@ -1,6 +1,7 @@
-"""Numerics of a run: autocast precision, gradient scaling, a half-precision frozen backbone, and the kernel switches
-(TF32 matmuls, SDPA backend policy, ``torch.compile``) — one object the loop and the profiler share, so the measured
-step is the trained step.
+"""Numerics of a run and its training step: autocast precision, gradient scaling, a half-precision frozen backbone,
+the kernel switches (TF32 matmuls, SDPA backend policy, ``torch.compile``), and ``TrainingStep``, the one optimizer
+step the loop (bench/training/) takes and the profiler (bench/measure/) measures. A room of its own below both, so
+the loop never reaches into "measure" for its step and the measurements never depend on the loop.
 
 Conventions (PyTorch automatic mixed precision, ``torch.amp``): under ``bf16`` / ``fp16`` the forward runs inside
 ``torch.autocast`` (matmuls and convolutions in the low precision, reductions and losses in fp32); parameters, their
@@ -14,6 +15,7 @@ mixed-precision recipes keep).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-if TYPE_CHECKING:  # measure reads the sections it is given and imports no config at run time (docs/architecture.md)
+if TYPE_CHECKING:  # reads the sections it is given and imports no config at run time (docs/architecture.md)
     from bench.config import TrainConfig
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -75,19 +77,36 @@ class Numerics:
         self.scaler.step(optimizer)
         self.scaler.update()
 
-    def train_step(self, model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
-                   optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        """One optimizer step; the forward under these numerics, the loss in fp32. Defined here, beside the numerics
-        it runs under, so that the training loop and the profiler run this very step."""
-        optimizer.zero_grad(set_to_none=True)
-        with self.forward_context():
-            logits = model(video)
-        loss = loss_fn(logits.float(), target)
-        self.backward_and_step(loss, optimizer)
+
+FP32 = Numerics()  # plain fp32 on the CPU: for tools and tests that say so; no signature takes it by default
+
+
+@dataclass(frozen=True)
+class TrainingStep:
+    """What one optimizer step needs besides its batch, carried as one required object: the module trained (the DDP
+    wrapper under torchrun), its loss, its optimizer, the device and the numerics. The training loop calls it for
+    every batch and the profiler measures this very call, so the measured step is the trained step; nothing can
+    forget the numerics and silently run fp32."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    numerics: Numerics
+    device: torch.device
+
+    def __call__(self, video: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """One optimizer step; the forward under the numerics, the loss in fp32. Returns the detached loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.numerics.forward_context():
+            logits = self.model(video)
+        loss = self.loss_fn(logits.float(), target)
+        self.numerics.backward_and_step(loss, self.optimizer)
         return loss.detach()
 
+    def on(self, model: nn.Module) -> TrainingStep:
+        """The same step on ``model`` (e.g. the unwrapped module of a DDP run, which the profiler measures)."""
+        return dataclasses.replace(self, model=model)
 
-FP32 = Numerics()
 
 
 def numerics_for(cfg: TrainConfig, device: torch.device) -> Numerics:

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import numerics
 from bench.config import RunConfig
-from bench.measure import generalisation, metrics, precision, predictions, profile
-from bench.measure.precision import FP32
-from bench.runner import checkpoint, distributed
-from bench.runner.datasets import build_loaders
-from bench.runner.train import TrainOutcome, make_optimizer, make_schedule, snapshot, train_epoch
+from bench.measure import generalisation, metrics, predictions, profile
+from bench.numerics import TrainingStep
+from bench.training import checkpoint, distributed
+from bench.training.datasets import build_loaders
+from bench.training.train import TrainOutcome, make_optimizer, make_schedule, snapshot, train_epoch
 from data.schema import get_schema
 from models.backbone import image_size_of
 from models.loss import WeightedBCE
@@ -86,12 +87,14 @@ def build_model(cfg: RunConfig):
     return (*with_strategy(base, cfg), weights)
 
 
-def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow, numerics=FP32,
+def fit(step: TrainingStep, loaders, *, cfg: RunConfig, memory: profile.MemoryWindow,
         checkpoint_file: Path | None = None) -> tuple[TrainOutcome, dict]:
     """Train for ``cfg.train.epochs``; keep the weights with the best validation ``select_metric`` and return
     their validation metrics (those of the chosen checkpoint, not of the last epoch); without a validation split
     (protocol full-train) the last epoch's weights and no validation metrics. With ``checkpoint_file`` the
-    state is saved after every epoch and a run that finds one continues after its epoch (bench/runner/checkpoint.py)."""
+    state is saved after every epoch and a run that finds one continues after its epoch
+    (bench/training/checkpoint.py)."""
+    model, optimizer = step.model, step.optimizer
     steps_per_epoch = min(len(loaders["train"]), cfg.train.max_steps_per_epoch or len(loaders["train"]))
     scheduler = make_schedule(optimizer, cfg.train, steps_per_epoch=steps_per_epoch)
     outcome, best_state, start = TrainOutcome(), snapshot(model), time.perf_counter()
@@ -103,17 +106,16 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
     for epoch in range(first_epoch, cfg.train.epochs):
         steps_before = outcome.steps
         with memory:
-            loss = train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
-                               device=device, outcome=outcome, epoch=epoch, max_steps=cfg.train.max_steps_per_epoch,
-                               numerics=numerics)
+            loss = train_epoch(step, loaders["train"], scheduler=scheduler, outcome=outcome, epoch=epoch,
+                               max_steps=cfg.train.max_steps_per_epoch)
         check_epoch(loss, epoch=epoch, steps_before=steps_before, outcome=outcome, loader=loaders["train"])
         if "val" not in loaders:  # protocol full-train: no validation split, the last epoch is the model
             outcome.history.append({"epoch": epoch + 1, "train_loss": loss, "elapsed_s": time.perf_counter() - start})
             outcome.best_epoch, best_state = epoch + 1, snapshot(model)
         else:
             best_state, best_val_metrics = _validate(
-                model, loaders["val"], cfg=cfg, device=device, numerics=numerics, outcome=outcome, epoch=epoch,
-                loss=loss, elapsed_s=time.perf_counter() - start, best=(best_state, best_val_metrics))
+                step, loaders["val"], cfg=cfg, outcome=outcome, epoch=epoch, loss=loss,
+                elapsed_s=time.perf_counter() - start, best=(best_state, best_val_metrics))
         if checkpoint_file is not None:
             outcome.train_time_s = time.perf_counter() - start
             checkpoint.save(checkpoint_file, epoch=epoch + 1, model=model, optimizer=optimizer, scheduler=scheduler,
@@ -124,38 +126,35 @@ def fit(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: p
     return outcome, best_val_metrics
 
 
-def _validate(model, loader, *, cfg: RunConfig, device, numerics, outcome: TrainOutcome, epoch: int, loss: float,
+def _validate(step: TrainingStep, loader, *, cfg: RunConfig, outcome: TrainOutcome, epoch: int, loss: float,
               elapsed_s: float, best: tuple[dict, dict]) -> tuple[dict, dict]:
     """Score the validation split after an epoch, log it, and keep the weights if they beat the best so far:
     returns the (state, validation metrics) kept."""
-    probs, labels = distributed.predict_split(model, loader, device, desc="val", numerics=numerics)
+    probs, labels = distributed.predict_split(step, loader, desc="val")
     val = metrics.evaluate(probs, labels, get_schema(cfg.data.dataset), threshold=cfg.train.threshold)
     chosen = val[cfg.train.select_metric]
     outcome.history.append({"epoch": epoch + 1, "train_loss": loss, f"val_{cfg.train.select_metric}": chosen,
                             "elapsed_s": elapsed_s})
     if chosen > outcome.best_val:
         outcome.best_val, outcome.best_epoch = chosen, epoch + 1
-        return snapshot(model), val
+        return snapshot(step.model), val
     return best
 
 
-def evaluate_test(model, loaders, *, cfg: RunConfig, device, numerics: precision.Numerics = precision.FP32
-                  ) -> tuple[dict, float, np.ndarray, np.ndarray]:
+def evaluate_test(step: TrainingStep, loaders, *, cfg: RunConfig) -> tuple[dict, float, np.ndarray, np.ndarray]:
     """Test metrics, seconds spent predicting, and the per-clip probabilities and labels (N, A) behind them."""
     schema = get_schema(cfg.data.dataset)
     start = time.perf_counter()
-    probs, labels = distributed.predict_split(model, loaders["test"], device, desc="test", numerics=numerics)
+    probs, labels = distributed.predict_split(step, loaders["test"], desc="test")
     elapsed = time.perf_counter() - start
     return metrics.evaluate(probs, labels, schema, threshold=cfg.train.threshold), elapsed, probs, labels
 
 
-def evaluate_train_subset(model, loaders, *, cfg: RunConfig, device, numerics: precision.Numerics = precision.FP32
-                          ) -> tuple[dict, float]:
+def evaluate_train_subset(step: TrainingStep, loaders, *, cfg: RunConfig) -> tuple[dict, float]:
     """The training subset's metrics (bench/measure/generalisation.py) with the weights the test split was scored
     with, predicted as the test split is, and the seconds it took (the check's cost, kept in the profile)."""
     start = time.perf_counter()
-    probs, labels = distributed.predict_split(model, loaders[generalisation.TRAIN_SUBSET], device, desc="train subset",
-                                              numerics=numerics)
+    probs, labels = distributed.predict_split(step, loaders[generalisation.TRAIN_SUBSET], desc="train subset")
     figures = generalisation.subset_metrics(probs, labels, get_schema(cfg.data.dataset), threshold=cfg.train.threshold)
     return figures, time.perf_counter() - start
 
@@ -167,9 +166,8 @@ def majority_baseline(loaders, cfg: RunConfig) -> dict:
     return metrics.evaluate(probs, test_labels, schema, threshold=cfg.train.threshold)
 
 
-def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow,
-                 numerics: precision.Numerics = precision.FP32, checkpoint_file: Path | None = None
-                 ) -> tuple[TrainOutcome, dict, dict]:
+def fit_and_test(step: TrainingStep, loaders, *, cfg: RunConfig, memory: profile.MemoryWindow,
+                 checkpoint_file: Path | None = None) -> tuple[TrainOutcome, dict, dict]:
     """Train (val chooses the weights), test once, and compare with the majority class: the run's ``metrics``, and
     the evaluation seconds (``eval_time_s`` of the test split, ``train_subset_eval_time_s``).
 
@@ -177,17 +175,16 @@ def fit_and_test(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, 
     of training clips (the gate's train-vs-test check) and the own-parameter probe (how much the test predictions
     move when the strategy's own parameters go back to their values before training).
     """
+    model = step.model
     initial_own = predictions.snapshot_own(model)
-    outcome, val = fit(model, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device, memory=memory,
-                       numerics=numerics, checkpoint_file=checkpoint_file)
+    outcome, val = fit(step, loaders, cfg=cfg, memory=memory, checkpoint_file=checkpoint_file)
     if "test" not in loaders:  # protocol val-only (a --tune grid's run): the test split was never built
         return outcome, {"val": val, "best_epoch": outcome.best_epoch, "history": outcome.history}, \
             {"eval_time_s": None, "train_subset_eval_time_s": None}
-    test, eval_time_s, probs, labels = evaluate_test(model, loaders, cfg=cfg, device=device, numerics=numerics)
-    subset, subset_time_s = evaluate_train_subset(model, loaders, cfg=cfg, device=device, numerics=numerics)
+    test, eval_time_s, probs, labels = evaluate_test(step, loaders, cfg=cfg)
+    subset, subset_time_s = evaluate_train_subset(step, loaders, cfg=cfg)
     own_effect = predictions.own_parameter_effect(
-        model, initial_own,
-        lambda: distributed.predict_split(model, loaders["test"], device, desc="probe", numerics=numerics)[0], probs)
+        model, initial_own, lambda: distributed.predict_split(step, loaders["test"], desc="probe")[0], probs)
     result_metrics = {"test": test, "val": val, "majority_test": majority_baseline(loaders, cfg),
                       generalisation.TRAIN_SUBSET: subset, "best_epoch": outcome.best_epoch,
                       "history": outcome.history, "own_params_effect": own_effect,
@@ -200,17 +197,15 @@ def weighted_loss(loaders, device) -> WeightedBCE:
     return WeightedBCE(metrics.positive_rates(loaders["train"].dataset.labels)).to(device)
 
 
-def measure_steps(model, loaders, *, cfg: RunConfig, loss_fn, optimizer, device, memory: profile.MemoryWindow,
-                  numerics: precision.Numerics = precision.FP32) -> TrainOutcome:
+def measure_steps(step: TrainingStep, loaders, *, cfg: RunConfig, memory: profile.MemoryWindow) -> TrainOutcome:
     """Profile-only mode: ``warmup_steps + measured_steps`` training steps, no training to convergence."""
     outcome, needed = TrainOutcome(), cfg.profile.warmup_steps + cfg.profile.measured_steps
     start = time.perf_counter()
     while outcome.steps < needed:
         steps_before = outcome.steps
         with memory:
-            loss = train_epoch(model, loaders["train"], loss_fn=loss_fn, optimizer=optimizer,
-                               scheduler=_constant(optimizer), device=device, outcome=outcome, epoch=0,
-                               max_steps=needed - outcome.steps, numerics=numerics)
+            loss = train_epoch(step, loaders["train"], scheduler=_constant(step.optimizer), outcome=outcome, epoch=0,
+                               max_steps=needed - outcome.steps)
         check_epoch(loss, epoch=0, steps_before=steps_before, outcome=outcome, loader=loaders["train"], finite=False)
     outcome.train_time_s = time.perf_counter() - start
     return outcome
@@ -223,8 +218,8 @@ def _constant(optimizer):
 def run_one(cfg: RunConfig, checkpoint_file: Path | None = None) -> dict:
     """Execute one run and return the record's ``OUTCOME`` sections (bench/records.py: ``metrics``, ``profile``,
     ``weights``). Under torchrun (``train.world_size`` > 1) this is one rank of a DDP run
-    (bench/runner/distributed.py); every rank returns the run's figures. ``checkpoint_file``: where a one-process
-    run saves its state after every epoch and continues from it (bench/runner/checkpoint.py; runs over several
+    (bench/training/distributed.py); every rank returns the run's figures. ``checkpoint_file``: where a one-process
+    run saves its state after every epoch and continues from it (bench/training/checkpoint.py; runs over several
     torchrun ranks start again from epoch 0)."""
     seed_everything(cfg.train.seed)
     ranks = distributed.start(cfg)  # None for a one-process run
@@ -232,11 +227,11 @@ def run_one(cfg: RunConfig, checkpoint_file: Path | None = None) -> dict:
     gpu_before = profile.gpu_memory_guard(device) if cfg.profile.memory else None  # before this process uses CUDA
     model, base_ids, backbone_ids, weights = build_model(cfg)
     model.to(device)
-    precision.set_global_switches(cfg.train, device)
-    numerics = precision.numerics_for(cfg.train, device)
-    half_cast = precision.half_frozen_parameters(model.backbone, numerics.dtype) \
+    numerics.set_global_switches(cfg.train, device)
+    run_numerics = numerics.numerics_for(cfg.train, device)
+    half_cast = numerics.half_frozen_parameters(model.backbone, run_numerics.dtype) \
         if cfg.train.half_frozen_backbone else 0
-    relaid = precision.relayout_attention_inputs(model, numerics)
+    relaid = numerics.relayout_attention_inputs(model, run_numerics)
     loaders = build_loaders(cfg.data, image_size=image_size_of(model.backbone), batch_size=cfg.train.batch_size,
                             seed=cfg.train.seed, pin_memory=device.type == "cuda", protocol=cfg.train.protocol)
     if ranks:
@@ -245,21 +240,17 @@ def run_one(cfg: RunConfig, checkpoint_file: Path | None = None) -> dict:
     if cfg.train.head_prior_init:
         model.head.init_prior(loss_fn.constant_optimum_logits())
     trained = distributed.wrap(model, ranks) if ranks else model  # the module the loop trains and evaluates
-    optimizer = make_optimizer(model, cfg.train, backbone_ids)
-    precision.maybe_compile(model, cfg.train)
+    step = TrainingStep(trained, loss_fn, make_optimizer(model, cfg.train, backbone_ids), run_numerics, device)
+    numerics.maybe_compile(model, cfg.train)
     memory = profile.MemoryWindow(device)
     result_metrics, eval_times = {}, {"eval_time_s": None, "train_subset_eval_time_s": None}
     if cfg.profile.only:
-        outcome = measure_steps(trained, loaders, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer, device=device,
-                                memory=memory, numerics=numerics)
+        outcome = measure_steps(step, loaders, cfg=cfg, memory=memory)
     else:
-        outcome, result_metrics, eval_times = fit_and_test(trained, loaders, cfg=cfg, loss_fn=loss_fn,
-                                                           optimizer=optimizer, device=device, memory=memory,
-                                                           numerics=numerics,
+        outcome, result_metrics, eval_times = fit_and_test(step, loaders, cfg=cfg, memory=memory,
                                                            checkpoint_file=None if ranks else checkpoint_file)
-    extras = profile.profile_extras(model, next(iter(loaders["train"])), loss_fn=loss_fn, optimizer=optimizer,
-                                    device=device, cfg=cfg.profile, numerics=numerics)  # after training
-    numerics_record = precision.setting_record(cfg.train, device, half_cast_params=half_cast,
+    extras = profile.profile_extras(step.on(model), next(iter(loaders["train"])), cfg=cfg.profile)  # after training
+    numerics_record = numerics.setting_record(cfg.train, device, half_cast_params=half_cast,
                                                 relaid_attentions=relaid)
     prof = {**profile.count_parameters(model, base_ids),
             **profile.step_time_stats(outcome.step_times_s, warmup_steps=cfg.profile.warmup_steps,

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from bench.config import TrainConfig
-from bench.measure.precision import FP32, Numerics
+from bench.numerics import TrainingStep
 
 
 @dataclass
@@ -95,14 +95,13 @@ def cosine_with_warmup(optimizer, *, total_steps: int, warmup_steps: int) -> tor
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "eval", *,
-            numerics: Numerics = FP32) -> tuple[np.ndarray, np.ndarray]:
-    """Sigmoid probabilities and labels of a whole split, (N, A) each, in the run's precision."""
-    model.eval()
+def predict(step: TrainingStep, loader: DataLoader, desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid probabilities and labels of a whole split, (N, A) each, by the step's model in the run's precision."""
+    step.model.eval()
     probs, labels = [], []
     for video, target in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        with numerics.forward_context():
-            logits = model(video.to(device))
+        with step.numerics.forward_context():
+            logits = step.model(video.to(step.device))
         probs.append(torch.sigmoid(logits.float()).cpu())
         labels.append(target)
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
@@ -115,25 +114,21 @@ def snapshot(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if k in trainable | buffers}
 
 
-def train_step(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, loss_fn: nn.Module,
-               optimizer: torch.optim.Optimizer, numerics: Numerics = FP32) -> torch.Tensor:
-    """One optimizer step; the forward under the run's autocast / attention policy, the loss in fp32
-    (``Numerics.train_step``, the step the profiler measures too)."""
-    return numerics.train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer)
-
-
-def train_epoch(model, loader, *, loss_fn, optimizer, scheduler, device, outcome: TrainOutcome, epoch: int,
-                max_steps: int | None, numerics: Numerics = FP32) -> float:
+def train_epoch(step: TrainingStep, loader: DataLoader, *, scheduler, outcome: TrainOutcome, epoch: int,
+                max_steps: int | None) -> float:
+    """One pass over ``loader`` (at most ``max_steps`` batches), each batch one ``step`` (the step the profiler
+    measures too), timed; returns the mean loss."""
+    model, device = step.model, step.device
     model.train()
     losses = []
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True)
-    for step, (video, target) in enumerate(bar):
-        if max_steps is not None and step >= max_steps:
+    for index, (video, target) in enumerate(bar):
+        if max_steps is not None and index >= max_steps:
             break
         video, target = video.to(device, non_blocking=True), target.to(device, non_blocking=True)
         synchronize(device)
         start = time.perf_counter()
-        loss = train_step(model, video, target, loss_fn=loss_fn, optimizer=optimizer, numerics=numerics)
+        loss = step(video, target)
         synchronize(device)
         outcome.step_times_s.append(time.perf_counter() - start)
         scheduler.step()

@@ -1,7 +1,7 @@
 """One run over several processes: DDP under torchrun (``--nproc-per-node K`` = ``train.world_size``).
 
 The sweep starts such a run with ``torchrun --standalone --nproc-per-node K -m bench.runner.worker``
-(bench/runner/sweep.py); the loop stays the one of bench/runner/train.py, only what it is given changes:
+(bench/runner/sweep.py); the loop stays the one of bench/training/train.py, only what it is given changes:
 
 * data: ``train.batch_size`` is the global batch, each rank loads ``batch_size / K`` clips per step from a
   ``DistributedSampler`` that calls ``set_epoch`` before every pass, so every epoch is a new permutation shared by
@@ -31,8 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from bench.config import RunConfig
-from bench.measure.precision import FP32, Numerics
-from bench.runner.train import predict
+from bench.numerics import TrainingStep
+from bench.training.train import predict
 
 
 @dataclass(frozen=True)
@@ -120,17 +120,16 @@ def average_batchnorm_statistics(model: nn.Module, world_size: int) -> None:
                 buffer.div_(world_size)
 
 
-def predict_split(model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "eval", *,
-                  numerics: Numerics = FP32) -> tuple[np.ndarray, np.ndarray]:
-    """``bench.runner.train.predict`` over a whole split, whichever rank runs it: under DDP every rank predicts its
+def predict_split(step: TrainingStep, loader: DataLoader, desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+    """``bench.training.train.predict`` over a whole split, whichever rank runs it: under DDP every rank predicts its
     shard, then all predictions are gathered by dataset index and the sampler's padding dropped."""
     sampler = loader.sampler
     if not isinstance(sampler, DistributedSampler):
-        return predict(model, loader, device, desc=desc, numerics=numerics)
+        return predict(step, loader, desc=desc)
     world = sampler.num_replicas
-    if not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
-        average_batchnorm_statistics(model, world)
-    probs, labels = predict(model, loader, device, desc=desc, numerics=numerics)  # (n_rank, A), sampler order
+    if not any(isinstance(m, nn.SyncBatchNorm) for m in step.model.modules()):
+        average_batchnorm_statistics(step.model, world)
+    probs, labels = predict(step, loader, desc=desc)  # (n_rank, A), sampler order
     shards: list = [None] * world
     dist.all_gather_object(shards, (list(sampler), probs, labels))
     return _assemble(shards, num_items=len(loader.dataset), world_size=world)
