@@ -115,3 +115,33 @@ def test_a_sweep_from_the_command_line_leaves_nothing_for_the_resource_tracker(t
                           env={**os.environ, "PYTHONWARNINGS": "default"}, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "leaked" not in done.stderr and (tmp_path / "frozen__f2_b16_s0.json").exists()
+
+
+@pytest.mark.parametrize("interrupted_in", ["start", "poll"])
+def test_a_ctrl_c_while_the_worker_starts_or_runs_stops_it(interrupted_in):
+    """A Ctrl-C that lands inside ``start`` (the worker may already exist) is handled as one that lands while
+    waiting: the worker is stopped before the interrupt goes on, so the sweep's exit never waits on it."""
+    from bench.runner.sweep import _wait
+
+    calls = []
+
+    def start():
+        calls.append("start")
+        if interrupted_in == "start":
+            raise KeyboardInterrupt
+
+    def poll():
+        calls.append("poll")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _wait(start, poll, lambda: calls.append("stop"))
+    assert calls == (["start", "stop"] if interrupted_in == "start" else ["start", "poll", "stop"])
+
+
+def test_a_worker_that_ends_gives_its_exit_code_and_is_not_stopped():
+    from bench.runner.sweep import _wait
+
+    codes, stopped = iter([None, None, 3]), []
+    assert _wait(lambda: None, lambda: next(codes), lambda: stopped.append(True)) == 3
+    assert stopped == []
