@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import difflib
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,7 +10,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.boundary import ensure_writable_folder, entry_point
-from bench.config import PRECISIONS, ConfigError, DataConfig, ModelConfig, ProfileConfig, TrainConfig, merge
+from bench.config import PRECISIONS, ConfigError, field_at, field_table, merge, parse_setting
 from bench.measure import cuda_memory, trackers
 from bench.measure.environment import source_digest
 from bench.reporting import gate, report
@@ -80,33 +77,17 @@ FIELD_FLAGS = {
     "--protocol": "train.protocol",
     "--half-frozen-backbone": "train.half_frozen_backbone",
 }
-SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "profile": ProfileConfig}
 CLI_HIDDEN_CHOICES = {"train.protocol": ("val-only",)}  # a --tune grid's internal protocol, not a user's choice
 
 
-def config_field(path: str) -> dataclasses.Field:
-    """The declared field behind ``section.field``; an unknown one is a one-line error with the closest names."""
-    section, _, name = path.partition(".")
-    if section not in SECTION_CLASSES:
-        raise ConfigError(f"--set {path}: unknown section {section!r}, expected one of {', '.join(SECTION_CLASSES)} "
-                          "(the strategy is chosen by --strategies, its parameters by a preset's strategy_defaults)")
-    fields = {f.name: f for f in dataclasses.fields(SECTION_CLASSES[section])}
-    if name not in fields:
-        close = difflib.get_close_matches(name, fields, n=3)
-        hint = f" (did you mean {', '.join(f'{section}.{c}' for c in close)}?)" if close else ""
-        raise ConfigError(f"--set {path}: {section} has no field {name!r}{hint}; python run_bench.py --list-fields "
-                          "lists them")
-    return fields[name]
-
-
 def _field_help(path: str) -> str:
-    f = config_field(path)
+    f = field_at(path)
     rules = options.rules_text({k: v for k, v in f.metadata.items() if k != "choices"})
     return f"{f.metadata.get('help', '')} ({path}{'; ' + rules if rules else ''})"
 
 
 def _field_choices(path: str) -> list | None:
-    choices = config_field(path).metadata.get("choices")
+    choices = field_at(path).metadata.get("choices")
     hidden = CLI_HIDDEN_CHOICES.get(path, ())
     return None if choices is None else [c for c in (choices() if callable(choices) else choices) if c not in hidden]
 
@@ -114,7 +95,7 @@ def _field_choices(path: str) -> list | None:
 def add_field_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run-config fields (bench/config.py; python run_bench.py --list-fields)")
     for flag, path in FIELD_FLAGS.items():
-        f = config_field(path)
+        f = field_at(path)
         if f.type == "bool":
             group.add_argument(flag, action="store_true", default=None, help=_field_help(path))
             continue
@@ -131,27 +112,15 @@ def add_field_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _setting(text: str) -> dict:
-    """``train.lr=3e-4`` -> ``{"train": {"lr": 0.0003}}``; the path must name a declared field."""
-    path, equals, raw = text.partition("=")
-    if not equals or "." not in path:
-        raise argparse.ArgumentTypeError(f"expected SECTION.FIELD=VALUE (e.g. train.lr=3e-4), got {text!r}")
     try:
-        config_field(path.strip())
+        return parse_setting(text)
     except ConfigError as error:
-        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--set {path.strip()}: ")) from None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw  # plain text: a path, a name
-    section, _, name = path.strip().partition(".")
-    return {section: {name: value}}
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--set ")) from None
 
 
 def list_fields() -> str:
     """``--list-fields``: every field of every run-config section, as ``--set`` names it."""
-    rows = [[f"{section}.{doc.name}", doc.type, doc.default, doc.help + (f" ({doc.rules})" if doc.rules else "")]
-            for section, cls in SECTION_CLASSES.items() for doc in options.describe(cls)]
-    return tabulate(rows, headers=["field", "type", "default", "meaning"], tablefmt="plain")
+    return tabulate(field_table(), headers=["field", "type", "default", "meaning"], tablefmt="plain")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -298,3 +298,50 @@ def load_json(path: Path) -> dict:
     if not isinstance(payload, dict):
         raise ConfigError(f"{path}: expected a JSON object {{...}} at the top level, got {type(payload).__name__}")
     return payload
+
+
+# ---- one field by its dotted path: the command line's --set and its field flags --------------------------------
+
+def _sections() -> dict[str, type]:
+    """The run-config sections a setting may name (the strategy is chosen by --strategies, its parameters by a
+    preset's strategy_defaults)."""
+    return {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "profile": ProfileConfig}
+
+
+def field_at(path: str) -> dataclasses.Field:
+    """The declared field behind ``section.field``; an unknown one is a ``ConfigError`` with the closest names."""
+    section, _, name = path.partition(".")
+    sections = _sections()
+    if section not in sections:
+        raise ConfigError(f"--set {path}: unknown section {section!r}, expected one of {', '.join(sections)} (the "
+                          "strategy is chosen by --strategies, its parameters by a preset's strategy_defaults)")
+    fields = {f.name: f for f in dataclasses.fields(sections[section])}
+    if name not in fields:
+        close = difflib.get_close_matches(name, fields, n=3)
+        hint = f" (did you mean {', '.join(f'{section}.{c}' for c in close)}?)" if close else ""
+        raise ConfigError(f"--set {path}: {section} has no field {name!r}{hint}; python run_bench.py --list-fields "
+                          "lists them")
+    return fields[name]
+
+
+def parse_setting(text: str) -> dict:
+    """``train.lr=3e-4`` -> ``{"train": {"lr": 0.0003}}``: the path must name a declared field; the value is JSON
+    where it parses (numbers, true / false, null, lists), else text. The value itself is checked when the config is
+    built, as every value is."""
+    path, equals, raw = text.partition("=")
+    path = path.strip()
+    if not equals or "." not in path:
+        raise ConfigError(f"--set {text}: expected SECTION.FIELD=VALUE (e.g. train.lr=3e-4), got {text!r}")
+    field_at(path)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # plain text: a path, a name
+    section, _, name = path.partition(".")
+    return {section: {name: value}}
+
+
+def field_table() -> list[list[str]]:
+    """One row per field a setting may name: dotted path, type, default (as the JSON ``--set`` takes), meaning."""
+    return [[f"{section}.{doc.name}", doc.type, doc.default, doc.help + (f" ({doc.rules})" if doc.rules else "")]
+            for section, cls in _sections().items() for doc in options.describe(cls)]

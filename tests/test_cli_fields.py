@@ -10,7 +10,7 @@ import pytest
 
 import run_bench
 from bench import cli
-from bench.config import RunConfig, merge
+from bench.config import DataConfig, ModelConfig, ProfileConfig, RunConfig, TrainConfig, field_at, merge
 from bench.runner.experiments import load_preset
 
 
@@ -24,7 +24,7 @@ def option_of(flag: str):
 
 @pytest.mark.parametrize("flag", sorted(cli.FIELD_FLAGS))
 def test_a_field_flag_takes_its_help_and_choices_from_the_declared_field(flag):
-    declared = cli.config_field(cli.FIELD_FLAGS[flag])
+    declared = field_at(cli.FIELD_FLAGS[flag])
     action = option_of(flag)
     assert declared.metadata["help"] in action.help and cli.FIELD_FLAGS[flag] in action.help
     if "choices" in declared.metadata:
@@ -81,7 +81,8 @@ def test_a_value_the_field_refuses_is_one_line_naming_the_field(tmp_path, capsys
 def test_list_fields_names_every_declared_field(capsys):
     assert run_bench.main(["--list-fields"]) == 0
     listed = capsys.readouterr().out
-    for section, cls in cli.SECTION_CLASSES.items():
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "profile": ProfileConfig}
+    for section, cls in sections.items():
         for f in dataclasses.fields(cls):
             assert f"{section}.{f.name} " in listed, f"{section}.{f.name}"
     assert json.dumps("synthetic") in listed  # defaults shown as the JSON --set takes
