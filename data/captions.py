@@ -107,9 +107,12 @@ def _extras(attrs: Mapping[str, int], said: set[str], rng: np.random.Generator) 
     return out
 
 
-def _mentioned(attrs: Mapping[str, int], rng: np.random.Generator) -> set[str]:
-    """A random subset of the described groups; absent bags / hat are named less often (negation is weak)."""
-    said = set()
+def _mentioned(attrs: Mapping[str, int], rng: np.random.Generator, must_say: frozenset[str] = frozenset()
+               ) -> set[str]:
+    """A random subset of the described groups, with ``must_say`` always in it; absent bags / hat are named less
+    often (negation is weak). One draw per group whatever the attributes, so two people who differ in one attribute
+    get the same subset from the same generator."""
+    said = set(must_say)
     for group in DESCRIBED_GROUPS:
         absent = group in _ITEMS and not attrs[group]
         if rng.random() < (0.2 if absent else 0.6):
@@ -141,7 +144,7 @@ def _compose(subject: str, clothes: list[str], extras: list[str], rng: np.random
     return text
 
 
-def caption(attrs: Mapping[str, int], rng: np.random.Generator) -> str:
+def caption(attrs: Mapping[str, int], rng: np.random.Generator, *, must_say: frozenset[str] = frozenset()) -> str:
     """A caption naming a random subset of the static attributes in ``attrs``, in random order and wording.
 
     Forms: prose ("a woman in a red top and black trousers carrying a backpack"), a subject with a list ("a person
@@ -152,7 +155,7 @@ def caption(attrs: Mapping[str, int], rng: np.random.Generator) -> str:
     missing = [g for g in DESCRIBED_GROUPS if g not in attrs]
     if missing:
         raise CaptionError(f"caption attrs: missing groups {missing}")
-    said = _mentioned(attrs, rng)
+    said = _mentioned(attrs, rng, must_say)
     clothes = [p for p in (_top_phrase(attrs, said, rng), _bottom_phrase(attrs, said, rng)) if p]
     extras = _extras(attrs, said, rng)
     rng.shuffle(clothes)
@@ -180,6 +183,11 @@ class PairConfig:
     ``wide`` (pre-training): nuisance scale uniform in [0, ``nuisance_max``], full-range scene colours and a random
     rescale / shift / horizontal flip. Not ``wide`` (held-out checks): nuisance 1 and PAR scenes, i.e. frames as the
     PAR task renders them. Classes are uniform either way.
+
+    ``twins`` (hard negatives): pair ``2k + 1`` is pair ``2k``'s person, frame, nuisances and view with one described
+    binary attribute flipped (one the frame shows either way), and both captions name that attribute, worded alike
+    otherwise. A batch then holds pairs that only that attribute tells apart, so the contrastive loss cannot match
+    captions by the colours alone: the hat, the bags, the hair and the sleeves must be encoded too.
     """
 
     image_size: int = 64
@@ -187,6 +195,7 @@ class PairConfig:
     split_id: int = PRETRAIN_SPLIT
     nuisance_max: float = 2.0
     wide: bool = True
+    twins: bool = False
 
     def __post_init__(self):
         if not isinstance(self.split_id, int) or self.split_id < MIN_SPLIT_ID:
@@ -228,13 +237,37 @@ def visible_attributes(person: Person, frame: int) -> dict[str, int]:
     return {**person.attrs, **{bag: 0 for bag in BAG_GROUPS if bag_half(person, bag) != second}}
 
 
+#: Binary groups a caption names either way ("with / without a hat", "long / short hair", sleeve and bottom length):
+#: the attributes a twin pair may differ in.
+FLIPPABLE_GROUPS = ("top short", "bottom short", "bottom skirt", "shoulder bag", "backpack", "hand bag", "hat",
+                    "long hair", "female")
+
+
+def flipped_twin(person: Person, frame: int, rng: np.random.Generator) -> tuple[Person, str]:
+    """``person`` with one of ``FLIPPABLE_GROUPS`` flipped, drawn by ``rng`` among those whose flip ``frame`` shows
+    (a bag carried in the other half of the tracklet would change nothing on the picture)."""
+    shown = visible_attributes(person, frame)
+    candidates = []
+    for group in FLIPPABLE_GROUPS:
+        twin = replace(person, attrs={**person.attrs, group: 1 - person.attrs[group]})
+        if visible_attributes(twin, frame)[group] != shown[group]:
+            candidates.append((twin, group))
+    return candidates[int(rng.integers(len(candidates)))]
+
+
 def render_pair(cfg: PairConfig, index: int) -> Pair:
-    """Pair ``index``: one random frame of a fresh person, a caption of its static attributes and a view draw."""
-    person, rng = draw_person(cfg, index)
+    """Pair ``index``: one random frame of a fresh person, a caption of its static attributes and a view draw; with
+    ``cfg.twins``, an odd index is the previous pair's twin (``PairConfig``)."""
+    person, rng = draw_person(cfg, index - index % 2 if cfg.twins else index)
     frame = int(rng.integers(person.tracklet_length))
     scale = float(rng.uniform(0.0, cfg.nuisance_max)) if cfg.wide else 1.0
+    words_rng, must_say = rng, frozenset()
+    if cfg.twins:  # the twins share the flip, the caption's words (their own stream) and, from ``rng``, the view
+        twin, group = flipped_twin(person, frame, np.random.default_rng([cfg.data_seed, cfg.split_id, index // 2, 1]))
+        person, must_say = (twin if index % 2 else person), frozenset({group})
+        words_rng = np.random.default_rng([cfg.data_seed, cfg.split_id, index // 2, 2])
     image = render_frames(person, [frame], image_size=cfg.image_size, nuisance_scale=scale)[0]
-    text = caption(visible_attributes(person, frame), rng)
+    text = caption(visible_attributes(person, frame), words_rng, must_say=must_say)
     view = None
     if cfg.wide:
         view = np.array([rng.uniform(np.log(0.8), np.log(1.25)), rng.uniform(-0.1, 0.1), *rng.uniform(-0.1, 0.1, 2),
@@ -261,9 +294,9 @@ class PairBatches(torch.utils.data.Dataset):
     ``b * B .. b * B + B - 1``. Batches are keyed by index, so any DataLoader worker count gives the same data."""
 
     def __init__(self, cfg: PairConfig, *, batch_size: int, num_batches: int, tokenizer):
-        if batch_size < 2 or num_batches < 1:
-            raise CaptionError(f"PairBatches: need batch_size >= 2 and num_batches >= 1, got {batch_size}, "
-                               f"{num_batches}")
+        if batch_size < 2 or num_batches < 1 or (cfg.twins and batch_size % 2):
+            raise CaptionError(f"PairBatches: need batch_size >= 2 (even with twins) and num_batches >= 1, got "
+                               f"{batch_size}, {num_batches}")
         self.cfg, self.batch_size, self.num_batches, self.tokenizer = cfg, batch_size, num_batches, tokenizer
 
     def __len__(self) -> int:

@@ -68,7 +68,9 @@ def test_checkpoint_config_is_the_current_architecture():
 def test_metadata_records_the_default_command_and_the_weights_hash():
     meta = _metadata()
     defaults = vars(build_parser().parse_args([]))
-    assert meta["arguments"] == defaults
+    added_later = {key: value for key, value in defaults.items() if key not in meta["arguments"]}
+    assert meta["arguments"] == {k: v for k, v in defaults.items() if k not in added_later}
+    assert added_later in ({}, {"twins": False})  # an option added since defaults to off: the command still holds
     assert meta["command"].split()[:3] == ["python", "-m", "bench.tools.pretrain"]
     assert meta["weights"]["sha256"] == sha256_of(CHECKPOINT / WEIGHTS_FILE)
     assert meta["data"]["captions_never_mention"] == ["pose", "motion", "age"]
@@ -161,3 +163,32 @@ def test_tiny_pretraining_run_is_finite_and_deterministic():
     assert losses_a == losses_b
     assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(),
                                                  strict=True))
+
+
+def test_twin_pairs_differ_in_one_shown_attribute_that_both_captions_name():
+    """Hard negatives (``PairConfig.twins``): pair 2k + 1 is pair 2k's person, frame and view with one binary
+    attribute flipped, one the frame shows; the pictures differ, and so do the captions, which both name it."""
+    cfg = captions.PairConfig(image_size=32, twins=True)
+    flipped = set()
+    for k in range(40):
+        first, second = captions.render_pair(cfg, 2 * k), captions.render_pair(cfg, 2 * k + 1)
+        differ = [g for g in first.attrs if first.attrs[g] != second.attrs[g]]
+        assert len(differ) == 1 and differ[0] in captions.FLIPPABLE_GROUPS
+        assert np.array_equal(first.view, second.view) and (first.image != second.image).any()
+        assert first.caption != second.caption
+        flipped.add(differ[0])
+    assert len(flipped) >= 6  # the flip is drawn over the groups, not always the same one
+
+
+def test_must_say_groups_are_always_named_and_twins_leave_the_plain_stream_alone():
+    rng = np.random.default_rng(0)
+    attrs = captions.uniform_attributes(rng)
+    for seed in range(30):
+        said = captions._mentioned(attrs, np.random.default_rng(seed), frozenset({"hat"}))
+        assert "hat" in said
+    plain = captions.PairConfig(image_size=48)
+    assert captions.render_pair(plain, 3).caption == ("an image of a woman dressed in a mini skirt with a cap with "
+                                                      "long hair, without a shoulder bag")  # the shipped CLIP's data
+    with pytest.raises(captions.CaptionError, match="even with twins"):
+        captions.PairBatches(captions.PairConfig(image_size=32, twins=True), batch_size=3, num_batches=1,
+                             tokenizer=None)

@@ -74,6 +74,8 @@ class PretrainConfig(Validated):
     threads: int = option(1, "torch CPU threads (fixed: summation order)", min=1)
     workers: int = option(1, "DataLoader processes rendering pairs", min=0)
     eval_pairs: int = option(1000, "held-out pairs for the zero-shot checks", min=5)
+    twins: bool = option(False, "hard negatives: every second training pair is the previous one's person with one "
+                                "described binary attribute flipped, both captions naming it (data/captions.py)")
 
 
 HELP = {f.name: f.metadata["help"] for f in fields(PretrainConfig)}
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=d.threads, help=HELP["threads"])
     p.add_argument("--workers", type=int, default=d.workers, help=HELP["workers"])
     p.add_argument("--eval-pairs", type=int, default=d.eval_pairs, help=HELP["eval_pairs"])
+    p.add_argument("--twins", action="store_true", help=HELP["twins"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -119,7 +122,7 @@ def warmup_cosine(step: int, *, warmup: int, total: int) -> float:
 def _pair_config(cfg: PretrainConfig, image_size: int, *, held_out: bool) -> captions.PairConfig:
     split = captions.HELD_OUT_SPLIT if held_out else captions.PRETRAIN_SPLIT
     return captions.PairConfig(image_size=image_size, data_seed=cfg.data_seed, split_id=split,
-                               nuisance_max=cfg.nuisance_max, wide=not held_out)
+                               nuisance_max=cfg.nuisance_max, wide=not held_out, twins=cfg.twins and not held_out)
 
 
 def init_model(cfg: PretrainConfig) -> torch.nn.Module:
