@@ -89,7 +89,7 @@ def _field_help(path: str) -> str:
 def _field_choices(path: str) -> list | None:
     choices = field_at(path).metadata.get("choices")
     hidden = CLI_HIDDEN_CHOICES.get(path, ())
-    return None if choices is None else [c for c in (choices() if callable(choices) else choices) if c not in hidden]
+    return None if choices is None else [c for c in options.resolve_choices(choices) if c not in hidden]
 
 
 def add_field_flags(parser: argparse.ArgumentParser) -> None:
@@ -115,7 +115,7 @@ def _setting(text: str) -> dict:
     try:
         return parse_setting(text)
     except ConfigError as error:
-        raise argparse.ArgumentTypeError(str(error).removeprefix("--set ")) from None
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def list_fields() -> str:

@@ -302,25 +302,23 @@ def load_json(path: Path) -> dict:
 
 # ---- one field by its dotted path: the command line's --set and its field flags --------------------------------
 
-def _sections() -> dict[str, type]:
-    """The run-config sections a setting may name (the strategy is chosen by --strategies, its parameters by a
-    preset's strategy_defaults)."""
-    return {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "profile": ProfileConfig}
+# The run-config sections a setting may name (the strategy is chosen by --strategies, its parameters by a preset's
+# strategy_defaults).
+SETTABLE_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "profile": ProfileConfig}
 
 
 def field_at(path: str) -> dataclasses.Field:
     """The declared field behind ``section.field``; an unknown one is a ``ConfigError`` with the closest names."""
     section, _, name = path.partition(".")
-    sections = _sections()
-    if section not in sections:
-        raise ConfigError(f"--set {path}: unknown section {section!r}, expected one of {', '.join(sections)} (the "
+    if section not in SETTABLE_SECTIONS:
+        raise ConfigError(f"{path}: unknown section {section!r}, expected one of {', '.join(SETTABLE_SECTIONS)} (the "
                           "strategy is chosen by --strategies, its parameters by a preset's strategy_defaults)")
-    fields = {f.name: f for f in dataclasses.fields(sections[section])}
+    fields = {f.name: f for f in dataclasses.fields(SETTABLE_SECTIONS[section])}
     if name not in fields:
         close = difflib.get_close_matches(name, fields, n=3)
         hint = f" (did you mean {', '.join(f'{section}.{c}' for c in close)}?)" if close else ""
-        raise ConfigError(f"--set {path}: {section} has no field {name!r}{hint}; python run_bench.py --list-fields "
-                          "lists them")
+        raise ConfigError(f"{path}: {section} has no field {name!r}{hint}; python run_bench.py --list-fields lists "
+                          "them")
     return fields[name]
 
 
@@ -331,7 +329,7 @@ def parse_setting(text: str) -> dict:
     path, equals, raw = text.partition("=")
     path = path.strip()
     if not equals or "." not in path:
-        raise ConfigError(f"--set {text}: expected SECTION.FIELD=VALUE (e.g. train.lr=3e-4), got {text!r}")
+        raise ConfigError(f"expected SECTION.FIELD=VALUE (e.g. train.lr=3e-4), got {text!r}")
     field_at(path)
     try:
         value = json.loads(raw)
@@ -344,4 +342,4 @@ def parse_setting(text: str) -> dict:
 def field_table() -> list[list[str]]:
     """One row per field a setting may name: dotted path, type, default (as the JSON ``--set`` takes), meaning."""
     return [[f"{section}.{doc.name}", doc.type, doc.default, doc.help + (f" ({doc.rules})" if doc.rules else "")]
-            for section, cls in _sections().items() for doc in options.describe(cls)]
+            for section, cls in SETTABLE_SECTIONS.items() for doc in options.describe(cls)]

@@ -103,10 +103,10 @@ def rule_problem(value: Any, rules: Mapping) -> str | None:
     for rule, holds, text in BOUNDS:
         if rule in rules and not holds(value, rules[rule]):
             return f"expected {text} {rules[rule]}, got {value!r}"
-    if "choices" in rules and value not in _resolve(rules["choices"]):
-        return f"expected one of {', '.join(map(repr, _resolve(rules['choices'])))}, got {value!r}"
+    if "choices" in rules and value not in resolve_choices(rules["choices"]):
+        return f"expected one of {', '.join(map(repr, resolve_choices(rules['choices'])))}, got {value!r}"
     if "keys" in rules:
-        allowed = _resolve(rules["keys"])
+        allowed = resolve_choices(rules["keys"])
         unknown = sorted(set(value) - set(allowed))
         if unknown:
             return f"unknown key(s) {unknown}; expected some of {sorted(allowed)}"
@@ -115,7 +115,8 @@ def rule_problem(value: Any, rules: Mapping) -> str | None:
     return None
 
 
-def _resolve(choices) -> Sequence:
+def resolve_choices(choices) -> Sequence:
+    """A rule's allowed values: the tuple itself, or what a callable (evaluated when asked) returns."""
     return tuple(choices() if callable(choices) else choices)
 
 
@@ -215,9 +216,9 @@ def rules_text(rules: Mapping) -> str:
     """The declared bounds and choices in words (a ``check`` is described by the help text)."""
     parts = [f"{text} {rules[rule]}" for rule, _, text in BOUNDS if rule in rules]
     if "choices" in rules:
-        parts.append(f"one of {', '.join(map(repr, _resolve(rules['choices'])))}")
+        parts.append(f"one of {', '.join(map(repr, resolve_choices(rules['choices'])))}")
     if "keys" in rules:
-        parts.append(f"keys among {', '.join(map(repr, _resolve(rules['keys'])))}")
+        parts.append(f"keys among {', '.join(map(repr, resolve_choices(rules['keys'])))}")
     return ", ".join(parts)
 
 

@@ -32,7 +32,6 @@ import contextlib
 import functools
 import math
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -365,8 +364,7 @@ def trace_step(model: nn.Module, video: torch.Tensor, target: torch.Tensor, *, l
     before = [*model.parameters(), *model.buffers(), *loss_fn.buffers(), video, target]
     tracker.track_external(model, optimizer, video, target, loss_fn)
     with SavedActivations(model, depth=depth, on_save=tracker.mark_saved) as saved, tracker, \
-            warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=profile.NON_LEAF_GRAD_WARNING)  # LoRA: see there
+            profile.quiet_non_leaf_grad_reads():  # LoRA's substituted weights: see there
         try:
             TrainingStep(model, loss_fn, optimizer, counting, video.device)(video, target)
         finally:

@@ -274,15 +274,19 @@ def cpu_peak_memory(step: TrainingStep, video: torch.Tensor, target: torch.Tenso
 # The profiler's Python tracer records every module call's parameters with their ``.grad``; inside LoRA's merge-free
 # attention (strategies/common.py) those are the non-leaf W + dW tensors ``functional_call`` substitutes, whose
 # ``.grad`` torch warns about reading. Nothing is wrong with the step, so that one warning is silenced here.
-NON_LEAF_GRAD_WARNING = "The .grad attribute of a Tensor that is not a leaf"
+@contextlib.contextmanager
+def quiet_non_leaf_grad_reads():
+    """Silence that one warning (and only it) while a tracer reads the ``.grad`` of every module's tensors."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+        yield
 
 
 def _profiled_step_peak(step) -> dict:
-    with native_stderr_without(KINETO_NOISE), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=NON_LEAF_GRAD_WARNING)
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                     with_stack=True) as prof:
-            step()
+    with native_stderr_without(KINETO_NOISE), quiet_non_leaf_grad_reads(), \
+            profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                    with_stack=True) as prof:
+        step()
     rows = _memory_timeline_rows(prof)
     totals = [sum(row) for row in rows]
     peak = int(np.argmax(totals))
