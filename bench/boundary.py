@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -77,10 +78,42 @@ def write_traceback(prog: str, error: BaseException) -> Path | None:
     return path
 
 
+_CTRL_C_SEEN = threading.Event()
+
+
+def _remember_ctrl_c(signum, frame) -> None:
+    """Python's own SIGINT behaviour (raise ``KeyboardInterrupt``) that also remembers the keypress: a library may
+    swallow the exception (a bare ``except:`` around an optional import) or turn it into another (a lazy module that
+    reports a failed import), and the command must still end as interrupted, not run on or report a bug."""
+    _CTRL_C_SEEN.set()
+    raise KeyboardInterrupt
+
+
+def watch_ctrl_c() -> Callable[[], None]:
+    """Install ``_remember_ctrl_c`` where Ctrl-C is at Python's default (not where a background job ignores it, nor
+    outside the main thread, where no handler can be set); returns what puts the previous handler back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        return lambda: None
+    signal.signal(signal.SIGINT, _remember_ctrl_c)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def raise_if_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed since the boundary was entered, even where a library
+    swallowed it: called before a command starts its long work, so a swallowed keypress never starts a sweep."""
+    if _CTRL_C_SEEN.is_set():
+        raise KeyboardInterrupt
+
+
 def report_error(prog: str, error: BaseException) -> int:
-    """Print the one line an error deserves and return the exit code."""
-    if isinstance(error, KeyboardInterrupt):
-        message = one_line(str(error)) if str(error) else "nothing half-written was kept"
+    """Print the one line an error deserves and return the exit code. After Ctrl-C any error is the interruption's
+    (a library may have turned the ``KeyboardInterrupt`` into another exception)."""
+    if isinstance(error, KeyboardInterrupt) or _CTRL_C_SEEN.is_set():
+        said = isinstance(error, KeyboardInterrupt) and str(error)  # an interrupted sweep's resume hint
+        message = one_line(str(error)) if said else "nothing half-written was kept"
         print(f"interrupted: {message}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if is_known(error):
@@ -101,10 +134,13 @@ def entry_point(prog: str) -> Callable:
     def decorate(main: Callable) -> Callable:
         @functools.wraps(main)
         def guarded(*args, **kwargs):
+            restore = watch_ctrl_c()
             try:
                 return main(*args, **kwargs)
             except (Exception, KeyboardInterrupt) as error:  # SystemExit (argparse) passes through
                 return report_error(prog, error)
+            finally:
+                restore()
         return guarded
     return decorate
 
@@ -121,6 +157,7 @@ def run_script(main: Callable[[], int], prog: str) -> int:
     has a boundary of its own, ends in the same one line; a Ctrl-C once ``main`` has returned, while Python winds
     down (every result is written by then), exits 130 at once and quietly. Call it first thing in a script, after
     importing only this module (the standard library's), so no moment of start-up is left uncovered."""
+    watch_ctrl_c()
     try:
         code = main()
     except (Exception, KeyboardInterrupt) as error:

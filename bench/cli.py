@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench.boundary import ensure_writable_folder, entry_point
+from bench.boundary import ensure_writable_folder, entry_point, raise_if_interrupted
 from bench.config import PRECISIONS, ConfigError, field_at, field_table, merge, parse_setting
 from bench.measure import cuda_memory, trackers
 from bench.measure.environment import source_digest
@@ -375,6 +375,7 @@ def run(args: argparse.Namespace) -> int:
     launch.resolve_jobs(args, cpu_runs=all(device_label(spec.config.train.device) == "cpu" for spec in specs))
     with FolderLock(out, wait=args.wait_lock), tracking(args.track, out):
         launcher = launch.make_launcher(args)
+        raise_if_interrupted()  # a Ctrl-C some library swallowed during the imports and checks above starts nothing
         if grid:
             specs = tune(args, specs, grid, out, launcher)
             if specs is None:

@@ -19,10 +19,11 @@ ALLOWED = {"bench": {"strategies", "models", "data"}, "strategies": {"models"}, 
 # of ours; the result schema needs only it; the numerics and the training step need nothing of ours; measurements
 # take that step; the config asks measure.metrics which metrics exist; one run (training) stands on those; many runs
 # (runner) on one run; reports never on either; the command line and the tools sit on top.
-FLOOR = {"bench.errors"}  # every room may raise the project's errors (bench/errors.py)
+FLOOR = {"bench.errors", "bench.signals"}  # every room may raise the project's errors and hold signals
 BELOW_RUNS = FLOOR | {"bench.records", "bench.numerics", "bench.measure", "bench.config"}
 ROOMS = {
     "bench.errors": set(),
+    "bench.signals": set(),
     "bench.records": FLOOR,
     "bench.numerics": FLOOR,
     "bench.measure": FLOOR | {"bench.records", "bench.numerics"},

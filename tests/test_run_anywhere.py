@@ -321,6 +321,32 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(after_s, elsewhere):
     _interrupted(sweep, elsewhere / "runs")
 
 
+SWALLOWED = {  # what libraries do to a Ctrl-C that lands in their import: drop it, or report it as another error
+    "dropped": "except:  # noqa: E722\n    pass",
+    "turned-into-an-import-error": "except KeyboardInterrupt:\n    raise ModuleNotFoundError('no module extra')",
+}
+
+
+@pytest.mark.parametrize("swallowed", SWALLOWED, ids=list(SWALLOWED))
+def test_a_ctrl_c_a_library_swallows_still_ends_the_command_before_any_run(swallowed, elsewhere):
+    """The keypress lands inside an import (here a strategy plugin's) whose code swallows it: the command must not go
+    on to run for hours, nor call it a bug. Ctrl-C is remembered by the boundary and honoured before any run."""
+    (elsewhere / "plugins").mkdir()
+    (elsewhere / "plugins" / "swallows_ctrl_c.py").write_text(
+        f"import os\nimport signal\nimport time\n\ntry:\n    os.kill(os.getpid(), signal.SIGINT)\n"
+        f"    time.sleep(2)\n{SWALLOWED[swallowed]}\n")
+    env = environment(PYTHONPATH=str(elsewhere / "plugins"), PAR_BENCH_PLUGINS="swallows_ctrl_c")
+    sweep = subprocess.Popen([sys.executable, str(RUN_BENCH), *SMOKE, "--epochs", "100000", "--out", "runs"],
+                             cwd=elsewhere, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    stdout, stderr = sweep.communicate(timeout=300)
+    assert sweep.returncode == 130, stderr[-3000:]
+    assert "running" not in stdout and "Traceback" not in stdout + stderr, stdout + stderr[-3000:]
+    assert stderr.strip().splitlines() == ["interrupted: nothing half-written was kept"]
+    assert sorted(p.name for p in (elsewhere / "runs").glob("*.json")) == [EARLIER.name]
+    assert_kept(elsewhere / "runs")
+
+
 @linux_only
 def test_ctrl_c_while_the_fork_server_starts_is_one_line_and_130(elsewhere):
     """The fork server preloads torch for seconds before the first worker exists; a Ctrl-C then must not print

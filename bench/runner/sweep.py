@@ -51,6 +51,7 @@ from bench.records import (
 from bench.runner import boot, lifeline
 from bench.runner.placement import THREADS_ENV, Slot, allocated_cores
 from bench.runner.worker import UNWRITTEN_EXIT_CODE, run_record
+from bench.signals import signals_held
 
 ROOT = Path(__file__).resolve().parents[2]  # the project folder, above bench/runner/
 SERIAL = Slot()  # the serial sweep's place: this machine's GPUs and all its cores
@@ -116,11 +117,12 @@ POLL_S = 0.2
 
 def _wait(start: Callable[[], object], poll: Callable[[], int | None], stop: Callable[[], object]) -> int:
     """Start a worker and return its exit code once it has ended. Ctrl-C (``KeyboardInterrupt`` in this thread, or
-    ``STOPPING`` set for a slot thread, which Ctrl-C never reaches) stops the worker first and is raised here -- also
-    when it lands while the worker is being started: a started worker nobody stops would hold the sweep's exit (the
-    interpreter joins its multiprocessing children) while the worker waits for the sweep to end."""
+    ``STOPPING`` set for a slot thread, which Ctrl-C never reaches) stops the worker first and is raised here. The
+    start itself holds Ctrl-C back (``bench.signals``): one landing inside it would leave a worker started that
+    nobody knows of -- ``multiprocessing`` learns the pid last -- and so nobody stops."""
     try:
-        start()
+        with signals_held():  # a signal held back is raised as the block ends: inside the try, once started
+            start()
         while (code := poll()) is None:
             if STOPPING.is_set():
                 raise KeyboardInterrupt
@@ -133,8 +135,13 @@ def _wait(start: Callable[[], object], poll: Callable[[], int | None], stop: Cal
 def _started(command: list[str], env: dict) -> int:
     """A worker subprocess in a session of its own: Ctrl-C reaches only the sweep, which stops it (at once: its
     attempt is discarded); the kernel kills it if the sweep dies."""
-    process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=lifeline.die_with_parent)
-    return _wait(lambda: None, lambda: _exit_code(process), lambda: (process.kill(), process.wait()))
+    started: list[subprocess.Popen] = []
+
+    def start() -> None:
+        started.append(subprocess.Popen(command, env=env, start_new_session=True,
+                                        preexec_fn=lifeline.die_with_parent))
+
+    return _wait(start, lambda: _exit_code(started[0]), lambda: (started[0].kill(), started[0].wait()))
 
 
 def _exit_code(process: subprocess.Popen) -> int | None:
