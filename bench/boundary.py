@@ -91,12 +91,15 @@ def _remember_ctrl_c(signum, frame) -> None:
 
 def watch_ctrl_c() -> Callable[[], None]:
     """Install ``_remember_ctrl_c`` where Ctrl-C is at Python's default (not where a background job ignores it, nor
-    outside the main thread, where no handler can be set); returns what puts the previous handler back."""
+    outside the main thread, where no handler can be set); returns what puts the previous handler back. A command
+    that installs it starts with no keypress remembered (one process may run several, as a test suite or a notebook
+    does); one inside another's boundary keeps the outer's memory."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = signal.getsignal(signal.SIGINT)
     if previous is not signal.default_int_handler:
         return lambda: None
+    _CTRL_C_SEEN.clear()
     signal.signal(signal.SIGINT, _remember_ctrl_c)
     return lambda: signal.signal(signal.SIGINT, previous)
 

@@ -522,6 +522,42 @@ def test_boundary_interrupt_and_argparse_exit(capsys):
         usage()
 
 
+def test_a_ctrl_c_a_library_swallowed_is_still_the_commands_end_and_the_next_command_starts_afresh(capsys):
+    """In one process (a notebook, this suite): the keypress is remembered by the boundary of the command it hit,
+    honoured where the command asks (``raise_if_interrupted``) or whatever error follows, and forgotten by the next."""
+    @boundary.entry_point("demo")
+    def swallowing(argv=None):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except:  # noqa: E722  (what some library code does around its imports)
+            pass
+        boundary.raise_if_interrupted()
+        return 0
+
+    @boundary.entry_point("demo")
+    def turning_it_into_an_error(argv=None):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            raise ModuleNotFoundError("Could not import module 'SomeModel'") from None
+
+    @boundary.entry_point("demo")
+    def failing(argv=None):
+        raise ValueError("a bad value")
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground command
+    try:
+        assert swallowing() == 130
+        assert capsys.readouterr().err == "interrupted: nothing half-written was kept\n"
+        assert turning_it_into_an_error() == 130
+        assert capsys.readouterr().err == "interrupted: nothing half-written was kept\n"
+        assert failing() == 2
+        assert capsys.readouterr().err == "error: a bad value\n"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 IN_PROCESS = {
     "run_bench.py": (run_bench.main, ["--preset", "smoke", "--strategies", "frozen", "--out"]),
     "bench.reporting.report": (report.main, [str(EARLIER.parent), "--out"]),
