@@ -128,7 +128,7 @@ def test_a_ctrl_c_while_the_worker_runs_stops_it():
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _wait(lambda: calls.append("start"), poll, lambda: calls.append("stop"))
+        _wait(lambda: calls.append("start") or "worker", lambda worker: poll(), lambda worker: calls.append("stop"))
     assert calls == ["start", "poll", "stop"]
 
 
@@ -143,10 +143,11 @@ def test_a_ctrl_c_while_the_worker_starts_waits_for_the_start_then_stops_the_wor
     def start():
         signal.raise_signal(signal.SIGINT)  # what Ctrl-C does to the sweep halfway through the start
         calls.append("started")
+        return "worker"
 
     try:
         with pytest.raises(KeyboardInterrupt):
-            _wait(start, lambda: calls.append("poll") or next(polls), lambda: calls.append("stop"))
+            _wait(start, lambda worker: calls.append("poll") or next(polls), lambda worker: calls.append("stop"))
     finally:
         signal.signal(signal.SIGINT, previous)
     assert calls == ["started", "stop"]
@@ -156,5 +157,5 @@ def test_a_worker_that_ends_gives_its_exit_code_and_is_not_stopped():
     from bench.runner.sweep import _wait
 
     codes, stopped = iter([None, None, 3]), []
-    assert _wait(lambda: None, lambda: next(codes), lambda: stopped.append(True)) == 3
+    assert _wait(lambda: "worker", lambda worker: next(codes), lambda worker: stopped.append(True)) == 3
     assert stopped == []

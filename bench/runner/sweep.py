@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bench.config import RunConfig
 from bench.records import (
@@ -113,35 +114,35 @@ WORKER = ("-m", "bench.runner.worker")
 
 STOPPING = threading.Event()  # set by a launcher whose slot threads must stop their workers (bench/runner/pool.py)
 POLL_S = 0.2
+Worker = TypeVar("Worker")  # a started worker process: subprocess.Popen or multiprocessing.Process
 
 
-def _wait(start: Callable[[], object], poll: Callable[[], int | None], stop: Callable[[], object]) -> int:
-    """Start a worker and return its exit code once it has ended. Ctrl-C (``KeyboardInterrupt`` in this thread, or
-    ``STOPPING`` set for a slot thread, which Ctrl-C never reaches) stops the worker first and is raised here. The
-    start itself holds Ctrl-C back (``bench.signals``): one landing inside it would leave a worker started that
-    nobody knows of -- ``multiprocessing`` learns the pid last -- and so nobody stops."""
+def _wait(start: Callable[[], Worker], poll: Callable[[Worker], int | None], stop: Callable[[Worker], object]) -> int:
+    """Start a worker (``start`` returns it) and return its exit code once it has ended. Ctrl-C
+    (``KeyboardInterrupt`` in this thread, or ``STOPPING`` set for a slot thread, which Ctrl-C never reaches) stops the
+    worker first and is raised here. The start itself holds Ctrl-C back (``bench.signals``): one landing inside it
+    would leave a worker started that nobody knows of -- ``multiprocessing`` learns the pid last -- and so nobody
+    stops."""
+    worker = None  # none yet, if the start itself failed
     try:
         with signals_held():  # a signal held back is raised as the block ends: inside the try, once started
-            start()
-        while (code := poll()) is None:
+            worker = start()
+        while (code := poll(worker)) is None:
             if STOPPING.is_set():
                 raise KeyboardInterrupt
         return code
     except KeyboardInterrupt:
-        stop()
+        if worker is not None:
+            stop(worker)
         raise
 
 
 def _started(command: list[str], env: dict) -> int:
     """A worker subprocess in a session of its own: Ctrl-C reaches only the sweep, which stops it (at once: its
     attempt is discarded); the kernel kills it if the sweep dies."""
-    started: list[subprocess.Popen] = []
-
-    def start() -> None:
-        started.append(subprocess.Popen(command, env=env, start_new_session=True,
-                                        preexec_fn=lifeline.die_with_parent))
-
-    return _wait(start, lambda: _exit_code(started[0]), lambda: (started[0].kill(), started[0].wait()))
+    return _wait(lambda: subprocess.Popen(command, env=env, start_new_session=True,
+                                          preexec_fn=lifeline.die_with_parent),
+                 _exit_code, lambda process: (process.kill(), process.wait()))
 
 
 def _exit_code(process: subprocess.Popen) -> int | None:
@@ -214,7 +215,12 @@ def _forked_worker(arguments: tuple[str, ...], env: dict) -> int:
     process = _fork_server().Process(target=runpy.run_path, name=f"bench-worker {arguments[2]}",
                                      args=(boot.command(root=str(ROOT))[1],),
                                      kwargs={"init_globals": call, "run_name": boot.CALL_RUN_NAME})
-    return _wait(process.start, lambda: _joined(process), lambda: lifeline.stop_process(process))
+    return _wait(functools.partial(_start_process, process), _joined, lifeline.stop_process)
+
+
+def _start_process(process):
+    process.start()
+    return process
 
 
 def _joined(process) -> int | None:
