@@ -12,7 +12,8 @@ from bench.config import RunConfig
 from bench.runner.worker import run_record
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-DOCUMENTS = ("cost-plan", "cost-plan-check", "tuning")  # committed JSONs that say they are no run record ("kind")
+#: Committed JSONs that say they are no run record ("kind").
+DOCUMENTS = ("cost-plan", "cost-plan-check", "tuning", "linear-probe")
 COMMITTED = sorted(p for p in RESULTS.rglob("*.json") if "report" not in p.parts and p.parent.name != "baselines"
                    and json.loads(p.read_text()).get("kind") not in DOCUMENTS)
 
