@@ -104,7 +104,7 @@ def test_missing_weights_are_one_line_and_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "absent.safetensors" in done.stderr
-    assert not (tmp_path / "out" / "probe.json").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_penalty_that_is_not_positive_is_refused(capsys):

@@ -117,21 +117,25 @@ def group_aucs(column_aucs: np.ndarray, schema: AttributeSchema) -> dict[str, di
 
 
 def probe_config(preset: str | None, pretrained: str | None) -> RunConfig:
-    """The preset's data and model (``--pretrained`` replaces its weights; ``none`` = random initialisation)."""
+    """The preset's data and model (``--pretrained`` replaces its weights; ``none`` = random initialisation), its
+    weights checked so that a bad file fails before anything is created."""
+    from models.backbone import check_weights
+
     base = load_preset(preset)
     if pretrained is not None:
         base["model"] = {**base["model"], "pretrained": pretrained}
-    return run_config(base, "frozen", seed=0, frames=base["data"]["frames"], batch_size=base["train"]["batch_size"])
+    cfg = run_config(base, "frozen", seed=0, frames=base["data"]["frames"], batch_size=base["train"]["batch_size"])
+    check_weights(cfg.model.backbone, cfg.model.pretrained, activation=cfg.model.activation)  # before any folder
+    return cfg
 
 
 def run_probe(cfg: RunConfig, *, l2: float = DEFAULT_L2) -> dict:
     """Probe the frozen tower of ``cfg.model`` on ``cfg.data``'s train and test splits; returns the record."""
-    from models.backbone import check_weights, configured_image_size, create_clip
+    from models.backbone import configured_image_size, create_clip
     from models.vision import ClipFrameEncoder
 
     started, start = now_iso(), time.perf_counter()
     model = cfg.model
-    check_weights(model.backbone, model.pretrained, activation=model.activation)
     torch.manual_seed(0)  # a random initialisation (--pretrained none) is the same one every time
     clip = create_clip(model.backbone, model.pretrained, activation=model.activation)
     encoder = ClipFrameEncoder(clip.visual)
@@ -140,7 +144,8 @@ def run_probe(cfg: RunConfig, *, l2: float = DEFAULT_L2) -> dict:
                                                           training=False)) for split in ("train", "test")}
     schema = get_schema(cfg.data.dataset)
     groups = group_aucs(probe_columns(splits["train"], splits["test"], l2=l2), schema)
-    by_kind = {kind: _mean([g["auc"] for g in groups.values() if g["kind"] == kind]) for kind in KINDS}
+    by_kind = {kind: _mean([groups[name]["auc"] for name in schema.groups_of_kind(kind)]) for kind in KINDS
+               if schema.groups_of_kind(kind)}  # as metrics.evaluate: a kind with no group is absent
     return {"schema_version": SCHEMA_VERSION, "kind": KIND, "started_at": started,
             "duration_s": time.perf_counter() - start,
             "method": "frozen tower tokens after ln_post and proj, mean over frames, [mean, max, class token] "
