@@ -5,8 +5,12 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """The command line (``bench.cli.main``, exit codes there), imported when called: its imports (torch, pandas)
-    take seconds, and a Ctrl-C during them must meet the error boundary too."""
-    from bench.cli import main as cli_main
+    take seconds, and a Ctrl-C during them must meet the error boundary too, after them (a keypress inside torch's
+    native start-up can abort the interpreter instead of raising)."""
+    from bench.boundary import ctrl_c_deferred
+
+    with ctrl_c_deferred():
+        from bench.cli import main as cli_main
 
     return cli_main(argv)
 

@@ -79,14 +79,48 @@ def write_traceback(prog: str, error: BaseException) -> Path | None:
 
 
 _CTRL_C_SEEN = threading.Event()
+_CTRL_C_DEFERRED = threading.Event()
+FINALIZER_REDELIVERY_S = 0.05  # a keypress that landed in a __del__ is delivered again after this
 
 
 def _remember_ctrl_c(signum, frame) -> None:
     """Python's own SIGINT behaviour (raise ``KeyboardInterrupt``) that also remembers the keypress: a library may
     swallow the exception (a bare ``except:`` around an optional import) or turn it into another (a lazy module that
-    reports a failed import), and the command must still end as interrupted, not run on or report a bug."""
+    reports a failed import), and the command must still end as interrupted, not run on or report a bug. Inside
+    ``ctrl_c_deferred`` it only remembers; inside a finalizer it sends the signal again a moment later."""
     _CTRL_C_SEEN.set()
+    if _CTRL_C_DEFERRED.is_set():
+        return
+    if _in_finalizer(frame):  # raised there, Python would print it ("Exception ignored in ...") and drop it
+        threading.Timer(FINALIZER_REDELIVERY_S, signal.raise_signal, (signal.SIGINT,)).start()
+        return
     raise KeyboardInterrupt
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether ``frame`` runs inside an object's ``__del__`` (the garbage collector calls them between any two
+    bytecodes, library ones included)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred():
+    """Run the block with Ctrl-C remembered but not raised, then raise a keypress it saw at the block's end: for the
+    imports of native libraries, where a ``KeyboardInterrupt`` raised inside their initialisation can abort the
+    interpreter (torch's C++ start-up: SIGABRT, exit -6) instead of unwinding. Only where ``watch_ctrl_c`` installed its
+    handler; the block costs a keypress at most its own duration (seconds of imports)."""
+    pressed_before = _CTRL_C_SEEN.is_set()
+    _CTRL_C_DEFERRED.set()
+    try:
+        yield
+    finally:
+        _CTRL_C_DEFERRED.clear()
+    if _CTRL_C_SEEN.is_set() and not pressed_before:  # an earlier keypress is the command's to honour
+        raise KeyboardInterrupt
 
 
 def watch_ctrl_c() -> Callable[[], None]:

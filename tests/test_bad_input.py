@@ -558,6 +558,63 @@ def test_a_ctrl_c_a_library_swallowed_is_still_the_commands_end_and_the_next_com
         signal.signal(signal.SIGINT, previous)
 
 
+def test_a_ctrl_c_during_deferred_imports_waits_for_their_end_then_interrupts(capsys):
+    """Inside ``ctrl_c_deferred`` (run_bench.py's imports) a keypress lets the block finish and interrupts at its
+    end; outside, it interrupts at once."""
+    finished = []
+
+    @boundary.entry_point("demo")
+    def importing(argv=None):
+        with boundary.ctrl_c_deferred():
+            signal.raise_signal(signal.SIGINT)
+            finished.append("imports")
+        finished.append("run")  # never reached
+        return 0
+
+    @boundary.entry_point("demo")
+    def undeferred(argv=None):
+        signal.raise_signal(signal.SIGINT)
+        finished.append("undeferred")
+        return 0
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground command
+    try:
+        assert importing() == 130
+        assert finished == ["imports"]
+        assert capsys.readouterr().err == "interrupted: nothing half-written was kept\n"
+        assert undeferred() == 130 and finished == ["imports"]
+        with boundary.ctrl_c_deferred():  # without a keypress the block is transparent
+            finished.append("quiet")
+        assert finished == ["imports", "quiet"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _PressesCtrlCWhenCollected:
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+
+
+def test_a_ctrl_c_that_lands_in_a_finalizer_is_delivered_again_not_dropped(capsys):
+    """Python prints and drops an exception raised in ``__del__``; the boundary sends the keypress again after it."""
+    @boundary.entry_point("demo")
+    def collecting(argv=None):
+        _PressesCtrlCWhenCollected()  # collected at once: its __del__ runs here
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pass
+        return 0
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground command
+    try:
+        started = time.monotonic()
+        assert collecting() == 130
+        assert time.monotonic() - started < 4
+        assert capsys.readouterr().err == "interrupted: nothing half-written was kept\n"  # no "Exception ignored"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 IN_PROCESS = {
     "run_bench.py": (run_bench.main, ["--preset", "smoke", "--strategies", "frozen", "--out"]),
     "bench.reporting.report": (report.main, [str(EARLIER.parent), "--out"]),
